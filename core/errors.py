@@ -1,0 +1,53 @@
+"""One error hierarchy for all of assay.
+
+Every error assay raises is an ``AssayError``. Its message is one line written for the person at the
+terminal; the CLI prints it as it is and exits with ``exit_code``:
+
+* 1: the command could not do its job (bad input, missing thing, refused action, configuration);
+* 3: an integrity failure: a verification failed or tampering was detected.
+
+Usage errors (exit 2) are click's own. Third-party exceptions are wrapped at the boundary with
+``raise SomeAssayError(...) from exc`` so the cause stays available under ``--verbose``.
+"""
+
+from __future__ import annotations
+
+
+class AssayError(Exception):
+    """Root of every error assay raises on purpose."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        # Keep messages on one line whatever the caller passed.
+        super().__init__(" ".join(str(message).split()))
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class ConfigError(AssayError):
+    """Settings, environment or home folder are unusable (e.g. not initialised)."""
+
+
+class NotFoundError(AssayError):
+    """A named thing (key, model, version, dataset, incident, file) does not exist."""
+
+
+class RefusedError(AssayError):
+    """A state-changing action was refused by policy (frozen model, untrusted version...)."""
+
+
+class FormatError(AssayError):
+    """A file or document is malformed: truncated, corrupt, or not the expected format."""
+
+
+class UnsafeInputError(FormatError):
+    """An input tried something assay never does: a pickle with code, a path escaping its root."""
+
+
+class IntegrityError(AssayError):
+    """Verification failed: bytes, signatures, trust or the audit log do not check out."""
+
+    exit_code = 3

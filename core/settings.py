@@ -1,0 +1,80 @@
+"""Settings read from the environment, in one place.
+
+Environment variables (all optional):
+
+* ``ASSAY_HOME``: assay's folder (keys, store, checkpoints); default: the platform's app folder.
+* ``ASSAY_DB_URL``: SQLAlchemy URL of assay's store; default ``sqlite:///$ASSAY_HOME/assay.db``.
+* ``MLFLOW_TRACKING_URI``: MLflow tracking/registry URI; default ``sqlite:///$ASSAY_HOME/mlflow.db``.
+* ``ASSAY_KEY``: a private signing key for CI, as PEM text or a path to a PEM file.
+* ``ASSAY_KEY_PASSPHRASE``: passphrase of encrypted private keys.
+* ``ASSAY_ACTOR``: who is acting, recorded in the audit log; default ``$USER@host``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_VARS = {
+    "ASSAY_HOME": "assay's folder (keys, store, checkpoints)",
+    "ASSAY_DB_URL": "SQLAlchemy URL of assay's store (default sqlite:///$ASSAY_HOME/assay.db)",
+    "MLFLOW_TRACKING_URI": "MLflow tracking URI (default sqlite:///$ASSAY_HOME/mlflow.db)",
+    "ASSAY_KEY": "private signing key for CI: PEM text or a path",
+    "ASSAY_KEY_PASSPHRASE": "passphrase of encrypted private keys",
+    "ASSAY_ACTOR": "who is acting, recorded in the audit log",
+}
+
+
+def default_home() -> Path:
+    """The platform's per-user application folder for assay."""
+    import click
+
+    return Path(click.get_app_dir("assay"))
+
+
+def default_actor() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where assay keeps its state and who is acting."""
+
+    home: Path
+    db_url: str
+    tracking_uri: str
+    key: str | None = None
+    key_passphrase: str | None = field(default=None, repr=False)
+    actor: str = "unknown"
+
+    @classmethod
+    def from_env(cls, home: str | os.PathLike[str] | None = None) -> Settings:
+        env = os.environ
+        root = Path(home or env.get("ASSAY_HOME") or default_home()).expanduser().resolve()
+        return cls(
+            home=root,
+            db_url=env.get("ASSAY_DB_URL") or f"sqlite:///{root / 'assay.db'}",
+            tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}",
+            key=env.get("ASSAY_KEY") or None,
+            key_passphrase=env.get("ASSAY_KEY_PASSPHRASE") or None,
+            actor=env.get("ASSAY_ACTOR") or default_actor(),
+        )
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.home / "keys"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.home / "checkpoints"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "artifacts"

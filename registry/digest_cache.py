@@ -1,0 +1,162 @@
+"""A cache of file digests for ``--reuse-digests``.
+
+Entries are keyed by absolute path and algorithm and carry the file's identity and change stamps
+``(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)``; a digest is reused only when all of them
+still match, so any write, truncation, replacement or ``touch`` re-hashes the file. Files modified
+within :data:`RACY_WINDOW_NS` of being hashed are not cached (a later write in the same timestamp
+tick would be invisible), nor are files whose stamps changed while they were hashed.
+
+The cache is one JSON file under ``$ASSAY_HOME/cache/``, written atomically (temporary file +
+``os.replace``); a corrupt or unreadable file is ignored and rebuilt. Signing may use the cache;
+verification re-hashes unless told to trust it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+__all__ = ["DigestCache", "RACY_WINDOW_NS", "default_cache_path"]
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+MAX_ENTRIES = 50_000
+#: Files modified this recently are hashed but not cached (coarse filesystem timestamps).
+RACY_WINDOW_NS = 100_000_000
+
+
+def default_cache_path(home: str | os.PathLike[str]) -> Path:
+    """``$ASSAY_HOME/cache/digests.json``."""
+    return Path(home) / "cache" / "digests.json"
+
+
+def _stamp(st: os.stat_result) -> list[int]:
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+class DigestCache:
+    """Digests of files by absolute path, valid while the file's stat stamps are unchanged."""
+
+    def __init__(self, path: str | os.PathLike[str], algorithm: str = "sha256") -> None:
+        self.path = Path(path)
+        self.algorithm = algorithm
+        self._lock = threading.Lock()
+        self._entries: dict[str, dict] = {}
+        self._dirty = False
+        self.hits = 0
+        self.misses = 0
+        self._load()
+
+    @classmethod
+    def for_home(cls, home: str | os.PathLike[str]) -> DigestCache:
+        return cls(default_cache_path(home))
+
+    def _key(self, path: str | os.PathLike[str]) -> str:
+        return f"{self.algorithm}:{os.path.abspath(path)}"
+
+    def _load(self) -> None:
+        try:
+            raw = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("digest cache %s unreadable (%s); starting empty", self.path, exc)
+            return
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
+                raise ValueError("unknown format")
+            entries = data["entries"]
+            if not isinstance(entries, dict):
+                raise ValueError("entries is not an object")
+            clean: dict[str, dict] = {}
+            for key, value in entries.items():
+                if (
+                    isinstance(value, dict)
+                    and isinstance(value.get("digest"), str)
+                    and isinstance(value.get("stat"), list)
+                    and len(value["stat"]) == 5
+                    and all(isinstance(x, int) for x in value["stat"])
+                ):
+                    clean[key] = value
+            self._entries = clean
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("digest cache %s is corrupt (%s); rebuilding it", self.path, exc)
+            self._entries = {}
+            self._dirty = True
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def lookup(self, path: str | os.PathLike[str], st: os.stat_result) -> str | None:
+        """The cached digest of ``path`` if its stamps still equal ``st``'s, else None."""
+        with self._lock:
+            entry = self._entries.get(self._key(path))
+            if entry is not None and entry["stat"] == _stamp(st):
+                self.hits += 1
+                return entry["digest"]
+            self.misses += 1
+            return None
+
+    def store(self, path: str | os.PathLike[str], st: os.stat_result, digest: str) -> bool:
+        """Remember ``digest`` for ``path`` hashed when its stat was ``st``.
+
+        Re-stats the file: nothing is stored if it changed meanwhile or was modified too
+        recently to be trusted. Returns whether the entry was stored.
+        """
+        key = self._key(path)
+        try:
+            now_st = os.stat(path)
+        except OSError:
+            now_st = None
+        racy = time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_WINDOW_NS
+        with self._lock:
+            if now_st is None or _stamp(now_st) != _stamp(st) or racy:
+                if self._entries.pop(key, None) is not None:
+                    self._dirty = True
+                return False
+            self._entries.pop(key, None)  # re-insert at the end: newest last
+            self._entries[key] = {"digest": digest, "stat": _stamp(st)}
+            self._dirty = True
+            return True
+
+    def forget(self, path: str | os.PathLike[str]) -> None:
+        with self._lock:
+            if self._entries.pop(self._key(path), None) is not None:
+                self._dirty = True
+
+    def save(self) -> None:
+        """Write the cache atomically if it changed. Failures are logged, never raised."""
+        with self._lock:
+            if not self._dirty:
+                return
+            if len(self._entries) > MAX_ENTRIES:
+                for key in list(self._entries)[: len(self._entries) - MAX_ENTRIES]:
+                    del self._entries[key]
+            payload = json.dumps(
+                {"format": CACHE_FORMAT, "entries": self._entries}, separators=(",", ":")
+            )
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=".digests-", dir=self.path.parent)
+                try:
+                    with os.fdopen(fd, "w", encoding="utf-8") as f:
+                        f.write(payload)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    os.replace(tmp, self.path)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp)
+                    raise
+            except OSError as exc:
+                log.warning("could not write digest cache %s: %s", self.path, exc)
+                return
+            self._dirty = False

@@ -1,0 +1,282 @@
+"""Manifests: every file of a model paired with its SHA-256, as OpenSSF Model Signing records them.
+
+A directory model lists every regular file (empty ones included) by its POSIX path relative to the
+model root, sorted the way OMS sorts them (by path components). A single file as the model is
+recorded as one resource named ``"."`` and the model is named after the file, as OMS v1.0+ does.
+
+Ignored by default, at the root of a directory model, exactly as ``model_signing`` records them:
+``.git``, ``.gitattributes``, ``.github``, ``.gitignore`` and the signature file ``model.sig``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from assay.core.errors import AssayError, NotFoundError, UnsafeInputError
+from assay.registry.hashing import ProgressCallback, hash_files
+
+if TYPE_CHECKING:
+    from assay.registry.digest_cache import DigestCache
+
+__all__ = [
+    "DEFAULT_IGNORE_PATHS",
+    "GIT_IGNORE_PATHS",
+    "SIGNATURE_FILE_NAME",
+    "Manifest",
+    "ResourceDigest",
+    "Serialization",
+    "build_manifest",
+    "compute_root_digest",
+    "oms_sort_key",
+]
+
+log = logging.getLogger(__name__)
+
+GIT_IGNORE_PATHS: tuple[str, ...] = (".git", ".gitattributes", ".github", ".gitignore")
+SIGNATURE_FILE_NAME = "model.sig"
+DEFAULT_IGNORE_PATHS: tuple[str, ...] = (*GIT_IGNORE_PATHS, SIGNATURE_FILE_NAME)
+
+
+@dataclass(frozen=True)
+class ResourceDigest:
+    """One file of a model: POSIX path relative to the root, hex digest, size (None if unknown)."""
+
+    name: str
+    digest: str
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class Serialization:
+    """How a manifest was built; recorded in the signature so verification repeats it exactly."""
+
+    method: str = "files"
+    hash_type: str = "sha256"
+    allow_symlinks: bool = False
+    ignore_paths: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        """The ``predicate.serialization`` object as OMS writes it."""
+        out: dict = {
+            "method": self.method,
+            "hash_type": self.hash_type,
+            "allow_symlinks": self.allow_symlinks,
+        }
+        if self.ignore_paths:
+            out["ignore_paths"] = list(self.ignore_paths)
+        return out
+
+
+def oms_sort_key(name: str) -> tuple[str, ...]:
+    """OMS sorts resources as ``PurePosixPath`` objects: by their components."""
+    return tuple(name.split("/"))
+
+
+def compute_root_digest(resources: Iterable[ResourceDigest]) -> str:
+    """SHA-256 over the concatenated raw resource digests, in listed order (OMS subject digest)."""
+    h = hashlib.sha256()
+    for r in resources:
+        h.update(bytes.fromhex(r.digest))
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A model's files and digests, plus how they were computed."""
+
+    model_name: str
+    resources: tuple[ResourceDigest, ...]
+    serialization: Serialization = field(default_factory=Serialization)
+
+    @property
+    def root_digest(self) -> str:
+        return compute_root_digest(self.resources)
+
+    @property
+    def total_size(self) -> int:
+        return sum(r.size or 0 for r in self.resources)
+
+    def digests(self) -> dict[str, str]:
+        """Resource name -> hex digest."""
+        return {r.name: r.digest for r in self.resources}
+
+    def to_dict(self) -> dict:
+        return {
+            "model_name": self.model_name,
+            "root_digest": self.root_digest,
+            "serialization": self.serialization.to_dict(),
+            "resources": [
+                {"name": r.name, "digest": r.digest, "size": r.size} for r in self.resources
+            ],
+        }
+
+
+def _normalise_ignores(root: Path, ignore_paths: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """Ignore paths as POSIX paths relative to ``root``; absolute ones outside it are dropped."""
+    out: list[str] = []
+    real_root = Path(os.path.abspath(root))
+    for p in ignore_paths:
+        pp = Path(p)
+        if pp.is_absolute():
+            try:
+                rel = Path(os.path.abspath(pp)).relative_to(real_root)
+            except ValueError:
+                continue
+        else:
+            rel = pp
+        parts = [x for x in rel.as_posix().split("/") if x not in ("", ".")]
+        if not parts or ".." in parts:
+            continue
+        out.append("/".join(parts))
+    return out
+
+
+def _is_ignored(rel_parts: tuple[str, ...], ignores: list[tuple[str, ...]]) -> bool:
+    return any(rel_parts[: len(ig)] == ig for ig in ignores)
+
+
+def _walk(
+    root: Path,
+    real_root: str,
+    ignores: list[tuple[str, ...]],
+    allow_symlinks: bool,
+) -> list[tuple[str, Path, os.stat_result]]:
+    """(posix name, path, stat) of every regular file under ``root`` that is not ignored."""
+    found: list[tuple[str, Path, os.stat_result]] = []
+    stack: list[tuple[Path, tuple[str, ...]]] = [(root, ())]
+    while stack:
+        directory, prefix = stack.pop()
+        try:
+            with os.scandir(directory) as it:
+                entries = list(it)
+        except OSError as exc:
+            raise AssayError(f"cannot list {directory}: {exc.strerror or exc}") from exc
+        for entry in entries:
+            parts = (*prefix, entry.name)
+            if _is_ignored(parts, ignores):
+                continue
+            path = Path(entry.path)
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as exc:
+                raise AssayError(f"cannot read {path}: {exc.strerror or exc}") from exc
+            if stat.S_ISLNK(st.st_mode):
+                if not allow_symlinks:
+                    raise UnsafeInputError(
+                        f"{path} is a symbolic link; symlinks are refused unless allowed"
+                    )
+                target = os.path.realpath(path)
+                if os.path.commonpath([real_root, target]) != real_root:
+                    raise UnsafeInputError(f"{path} is a symbolic link that points outside {root}")
+                try:
+                    st = os.stat(path)
+                except OSError as exc:
+                    raise AssayError(f"{path} is a broken symbolic link") from exc
+                if stat.S_ISDIR(st.st_mode):
+                    # OMS does not descend into linked directories; neither do we.
+                    continue
+            if stat.S_ISDIR(st.st_mode):
+                stack.append((path, parts))
+            elif stat.S_ISREG(st.st_mode):
+                found.append(("/".join(parts), path, st))
+            else:
+                raise UnsafeInputError(f"{path} is not a regular file or directory")
+    return found
+
+
+def build_manifest(
+    path: str | os.PathLike[str],
+    *,
+    ignore_paths: Iterable[str | os.PathLike[str]] = (),
+    allow_symlinks: bool = False,
+    workers: int | None = None,
+    progress: ProgressCallback | None = None,
+    cache: DigestCache | None = None,
+    default_ignores: bool = True,
+) -> Manifest:
+    """Hash every file of the model at ``path`` (a directory or a single file).
+
+    ``ignore_paths`` are relative to the model root (absolute paths inside it work too).
+    With ``default_ignores`` (the default) the OMS defaults (git files, ``model.sig``) are added;
+    verification turns it off and passes the paths recorded in the signature instead.
+    ``cache`` (a :class:`~assay.registry.digest_cache.DigestCache`) reuses digests of unchanged
+    files; it is saved at the end.
+    """
+    root = Path(path)
+    try:
+        root_st = os.lstat(root)
+    except FileNotFoundError as exc:
+        raise NotFoundError(f"model path {root} does not exist") from exc
+    except OSError as exc:
+        raise AssayError(f"cannot read {root}: {exc.strerror or exc}") from exc
+    if stat.S_ISLNK(root_st.st_mode):
+        if not allow_symlinks:
+            raise UnsafeInputError(
+                f"{root} is a symbolic link; symlinks are refused unless allowed"
+            )
+        root_st = os.stat(root)
+
+    model_name = root.name
+    if not model_name or model_name == "..":
+        model_name = Path(os.path.abspath(root)).name
+
+    if stat.S_ISREG(root_st.st_mode):
+        # A single file is the model: one resource named "." (OMS v1.0.0 and later).
+        extra = sorted(set(_normalise_ignores(root, ignore_paths)))
+        recorded = sorted(set(GIT_IGNORE_PATHS) | set(extra)) if default_ignores else extra
+        files = [(".", root, root_st)]
+    elif stat.S_ISDIR(root_st.st_mode):
+        extra = _normalise_ignores(root, ignore_paths)
+        recorded = (
+            sorted(set(DEFAULT_IGNORE_PATHS) | set(extra))
+            if default_ignores
+            else sorted(set(extra))
+        )
+        ignores = [tuple(p.split("/")) for p in recorded]
+        real_root = os.path.realpath(root)
+        files = _walk(root, real_root, ignores, allow_symlinks)
+    else:
+        raise UnsafeInputError(f"{root} is not a regular file or directory")
+
+    serialization = Serialization(
+        method="files",
+        hash_type="sha256",
+        allow_symlinks=allow_symlinks,
+        ignore_paths=tuple(recorded),
+    )
+
+    digests: dict[str, tuple[str, int]] = {}
+    to_hash: list[tuple[str, Path, os.stat_result]] = []
+    for name, fpath, st in files:
+        hit = cache.lookup(fpath, st) if cache is not None else None
+        if hit is not None:
+            digests[name] = (hit, st.st_size)
+        else:
+            to_hash.append((name, fpath, st))
+
+    results = hash_files(
+        [p for _, p, _ in to_hash],
+        workers=workers,
+        progress=progress,
+        sizes=[st.st_size for _, _, st in to_hash],
+    )
+    for (name, fpath, st), res in zip(to_hash, results, strict=True):
+        digests[name] = (res.digest, res.size)
+        if cache is not None:
+            cache.store(fpath, st, res.digest)
+    if cache is not None:
+        cache.save()
+
+    resources = tuple(
+        ResourceDigest(name=name, digest=digests[name][0], size=digests[name][1])
+        for name in sorted(digests, key=oms_sort_key)
+    )
+    log.debug("manifest of %s: %d files (%d hashed)", root, len(resources), len(to_hash))
+    return Manifest(model_name=model_name, resources=resources, serialization=serialization)

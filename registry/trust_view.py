@@ -1,0 +1,131 @@
+"""Read-only views of what the store trusts, for the verification path.
+
+``verify`` must start fast (DESIGN: at most 0.3 s for a small model) and importing SQLAlchemy
+alone costs about 0.25 s. For the default SQLite store, ``SqliteTrustView`` answers the two
+questions verification asks with the standard library's ``sqlite3`` in read-only mode; any other
+database URL goes through ``KeyService`` (SQLAlchemy). Both implement ``TrustView``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Protocol
+
+from assay.core.errors import ConfigError
+from assay.core.settings import Settings
+from assay.registry.keys import PublicKey
+from assay.registry.store import HEAD_REVISION
+from assay.registry.trust import KeyRecord
+
+
+class TrustView(Protocol):
+    """What verification needs from the store."""
+
+    def for_hint(
+        self, hint: str | None, embedded_pem: str | None = None
+    ) -> tuple[KeyRecord, PublicKey] | None: ...
+
+    def recorded_at(self, bundle_text: str, root_digest: str, key_id: str) -> datetime | None: ...
+
+
+def parse_utc(value: str | None) -> datetime | None:
+    """Aware UTC from the store's text (SQLite keeps naive UTC), as ``UTCDateTime`` returns."""
+    if value is None:
+        return None
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def sqlite_path(db_url: str) -> Path | None:
+    """The file behind a plain ``sqlite:///`` URL, or None for anything else."""
+    for prefix in ("sqlite:///", "sqlite+pysqlite:///"):
+        if db_url.startswith(prefix):
+            rest = db_url[len(prefix) :]
+            if not rest or rest.startswith(":memory:") or "?" in rest:
+                return None
+            return Path(rest)
+    return None
+
+
+def connect_readonly(settings: Settings, path: Path) -> sqlite3.Connection:
+    """A read-only ``sqlite3`` connection to the store at ``path``, its schema checked at head."""
+    if not path.exists():
+        raise ConfigError(f"assay is not initialised in {settings.home}: run `assay init`")
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise ConfigError(f"assay is not initialised in {settings.home}: run `assay init`") from exc
+    if row is None or row[0] != HEAD_REVISION:
+        conn.close()
+        raise ConfigError(
+            f"assay's store is at schema revision {row and row[0]}, this assay expects "
+            f"{HEAD_REVISION}: run `assay init` to upgrade it"
+        )
+    return conn
+
+
+class SqliteTrustView:
+    """``TrustView`` over the SQLite store with ``sqlite3`` (read-only, no SQLAlchemy)."""
+
+    def __init__(
+        self, settings: Settings, path: Path, *, conn: sqlite3.Connection | None = None
+    ) -> None:
+        self._conn = conn if conn is not None else connect_readonly(settings, path)
+
+    def for_hint(
+        self, hint: str | None, embedded_pem: str | None = None
+    ) -> tuple[KeyRecord, PublicKey] | None:
+        wanted = PublicKey.from_pem(embedded_pem).key_id if embedded_pem else None
+        rows = self._conn.execute(
+            "SELECT key_id, name, key_type, public_pem, has_private, created_at, revoked_at,"
+            " revoke_reason, compromised_since FROM keys"
+        ).fetchall()
+        for key_id, name, key_type, pem, has_private, created, revoked, reason, since in rows:
+            public = PublicKey.from_pem(pem)
+            if public.key_id == wanted or (hint and hint in (public.oms_hint, public.key_id)):
+                record = KeyRecord(
+                    key_id=key_id,
+                    name=name,
+                    key_type=key_type,
+                    created_at=parse_utc(created),
+                    has_private=bool(has_private),
+                    trusted=True,
+                    revoked_at=parse_utc(revoked),
+                    revoke_reason=reason,
+                    compromised_since=parse_utc(since),
+                )
+                return record, public
+        return None
+
+    def recorded_at(self, bundle_text: str, root_digest: str, key_id: str) -> datetime | None:
+        rows = self._conn.execute(
+            "SELECT bundle, recorded_at FROM signatures WHERE manifest_root = ? AND key_id = ?"
+            " ORDER BY recorded_at",
+            (root_digest, key_id),
+        ).fetchall()
+        for bundle, when in rows:
+            if bundle.strip() == bundle_text.strip():
+                return parse_utc(when)
+        return None
+
+    def public_key(self, key_id: str) -> PublicKey | None:
+        row = self._conn.execute(
+            "SELECT public_pem FROM keys WHERE key_id = ?", (key_id,)
+        ).fetchone()
+        return PublicKey.from_pem(row[0]) if row else None
+
+
+def open_trust_view(settings: Settings) -> TrustView:
+    """The fastest trust view for ``settings``' store."""
+    path = sqlite_path(settings.db_url)
+    if path is not None:
+        return SqliteTrustView(settings, path)
+    from assay.registry.facade import Registry
+
+    return Registry.open(settings).keys

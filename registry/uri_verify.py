@@ -1,0 +1,232 @@
+"""Verify registered versions by URI: ``models:/NAME/V``, ``models:/NAME@ALIAS``, ``dataset:NAME@V``.
+
+The real bytes are re-read from the artifact store and checked against the bundle the store
+recorded at registration, with the trusted key and the signing-time rule, and the registration
+binding is checked to name this very version (no replayed bundle).
+
+Two ways to read the store: through a ``Registry`` (SQLAlchemy, any store URL), or, for
+:func:`verify_target` with the default SQLite store, through ``assay.registry.fast_read``'s
+``sqlite3`` view; with an embedded ``sqlite:///`` MLflow an alias is read the same way and a local
+artifact store is read in place, so ``assay verify models:/x@production`` imports neither
+SQLAlchemy nor mlflow.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from assay.core.errors import NotFoundError
+from assay.registry.artifact_access import artifact_files
+from assay.registry.binding import SUBJECT_PREFIX, check_binding
+from assay.registry.fast_read import SignedArtifact, open_store_view, read_alias
+from assay.registry.mlflow_backend import MLFLOW_ADDED_FILES, EmbeddedBackend, open_backend
+from assay.registry.oms import parse_bundle
+from assay.registry.refs import is_dataset_uri, parse_dataset_ref, parse_model_ref
+from assay.registry.verification import VerifyReport, verify_bundle_text
+from assay.registry.version_record import display
+
+if TYPE_CHECKING:
+    from assay.core.settings import Settings
+    from assay.registry.facade import Registry
+    from assay.registry.fast_read import SqliteStoreView
+    from assay.registry.hashing import ProgressCallback
+    from assay.registry.keys import PublicKey
+    from assay.registry.mlflow_backend import MlflowBackend
+    from assay.registry.trust_view import TrustView
+
+    class _Trust(TrustView, Protocol):
+        def public_key(self, key_id: str) -> PublicKey | None: ...
+
+
+class _Reads(Protocol):
+    """What verifying by URI reads: the store's rows, the trusted keys, MLflow."""
+
+    settings: Settings
+
+    @property
+    def trust(self) -> _Trust: ...
+
+    @property
+    def backend(self) -> MlflowBackend: ...
+
+    def signed_artifact(self, kind: str, name: str, version: str | None) -> SignedArtifact: ...
+
+
+class _RegistryReads:
+    """Through the ``Registry``: SQLAlchemy for the store, its backend for MLflow."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.settings = registry.settings
+
+    @property
+    def trust(self) -> _Trust:
+        return self.registry.keys
+
+    @property
+    def backend(self) -> MlflowBackend:
+        return self.registry.backend
+
+    def signed_artifact(self, kind: str, name: str, version: str | None) -> SignedArtifact:
+        from assay.registry.versions import latest_signature, require_artifact
+
+        with self.registry.store.session(readonly=True) as session:
+            artifact = require_artifact(session, kind, name, version)
+            subject = display(kind, name, artifact.version)
+            bundle = latest_signature(session, artifact.id, subject)
+            binding = latest_signature(session, artifact.id, SUBJECT_PREFIX + subject)
+            return SignedArtifact(
+                subject=subject,
+                uri=artifact.uri,
+                bundle=bundle.bundle if bundle else None,
+                manifest_root=bundle.manifest_root if bundle else "",
+                binding=binding.bundle if binding else None,
+                binding_key=binding.key_id if binding else None,
+            )
+
+
+class _SqliteReads:
+    """Through the ``sqlite3`` view of the store; MLflow's backend only if it is needed."""
+
+    def __init__(self, settings: Settings, view: SqliteStoreView) -> None:
+        self.settings = settings
+        self.view = view
+
+    @property
+    def trust(self) -> _Trust:
+        return self.view.trust
+
+    @cached_property
+    def backend(self) -> MlflowBackend:
+        return open_backend(self.settings)
+
+    def signed_artifact(self, kind: str, name: str, version: str | None) -> SignedArtifact:
+        return self.view.signed_artifact(kind, name, version)
+
+
+def _alias_version(tracking_uri: str, backend: MlflowBackend, name: str, alias: str) -> str:
+    """The version ``alias`` points at: read from SQLite directly for an embedded ``sqlite:///``
+    MLflow (no ``import mlflow``), else (or when that read finds nothing) from the backend."""
+    version = None
+    if isinstance(backend, EmbeddedBackend):
+        version = read_alias(tracking_uri, name, alias)
+    if version is None:
+        version = backend.get_alias(name, alias)
+    if version is None:
+        raise NotFoundError(f"model {name!r} has no alias {alias!r}")
+    return version
+
+
+def resolve_model_version(registry: Registry, text: str) -> tuple[str, str]:
+    """(name, version) of ``models:/NAME/V`` or ``models:/NAME@ALIAS`` (alias read from MLflow)."""
+    ref = parse_model_ref(text)
+    if ref.version:
+        return ref.name, ref.version
+    return ref.name, _alias_version(
+        registry.settings.tracking_uri, registry.backend, ref.name, ref.alias or ""
+    )
+
+
+def _verify_artifact(
+    reads: _Reads,
+    kind: str,
+    name: str,
+    version: str,
+    *,
+    local_path: Path | None = None,
+    progress: ProgressCallback | None = None,
+) -> VerifyReport:
+    signed = reads.signed_artifact(kind, name, version)
+    subject, bundle, binding = signed.subject, signed.bundle, signed.binding
+    if bundle is None or signed.uri is None:
+        return VerifyReport(subject=subject, ok=False, problems=["assay holds no signature for it"])
+
+    def check(path: Path) -> VerifyReport:
+        report = verify_bundle_text(
+            reads.trust,
+            reads.settings,
+            path,
+            bundle,
+            subject=subject,
+            ignore_paths=tuple(MLFLOW_ADDED_FILES),
+            progress=progress,
+        )
+        public = reads.trust.public_key(signed.binding_key) if signed.binding_key else None
+        if binding is None or public is None:
+            report.problems.append("no registration binding recorded")
+        else:
+            # The binding must cover the root of the bundle actually checked (not only the
+            # store's column), or a bundle replayed from another version would pass.
+            signed_root = parse_bundle(bundle).root_digest
+            report.problems.extend(
+                check_binding(binding, public, subject=subject, manifest_root=signed_root)
+            )
+            if signed_root != signed.manifest_root:
+                report.problems.append(
+                    "the signature bundle covers other bytes than the store recorded for it"
+                )
+        report.ok = report.ok and not report.problems
+        return report
+
+    if local_path is not None:
+        return check(local_path)
+    with artifact_files(reads.backend, signed.uri, subject) as path:
+        return check(path)
+
+
+def verify_version(
+    registry: Registry, name: str, version: str, *, progress: ProgressCallback | None = None
+) -> VerifyReport:
+    """Re-read a model version's bytes from the artifact store and verify them."""
+    return _verify_artifact(
+        _RegistryReads(registry), "model", name, str(version), progress=progress
+    )
+
+
+def verify_local_copy(registry: Registry, name: str, version: str, path: Path) -> VerifyReport:
+    """Verify files already downloaded for a model version (verify-before-load)."""
+    return _verify_artifact(_RegistryReads(registry), "model", name, str(version), local_path=path)
+
+
+def verify_dataset(
+    registry: Registry, name: str, version: str | None, *, progress: ProgressCallback | None = None
+) -> VerifyReport:
+    return _verify_artifact(_RegistryReads(registry), "dataset", name, version, progress=progress)
+
+
+def verify_uri(
+    registry: Registry, target: str, *, progress: ProgressCallback | None = None
+) -> VerifyReport:
+    """Verify ``models:/...`` or ``dataset:...``."""
+    if is_dataset_uri(target):
+        ref = parse_dataset_ref(target)
+        return verify_dataset(registry, ref.name, ref.version, progress=progress)
+    name, version = resolve_model_version(registry, target)
+    return verify_version(registry, name, version, progress=progress)
+
+
+def verify_target(
+    settings: Settings, target: str, *, progress: ProgressCallback | None = None
+) -> VerifyReport:
+    """:func:`verify_uri` for ``settings``, through the ``sqlite3`` view when the store is the
+    default SQLite file (no SQLAlchemy; no mlflow for an embedded SQLite MLflow and local
+    artifacts), through the ``Registry`` otherwise."""
+    view = open_store_view(settings)
+    if view is None:
+        from assay.registry.facade import Registry
+
+        return verify_uri(Registry.open(settings), target, progress=progress)
+    try:
+        reads = _SqliteReads(settings, view)
+        if is_dataset_uri(target):
+            ref = parse_dataset_ref(target)
+            return _verify_artifact(reads, "dataset", ref.name, ref.version, progress=progress)
+        ref_m = parse_model_ref(target)
+        version = ref_m.version or _alias_version(
+            settings.tracking_uri, reads.backend, ref_m.name, ref_m.alias or ""
+        )
+        return _verify_artifact(reads, "model", ref_m.name, version, progress=progress)
+    finally:
+        view.close()

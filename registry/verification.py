@@ -1,0 +1,160 @@
+"""Verify a signed file or folder against the keys the store trusts.
+
+Beyond a bare OMS check this knows whether the signer's key is trusted here, and whether the
+signature was recorded before that key was revoked or compromised. It imports no SQLAlchemy: the
+trust questions go through a ``TrustView`` (see ``assay.registry.trust_view``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from assay.core.errors import IntegrityError, NotFoundError
+from assay.registry.digest_cache import DigestCache
+from assay.registry.hashing import ProgressCallback
+from assay.registry.manifest import SIGNATURE_FILE_NAME
+from assay.registry.oms import parse_bundle, verify_bundle
+from assay.registry.trust import signature_time_problem
+
+if TYPE_CHECKING:
+    from assay.core.settings import Settings
+    from assay.registry.trust_view import TrustView
+
+
+@dataclass
+class VerifyReport:
+    """The verdict on one signed subject, with every reason it failed."""
+
+    subject: str
+    ok: bool
+    files: int = 0
+    key_id: str | None = None
+    key_name: str | None = None
+    signature_ok: bool = False
+    root_digest: str | None = None
+    modified: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line naming what failed."""
+        parts = []
+        for label, names in (
+            ("modified", self.modified),
+            ("missing", self.missing),
+            ("extra", self.extra),
+        ):
+            if names:
+                shown = ", ".join(names[:3]) + (
+                    f" and {len(names) - 3} more" if len(names) > 3 else ""
+                )
+                parts.append(f"{len(names)} {label} ({shown})")
+        parts.extend(self.problems)
+        return f"verification failed for {self.subject}: " + "; ".join(parts or ["unknown reason"])
+
+    def raise_for_failure(self) -> None:
+        if not self.ok:
+            raise IntegrityError(self.summary())
+
+
+def default_signature_path(path: Path) -> Path:
+    """``PATH/model.sig`` for a folder, ``PATH.sig`` beside a single file (as OMS tools do)."""
+    return path / SIGNATURE_FILE_NAME if path.is_dir() else path.with_name(path.name + ".sig")
+
+
+def _inner_ignores(path: Path, signature: Path) -> list[str]:
+    """The signature file, when it sits inside the signed folder under another name."""
+    if not path.is_dir():
+        return []
+    try:
+        rel = signature.resolve().relative_to(path.resolve())
+    except ValueError:
+        return []
+    return [] if rel.as_posix() == SIGNATURE_FILE_NAME else [rel.as_posix()]
+
+
+def verify_bundle_text(
+    trust: TrustView,
+    settings: Settings,
+    path: Path,
+    bundle_text: str,
+    *,
+    subject: str | None = None,
+    trust_cache: bool = False,
+    ignore_paths: tuple[str, ...] = (),
+    progress: ProgressCallback | None = None,
+) -> VerifyReport:
+    """Check ``path`` against ``bundle_text``: trusted key, signing time, then every byte."""
+    subject = subject or str(path)
+    bundle = parse_bundle(bundle_text)
+    found = trust.for_hint(bundle.key_hint, bundle.embedded_public_key_pem)
+    if found is None:
+        return VerifyReport(
+            subject=subject,
+            ok=False,
+            root_digest=bundle.root_digest,
+            problems=[f"signed by a key assay does not trust (hint {str(bundle.key_hint)[:16]})"],
+        )
+    record, public = found
+    report = VerifyReport(subject=subject, ok=False, key_id=record.key_id, key_name=record.name)
+    when = trust.recorded_at(bundle_text, bundle.root_digest, record.key_id)
+    problem = signature_time_problem(record, when)
+    if problem:
+        report.problems.append(problem)
+    cache = DigestCache.for_home(settings.home) if trust_cache else None
+    result = verify_bundle(
+        path,
+        bundle_text,
+        public,
+        ignore_paths=ignore_paths,
+        cache=cache,
+        trust_cache=trust_cache,
+        progress=progress,
+    )
+    if cache is not None:
+        cache.save()
+    report.signature_ok = result.signature_ok
+    report.root_digest = result.root_digest
+    report.files = result.files_checked
+    report.modified, report.missing, report.extra = result.modified, result.missing, result.extra
+    report.problems.extend(result.errors)
+    report.ok = result.ok and not report.problems
+    return report
+
+
+def verify_path(
+    trust: TrustView,
+    settings: Settings,
+    path: Path,
+    *,
+    signature: Path | None = None,
+    trust_cache: bool = False,
+    ignore_paths: tuple[str, ...] = (),
+    progress: ProgressCallback | None = None,
+) -> VerifyReport:
+    """Verify a local file or folder against its bundle (default ``PATH/model.sig``)."""
+    path = Path(path)
+    if not path.exists():
+        raise NotFoundError(f"{path} does not exist")
+    signature = Path(signature) if signature else default_signature_path(path)
+    try:
+        bundle_text = signature.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise IntegrityError(f"{path} is not signed: no signature at {signature}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise IntegrityError(f"cannot read signature {signature}: {exc}") from exc
+    return verify_bundle_text(
+        trust,
+        settings,
+        path,
+        bundle_text,
+        trust_cache=trust_cache,
+        ignore_paths=(*ignore_paths, *_inner_ignores(path, signature)),
+        progress=progress,
+    )

@@ -1,0 +1,75 @@
+"""``VersionRecord``: one model or dataset version as assay's store knows it.
+
+Kept apart from ``assay.registry.versions`` (SQLAlchemy queries) so that the read-only
+``sqlite3`` views (``assay.registry.fast_read``) return the very same records without importing
+SQLAlchemy; ``versions`` re-exports everything here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+__all__ = ["KIND_LABEL", "VersionRecord", "display", "version_key"]
+
+KIND_LABEL = {"model": "model", "dataset": "dataset"}
+
+
+def version_key(version: str | None) -> int:
+    """Sort key for MLflow-style numeric versions."""
+    try:
+        return int(version or 0)
+    except ValueError:
+        return 0
+
+
+def display(kind: str, name: str, version: str | None) -> str:
+    """``models:/NAME/V`` or ``dataset:NAME@V``."""
+    return f"models:/{name}/{version}" if kind == "model" else f"dataset:{name}@{version}"
+
+
+@dataclass
+class VersionRecord:
+    """One model or dataset version with its registry state."""
+
+    kind: str
+    name: str
+    version: str
+    state: str
+    status: str
+    manifest_root: str | None
+    created_at: datetime | None
+    reason: str | None = None
+    incident_id: str | None = None
+    key_id: str | None = None
+    run_id: str | None = None
+    source: str | None = None
+    uri: str | None = None
+    labels: list[str] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)
+    parents: list[str] = field(default_factory=list)
+
+    @property
+    def ref(self) -> str:
+        return display(self.kind, self.name, self.version)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "version": self.version,
+            "ref": self.ref,
+            "state": self.state,
+            "status": self.status,
+            "reason": self.reason,
+            "incident_id": self.incident_id,
+            "manifest_root": self.manifest_root,
+            "key_id": self.key_id,
+            "run_id": self.run_id,
+            "source": self.source,
+            "labels": self.labels,
+            "datasets": self.datasets,
+            "parents": self.parents,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+        }

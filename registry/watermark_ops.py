@@ -1,0 +1,118 @@
+"""Library functions behind ``assay watermark embed|detect``: single files, registry secrets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from assay.core.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from assay.registry.facade import Registry
+
+
+@dataclass
+class EmbedSummary:
+    source: str
+    output: str
+    secret_fingerprint: str
+    strength: float
+    tensors: int
+    parameters: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _secret(registry: Registry, key: str | None) -> bytes:
+    from assay.registry.watermark_secrets import active_secret, all_secrets
+
+    if key is None:
+        return active_secret(registry)
+    matches = [s for fp, s in all_secrets(registry).items() if fp.startswith(key.lower())]
+    if len(matches) != 1:
+        raise NotFoundError(f"no single watermark secret with fingerprint {key!r}")
+    return matches[0]
+
+
+def embed_file(
+    registry: Registry,
+    source: Path,
+    output: Path,
+    *,
+    key: str | None = None,
+    strength: float | None = None,
+) -> EmbedSummary:
+    """Write a watermarked copy of the weight file ``source`` to the new file ``output``."""
+    from assay.watermark.formats import load_weights, save_weights
+    from assay.watermark.scheme import DEFAULT_STRENGTH, embed
+
+    if output.exists():
+        raise NotFoundError(f"{output} already exists; refusing to overwrite it") from None
+    weights = load_weights(source)
+    used = strength if strength is not None else DEFAULT_STRENGTH
+    result = embed(weights.tensors, _secret(registry, key), strength=used)
+    save_weights(weights, result.tensors, output)
+    with registry.store.session() as session:
+        registry.record(
+            session,
+            "watermark.embed",
+            f"file:{output.resolve()}",
+            {
+                "source": str(source.resolve()),
+                "secret_fingerprint": result.record.secret_fingerprint,
+                "strength": used,
+            },
+        )
+    return EmbedSummary(
+        str(source),
+        str(output),
+        result.record.secret_fingerprint,
+        used,
+        len(result.record.tensors),
+        result.record.marked,
+    )
+
+
+def detect_file(
+    registry: Registry, suspect: Path, *, reference: str | None = None
+) -> dict[str, Any]:
+    """Test ``suspect`` for this installation's watermarks.
+
+    ``reference``: ``models:/NAME/V`` (non-blind against that registered version and its record),
+    a weight file (non-blind against it as the unmarked original), or None (blind, every secret).
+    """
+    from assay.registry.tracing import _load_suspect
+    from assay.registry.watermark_secrets import all_secrets
+    from assay.watermark.detect import detect
+    from assay.watermark.formats import load_weights
+
+    tensors = _load_suspect(suspect)
+    secrets = all_secrets(registry)
+    if not secrets:
+        raise NotFoundError("this installation holds no watermark secret")
+    if reference and reference.startswith("models:/"):
+        from assay.registry.refs import parse_model_ref
+        from assay.registry.tracing import _reference, _registered
+
+        ref = parse_model_ref(reference)
+        found = [
+            v for v in _registered(registry, [ref.name]) if v.version == ref.version and v.record
+        ]
+        if not found:
+            raise NotFoundError(f"{reference} is not a registered version with a watermark")
+        ref_tensors, record = _reference(registry, found[0])
+        result = detect(
+            tensors, secrets[found[0].fingerprint or ""], reference=ref_tensors, record=record
+        )
+        return {"suspect": str(suspect), "reference": reference, "results": [result.to_dict()]}
+    ref_tensors = load_weights(Path(reference)).tensors if reference else None
+    results = [
+        {
+            **detect(tensors, s, reference=ref_tensors, candidates=len(secrets)).to_dict(),
+            "secret_fingerprint": fp,
+        }
+        for fp, s in secrets.items()
+    ]
+    return {"suspect": str(suspect), "reference": reference, "results": results}

@@ -1,0 +1,113 @@
+"""The seam between registration and ``assay.watermark``: embed a mark into staged weights.
+
+``embed_into_folder`` finds the weight files of a staged model folder (safetensors, torch, ONNX;
+an MLflow scikit-learn pickle holds none), embeds the keyed watermark into each in place, and
+returns what the store keeps: the record (no secret), the marked shapes (the trace index) and the
+secret's fingerprint.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from assay.core.errors import AssayError
+
+if TYPE_CHECKING:
+    from assay.registry.facade import Registry
+
+
+@dataclass
+class WatermarkOutcome:
+    """What was embedded: per-file records (no secret), marked shapes, the secret's fingerprint."""
+
+    secret_fingerprint: str
+    record: dict[str, Any]
+    shapes: list[list[int]] = field(default_factory=list)
+    parameters: int = 0
+    files: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "secret_fingerprint": self.secret_fingerprint,
+            "tensors": len(self.shapes),
+            "parameters": self.parameters,
+            "files": self.files,
+            "strength": self.record.get("strength"),
+        }
+
+    def audit_payload(self) -> dict[str, Any]:
+        return self.summary()
+
+
+SKETCH_SIZE = 256
+
+
+def sketch_indices(shape: tuple[int, ...], size: int = SKETCH_SIZE):
+    """Fixed element indices for a tensor of ``shape`` (the same at registration and trace)."""
+    import numpy as np
+
+    total = int(np.prod(shape))
+    seed = sum((i + 1) * int(d) for i, d in enumerate(shape))
+    rng = np.random.default_rng(seed)
+    return rng.choice(total, size=min(size, total), replace=False)
+
+
+def sketch(tensors: dict[str, Any]) -> dict[str, Any]:
+    """A few marked values per tensor, so trace can rank versions without loading them."""
+    out = {}
+    for name, arr in tensors.items():
+        idx = sketch_indices(tuple(arr.shape))
+        out[name] = {
+            "shape": list(arr.shape),
+            "values": [round(float(v), 7) for v in arr.reshape(-1)[idx]],
+        }
+    return out
+
+
+def embed_into_folder(
+    registry: Registry, folder: Path, *, strength: float | None = None
+) -> WatermarkOutcome | None:
+    """Embed the registry's watermark into the weights under ``folder``; None if it has none."""
+    try:
+        from assay.watermark.formats import find_weight_files, load_weights, save_weights
+        from assay.watermark.scheme import DEFAULT_STRENGTH, embed
+    except ImportError:  # the [watermark] extra is not installed
+        return None
+    from assay.registry.watermark_secrets import active_secret
+
+    files = find_weight_files(folder)
+    if not files:
+        return None
+    secret = active_secret(registry)
+    records: dict[str, Any] = {}
+    shapes: list[list[int]] = []
+    parameters = 0
+    fingerprint = ""
+    used = strength if strength is not None else DEFAULT_STRENGTH
+    for path in files:
+        weights = load_weights(path)
+        try:
+            result = embed(weights.tensors, secret, strength=used)
+        except AssayError as exc:
+            raise AssayError(
+                f"cannot watermark {path.name}: {exc} (use --no-watermark to skip)"
+            ) from exc
+        tmp = path.with_name(f".{path.name}.marked")
+        save_weights(weights, result.tensors, tmp)
+        os.replace(tmp, path)
+        rel = path.relative_to(folder).as_posix()
+        records[rel] = {**result.record.to_dict(), "sketch": sketch(result.tensors)}
+        fingerprint = result.record.secret_fingerprint
+        for mark in result.record.tensors:
+            shapes.append(list(mark.shape))
+            parameters += mark.marked
+    return WatermarkOutcome(
+        secret_fingerprint=fingerprint,
+        record={"strength": used, "files": records},
+        shapes=shapes,
+        parameters=parameters,
+        files=sorted(records),
+    )
