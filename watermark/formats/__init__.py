@@ -1,0 +1,23 @@
+"""Safe readers and writers of model weights as named numpy arrays.
+
+Formats: safetensors, torch zip archives (``torch.save``: ``.pt``/``.pth``/``.bin``/``.ckpt``),
+TorchScript archives and ONNX. Nothing here imports torch, and no pickle is ever executed: torch
+archives are read with an allowlisting unpickler that builds inert stand-ins.
+"""
+
+from __future__ import annotations
+
+from assay.watermark.formats._api import load_weights, save_weights
+from assay.watermark.formats._common import Limits, TensorInfo, WeightFile
+from assay.watermark.formats._detect import FORMATS, detect_format, find_weight_files
+
+__all__ = [
+    "FORMATS",
+    "Limits",
+    "TensorInfo",
+    "WeightFile",
+    "detect_format",
+    "find_weight_files",
+    "load_weights",
+    "save_weights",
+]

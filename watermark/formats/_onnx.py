@@ -1,0 +1,398 @@
+"""ONNX models: initializers and Constant-node tensors, with external data confined to the model's folder.
+
+The protobuf is parsed with ``onnx.load(..., load_external_data=False)``; external data is read here,
+after checking that every ``location`` is a relative path that stays inside the model's folder (no
+absolute paths, no ``..``, no symlink leaving it) and that offset and length fit the file.
+
+Writing back edits the tensors in a copy of the proto, keeping each one's dtype and storage field
+(``raw_data`` or the typed field). A model that used external data is written with external data
+again: every external tensor goes, in order, into one new file ``<out name>.data`` beside the output
+(untouched tensors byte-identical); an inline model stays inline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from assay.core.errors import FormatError, UnsafeInputError
+from assay.watermark.formats._common import (
+    FLOAT_DTYPES,
+    RAW_NUMPY,
+    Limits,
+    TensorInfo,
+    WeightFile,
+    check_elements,
+    check_file_size,
+    check_out_path,
+    check_unchanged,
+    check_updates,
+    file_stamp,
+    publish,
+    temp_sibling,
+    to_analysis,
+)
+
+_PROTOBUF_LIMIT = 2**31 - 1
+_ALIGN = 64
+
+# ONNX TensorProto.DataType -> our dtype names (others are kept but not read)
+_DTYPES = {
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    4: "uint16",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+    12: "uint32",
+    13: "uint64",
+    14: "complex64",
+    15: "complex128",
+    16: "bfloat16",
+    17: "float8_e4m3fn",
+    18: "float8_e4m3fnuz",
+    19: "float8_e5m2",
+    20: "float8_e5m2fnuz",
+}
+_EXTERNAL = 1
+
+
+@dataclass(frozen=True)
+class _Handle:
+    model: Any  # onnx.ModelProto as loaded (never mutated)
+    stamp: tuple[int, int]
+    external: bool
+
+
+def _walk_graph(graph, path: str) -> Iterator[tuple[str, Any, str]]:
+    """(default name, TensorProto, kind) for initializers and Constant values, subgraphs included."""
+    for init in graph.initializer:
+        yield init.name, init, "initializer"
+    for node in graph.node:
+        for attr in node.attribute:
+            if (
+                node.op_type == "Constant"
+                and node.domain in ("", "ai.onnx")
+                and attr.name == "value"
+                and attr.HasField("t")
+                and node.output
+            ):
+                yield node.output[0], attr.t, "constant"
+            if attr.HasField("g"):
+                yield from _walk_graph(attr.g, f"{path}/{node.name or node.op_type}")
+            for sub in attr.graphs:
+                yield from _walk_graph(sub, f"{path}/{node.name or node.op_type}")
+
+
+def _named_tensors(model) -> list[tuple[str, Any]]:
+    seen: set[str] = set()
+    out: list[tuple[str, Any]] = []
+    for name, tp, _kind in _walk_graph(model.graph, ""):
+        unique, n = name, 1
+        while unique in seen:
+            n += 1
+            unique = f"{name}#{n}"
+        seen.add(unique)
+        out.append((unique, tp))
+    return out
+
+
+def _all_protos(model) -> Iterator[Any]:
+    """Every TensorProto anywhere in the model, for external-data checks and rewriting."""
+
+    def graph_protos(graph) -> Iterator[Any]:
+        yield from graph.initializer
+        for sparse in graph.sparse_initializer:
+            yield sparse.values
+            yield sparse.indices
+        yield from nodes_protos(graph.node)
+
+    def nodes_protos(nodes) -> Iterator[Any]:
+        for node in nodes:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    yield attr.t
+                yield from attr.tensors
+                if attr.HasField("sparse_tensor"):
+                    yield attr.sparse_tensor.values
+                    yield attr.sparse_tensor.indices
+                if attr.HasField("g"):
+                    yield from graph_protos(attr.g)
+                for sub in attr.graphs:
+                    yield from graph_protos(sub)
+
+    yield from graph_protos(model.graph)
+    for fn in model.functions:
+        yield from nodes_protos(fn.node)
+
+
+def _external_entries(tp, path: Path) -> dict[str, str]:
+    entries = {e.key: e.value for e in tp.external_data}
+    if "location" not in entries:
+        raise FormatError(f"{path}: external tensor {tp.name!r} has no location")
+    return entries
+
+
+def resolve_location(location: str, folder: Path, path: Path, name: str) -> Path:
+    """The file an external-data location names, if it stays inside ``folder``."""
+    norm = location.replace("\\", "/")
+    pure = PurePosixPath(norm)
+    if (
+        not location
+        or "\x00" in location
+        or pure.is_absolute()
+        or re.match(r"^[A-Za-z]:", norm)
+        or ".." in pure.parts
+    ):
+        raise UnsafeInputError(
+            f"refusing to load {path}: tensor {name!r} has external data at {location!r}, "
+            "outside the model's folder"
+        )
+    base = folder.resolve()
+    target = (folder / pure).resolve()
+    if not target.is_relative_to(base):
+        raise UnsafeInputError(
+            f"refusing to load {path}: external data {location!r} of tensor {name!r} "
+            "resolves outside the model's folder"
+        )
+    if not target.is_file():
+        raise FormatError(f"{path}: external data file {location!r} of {name!r} is missing")
+    return target
+
+
+def _external_span(tp, path: Path, nbytes: int) -> tuple[Path, int]:
+    entries = _external_entries(tp, path)
+    target = resolve_location(entries["location"], path.parent, path, tp.name)
+    try:
+        offset = int(entries.get("offset", "0"))
+        length = int(entries.get("length", str(nbytes)))
+    except ValueError as exc:
+        raise FormatError(
+            f"{path}: external tensor {tp.name!r} has a bad offset or length"
+        ) from exc
+    if offset < 0 or length != nbytes:
+        raise FormatError(
+            f"{path}: external tensor {tp.name!r} claims {length} bytes at {offset}, "
+            f"expected {nbytes}"
+        )
+    if offset + length > target.stat().st_size:
+        raise FormatError(f"{path}: external data of {tp.name!r} reaches past the end of its file")
+    return target, offset
+
+
+def _read_span(target: Path, offset: int, nbytes: int) -> bytearray:
+    buf = bytearray(nbytes)
+    with open(target, "rb") as fh:
+        fh.seek(offset)
+        if fh.readinto(buf) != nbytes:
+            raise FormatError(f"short read of external data in {target}")
+    return buf
+
+
+def _raw_values(tp, dtype: str, count: int, path: Path) -> np.ndarray:
+    """Raw little-endian values of a non-external tensor (uint16 bits for bf16)."""
+    np_dtype = np.dtype(RAW_NUMPY[dtype])
+    if tp.raw_data:
+        if len(tp.raw_data) != count * np_dtype.itemsize:
+            raise FormatError(f"{path}: tensor {tp.name!r} raw_data has the wrong size")
+        return np.frombuffer(tp.raw_data, dtype=np_dtype).copy()
+    if dtype == "float32":
+        values = np.asarray(tp.float_data, dtype=np.float32)
+    elif dtype == "float64":
+        values = np.asarray(tp.double_data, dtype=np.float64)
+    elif dtype in ("float16", "bfloat16"):
+        values = np.asarray(tp.int32_data, dtype=np.int64).astype(np.uint16)
+        values = values.view(np.float16) if dtype == "float16" else values
+    else:
+        raise FormatError(f"{path}: tensor {tp.name!r} has no data")
+    if values.size != count:
+        raise FormatError(
+            f"{path}: tensor {tp.name!r} holds {values.size} values, expected {count}"
+        )
+    return values
+
+
+def _load_model(path: Path, limits: Limits):
+    size = check_file_size(path, limits)
+    if size > _PROTOBUF_LIMIT:
+        raise FormatError(
+            f"{path} is {size} bytes; an ONNX protobuf cannot exceed 2 GiB "
+            "(large models must keep their weights in external data)"
+        )
+    try:
+        import onnx
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise FormatError(
+            "reading ONNX needs the onnx package (pip install 'assay-integrity[onnx]')"
+        ) from exc
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises assorted errors on bad input
+        raise FormatError(f"{path} is not a valid ONNX model: {exc}") from exc
+    if not model.HasField("graph"):
+        raise FormatError(f"{path} is not a valid ONNX model (no graph)")
+    return model
+
+
+def load(path: Path, limits: Limits) -> WeightFile:
+    stamp = file_stamp(path)
+    model = _load_model(path, limits)
+    external = False
+    for count_all, tp in enumerate(_all_protos(model), 1):  # validate every external reference
+        if count_all > limits.max_tensors:
+            raise FormatError(f"{path} holds over {limits.max_tensors} tensors")
+        if tp.data_location == _EXTERNAL:
+            external = True
+            dtype = _DTYPES.get(tp.data_type)
+            count = check_elements(tp.name, tuple(tp.dims), limits, path)
+            if dtype is None:
+                resolve_location(
+                    _external_entries(tp, path)["location"], path.parent, path, tp.name
+                )
+            else:
+                _external_span(tp, path, count * np.dtype(RAW_NUMPY[dtype]).itemsize)
+
+    tensors: dict[str, np.ndarray] = {}
+    dtypes: dict[str, str] = {}
+    other: dict[str, TensorInfo] = {}
+    for name, tp in _named_tensors(model):
+        dtype = _DTYPES.get(tp.data_type)
+        shape = tuple(int(d) for d in tp.dims)
+        if dtype not in FLOAT_DTYPES:
+            other[name] = TensorInfo(dtype or f"onnx:{tp.data_type}", shape)
+            continue
+        if tp.segment.end or tp.segment.begin:
+            raise FormatError(f"{path}: segmented tensor {name!r} is not supported")
+        count = check_elements(name, shape, limits, path)
+        if tp.data_location == _EXTERNAL:
+            nbytes = count * np.dtype(RAW_NUMPY[dtype]).itemsize
+            target, offset = _external_span(tp, path, nbytes)
+            raw = np.frombuffer(_read_span(target, offset, nbytes), dtype=RAW_NUMPY[dtype])
+        else:
+            raw = _raw_values(tp, dtype, count, path)
+            if dtype == "float16":
+                raw = raw.view(np.float16)
+        tensors[name] = to_analysis(raw.reshape(shape), dtype)
+        dtypes[name] = dtype
+    metadata = {p.key: p.value for p in model.metadata_props}
+    metadata.setdefault("producer_name", model.producer_name)
+    metadata.setdefault("producer_version", model.producer_version)
+    return WeightFile(
+        path=path,
+        format="onnx",
+        tensors=tensors,
+        dtypes=dtypes,
+        other=other,
+        metadata=metadata,
+        _handle=_Handle(model, stamp, external),
+    )
+
+
+def _set_inline(tp, raw: np.ndarray, dtype: str) -> None:
+    if tp.raw_data:
+        tp.raw_data = raw.tobytes()
+        return
+    if dtype == "float32":
+        del tp.float_data[:]
+        tp.float_data.extend(raw.ravel().tolist())
+    elif dtype == "float64":
+        del tp.double_data[:]
+        tp.double_data.extend(raw.ravel().tolist())
+    else:  # float16 / bfloat16 bits live in int32_data
+        del tp.int32_data[:]
+        tp.int32_data.extend(raw.ravel().view(np.uint16).astype(np.int64).tolist())
+
+
+def save(wf: WeightFile, updated, out_path) -> Path:
+    import onnx
+
+    out = check_out_path(out_path)
+    raw = check_updates(wf, dict(updated))
+    handle: _Handle = wf._handle
+    check_unchanged(wf, handle.stamp)
+    model = onnx.ModelProto()
+    model.CopyFrom(handle.model)
+    targets = dict(_named_tensors(model))
+    for name, values in raw.items():
+        tp = targets[name]
+        if tp.data_location == _EXTERNAL:
+            # Parked in raw_data of our private copy until _write_external moves it out.
+            tp.raw_data = values.tobytes()
+        else:
+            _set_inline(tp, values, wf.dtypes[name])
+
+    data_out = out.with_name(out.name + ".data") if handle.external else None
+    if data_out is not None and (data_out.exists() or data_out.is_symlink()):
+        raise FormatError(f"{data_out} exists; refusing to overwrite it")
+    with contextlib.ExitStack() as stack:
+        data_tmp = stack.enter_context(temp_sibling(out)) if data_out else None
+        if data_out is not None and data_tmp is not None:
+            _write_external(model, wf.path, data_tmp, data_out.name)
+        try:
+            blob = model.SerializeToString()
+        except Exception as exc:  # noqa: BLE001 - protobuf size limit and friends
+            raise FormatError(f"cannot serialise {out.name}: {exc}") from exc
+        if len(blob) > _PROTOBUF_LIMIT:
+            raise FormatError(f"{out.name} would exceed the 2 GiB protobuf limit")
+        tmp = stack.enter_context(temp_sibling(out))
+        tmp.write_bytes(blob)
+        if data_out is not None and data_tmp is not None:
+            publish(data_tmp, data_out)
+        try:
+            publish(tmp, out)
+        except BaseException:
+            if data_out is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(data_out)
+            raise
+    return out
+
+
+def _write_external(model, src: Path, data_tmp: Path, location: str) -> None:
+    with open(data_tmp, "wb") as fh:
+        for tp in _all_protos(model):
+            if tp.data_location != _EXTERNAL:
+                continue
+            data = bytes(tp.raw_data)
+            tp.ClearField("raw_data")
+            if not data:
+                entries = _external_entries(tp, src)
+                target = resolve_location(entries["location"], src.parent, src, tp.name)
+                offset = int(entries.get("offset", "0"))
+                length = int(entries["length"]) if "length" in entries else None
+                if length is None:
+                    dtype = _DTYPES.get(tp.data_type)
+                    if dtype is None:
+                        raise FormatError(f"{src}: external tensor {tp.name!r} has no length")
+                    length = (
+                        int(np.prod(tuple(tp.dims), dtype=np.int64))
+                        * np.dtype(RAW_NUMPY[dtype]).itemsize
+                    )
+                if offset < 0 or offset + length > target.stat().st_size:
+                    raise FormatError(f"{src}: external data of {tp.name!r} is out of bounds")
+                data = bytes(_read_span(target, offset, length))
+            pos = fh.tell()
+            pad = (-pos) % _ALIGN
+            if pad:
+                fh.write(b"\0" * pad)
+                pos += pad
+            fh.write(data)
+            del tp.external_data[:]
+            for key, value in (
+                ("location", location),
+                ("offset", str(pos)),
+                ("length", str(len(data))),
+            ):
+                entry = tp.external_data.add()
+                entry.key, entry.value = key, value

@@ -1,0 +1,272 @@
+"""torch.save zip archives and TorchScript archives, read without torch and without running pickles.
+
+Both formats are zip files with ``<prefix>/data.pkl`` (a pickle whose tensors point at
+``<prefix>/data/<key>`` records by persistent id). The pickle goes through the restricted
+unpickler in :mod:`._pickle`; tensor bytes are read straight from the stored zip records.
+
+Writing back never re-serialises anything: the output is a byte copy of the input with the updated
+tensors' bytes overwritten inside their records and the zip CRCs fixed. Names, order, metadata,
+non-float tensors, TorchScript code and every other byte stay as they were, and the result loads
+with ``torch.load`` / ``torch.jit.load`` like the original.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assay.core.errors import FormatError, UnsafeInputError
+from assay.watermark.formats._common import (
+    FLOAT_DTYPES,
+    RAW_NUMPY,
+    Limits,
+    TensorInfo,
+    WeightFile,
+    check_elements,
+    check_file_size,
+    check_out_path,
+    check_unchanged,
+    check_updates,
+    file_stamp,
+    itemsize,
+    publish,
+    temp_sibling,
+    to_analysis,
+)
+from assay.watermark.formats._pickle import (
+    Refused,
+    ScriptObject,
+    TensorRef,
+    safe_unpickle,
+)
+from assay.watermark.formats._zip import ZipIndex, patch_record
+
+_MAX_DEPTH = 64
+
+
+@dataclass(frozen=True)
+class _Slot:
+    record: str
+    ref: TensorRef
+
+
+@dataclass(frozen=True)
+class _Handle:
+    index: ZipIndex
+    slots: dict[str, _Slot]
+    stamp: tuple[int, int]
+
+
+def archive_layout(names: list[str]) -> tuple[str, bool]:
+    """Return (prefix, is_torchscript) of a torch zip archive, or raise FormatError."""
+    pkls = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
+    if len(pkls) != 1:
+        raise FormatError("zip archive is not a torch file (no single <name>/data.pkl)")
+    prefix = pkls[0][: -len("data.pkl")]
+    script = any(
+        n.startswith(prefix + "code/") or n in (prefix + "constants.pkl", prefix + "bytecode.pkl")
+        for n in names
+    )
+    return prefix, script
+
+
+def _flatten(obj: Any, prefix: str, out: list[tuple[str, TensorRef]], depth: int, seen: set[int]):
+    if isinstance(obj, TensorRef):
+        out.append((prefix, obj))
+        return
+    if isinstance(obj, dict):
+        items: Any = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    elif isinstance(obj, ScriptObject):
+        state = obj.state
+        if isinstance(state, dict):
+            items = state.items()
+        elif isinstance(state, (list, tuple)):
+            items = enumerate(state)
+        else:
+            return
+    else:
+        return
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if depth > _MAX_DEPTH:
+        raise FormatError(f"pickle nests containers deeper than {_MAX_DEPTH} levels")
+    for key, value in items:
+        if isinstance(key, bool) or not isinstance(key, (str, int)):
+            continue
+        name = f"{prefix}.{key}" if prefix else str(key)
+        _flatten(value, name, out, depth + 1, seen)
+
+
+def _is_optimizer(name: str) -> bool:
+    head = name.split(".", 1)[0].lower()
+    return "optim" in head or "scheduler" in head
+
+
+def _unpickle(index: ZipIndex, record: str, path: Path, limits: Limits, script: bool):
+    data = index.read(record, max_bytes=limits.max_header_bytes)
+    try:
+        return safe_unpickle(bytes(data), script=script, max_storages=limits.max_tensors)
+    except Refused as exc:
+        raise UnsafeInputError(
+            f"refusing to load {path}: pickle references {exc.what}; "
+            "only plain tensor state dicts are accepted"
+        ) from None
+    except FormatError as exc:
+        raise FormatError(f"{path}: {exc}") from exc
+
+
+def _storage_array(buf: bytearray, ref: TensorRef) -> np.ndarray:
+    dt = np.dtype(RAW_NUMPY[ref.dtype])
+    usable = len(buf) - len(buf) % dt.itemsize
+    return np.frombuffer(memoryview(buf)[:usable], dtype=dt)
+
+
+def _is_contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
+    expected = 1
+    for dim, st in zip(reversed(shape), reversed(stride), strict=True):
+        if dim != 1 and st != expected:
+            return False
+        expected *= dim
+    return True
+
+
+def _view(flat: np.ndarray, ref: TensorRef) -> np.ndarray:
+    count = int(np.prod(ref.shape, dtype=np.int64))
+    if count == 0:
+        return np.zeros(ref.shape, dtype=flat.dtype)
+    if _is_contiguous(ref.shape, ref.stride):
+        return flat[ref.offset : ref.offset + count].reshape(ref.shape)
+    item = flat.dtype.itemsize
+    return np.lib.stride_tricks.as_strided(
+        flat[ref.offset :], shape=ref.shape, strides=tuple(s * item for s in ref.stride)
+    )
+
+
+def load(path: Path, limits: Limits) -> WeightFile:
+    stamp = file_stamp(path)
+    check_file_size(path, limits)
+    index = ZipIndex(path, max_entries=2 * limits.max_tensors + 10_000)
+    try:
+        prefix, script = archive_layout(index.names())
+    except FormatError as exc:
+        raise FormatError(f"{path}: {exc}") from None
+    order = index.records.get(prefix + "byteorder")
+    if order is not None and bytes(index.read(order.name, max_bytes=16)) != b"little":
+        raise FormatError(f"{path} was saved on a big-endian machine; not supported")
+
+    leaves: list[tuple[str, TensorRef, str]] = []  # (name, ref, record folder)
+    obj, _ = _unpickle(index, prefix + "data.pkl", path, limits, script)
+    found: list[tuple[str, TensorRef]] = []
+    _flatten(obj, "", found, 0, set())
+    leaves.extend((n, r, prefix + "data/") for n, r in found)
+    if script and prefix + "constants.pkl" in index.records:
+        consts, _ = _unpickle(index, prefix + "constants.pkl", path, limits, script)
+        if isinstance(consts, (tuple, list)):
+            for i, c in enumerate(consts):
+                if isinstance(c, TensorRef):
+                    leaves.append((f"CONSTANTS.c{i}", c, prefix + "constants/"))
+
+    if len(leaves) > limits.max_tensors:
+        raise FormatError(
+            f"{path} holds {len(leaves)} tensors, over the limit of {limits.max_tensors}"
+        )
+
+    # Validate every tensor against its record before reading anything.
+    slots: dict[str, _Slot] = {}
+    users: dict[str, int] = {}
+    for name, ref, folder in leaves:
+        if name in slots:
+            raise FormatError(f"{path}: two tensors flatten to the same name {name!r}")
+        if ref.dtype not in RAW_NUMPY:
+            raise FormatError(f"{path}: tensor {name!r} has unsupported dtype {ref.dtype}")
+        count = check_elements(name, ref.shape, limits, path)
+        record = folder + ref.storage.key
+        rec = index.records.get(record)
+        if rec is None:
+            raise FormatError(f"{path}: tensor {name!r} points at missing record {record!r}")
+        storage = ref.storage
+        nbytes = storage.numel if storage.dtype is None else storage.numel * itemsize(storage.dtype)
+        if rec.size != nbytes:
+            raise FormatError(f"{path}: record {record!r} does not match its storage size")
+        if storage.dtype is not None and storage.dtype != ref.dtype:
+            raise FormatError(f"{path}: tensor {name!r} disagrees with its storage's dtype")
+        elements = nbytes // itemsize(ref.dtype)
+        if count:
+            last = ref.offset + sum((d - 1) * s for d, s in zip(ref.shape, ref.stride, strict=True))
+            if last >= elements:
+                raise FormatError(f"{path}: tensor {name!r} reaches past its storage")
+        slots[name] = _Slot(record, ref)
+        users[record] = users.get(record, 0) + 1
+
+    tensors: dict[str, np.ndarray] = {}
+    dtypes: dict[str, str] = {}
+    other: dict[str, TensorInfo] = {}
+    wanted: list[str] = []
+    for name, slot in slots.items():
+        if slot.ref.dtype not in FLOAT_DTYPES:
+            other[name] = TensorInfo(slot.ref.dtype, slot.ref.shape)
+        elif _is_optimizer(name):
+            other[name] = TensorInfo(slot.ref.dtype, slot.ref.shape, "optimizer state")
+        else:
+            wanted.append(name)
+    by_record: dict[str, list[str]] = {}
+    for name in wanted:
+        by_record.setdefault(slots[name].record, []).append(name)
+    arrays: dict[str, np.ndarray] = {}
+    for record, names in by_record.items():
+        buf = index.read(record)
+        for name in names:
+            ref = slots[name].ref
+            raw = _view(_storage_array(buf, ref), ref)
+            arr = to_analysis(raw, ref.dtype)
+            if users[record] > 1 or not arr.flags.c_contiguous:
+                arr = np.array(arr, order="C")
+            arrays[name] = arr
+    for name in wanted:  # file order
+        tensors[name] = arrays[name]
+        dtypes[name] = slots[name].ref.dtype
+    return WeightFile(
+        path=path,
+        format="torchscript" if script else "torch",
+        tensors=tensors,
+        dtypes=dtypes,
+        other=other,
+        metadata={},
+        _handle=_Handle(index, slots, stamp),
+    )
+
+
+def save(wf: WeightFile, updated, out_path) -> Path:
+    out = check_out_path(out_path)
+    raw = check_updates(wf, dict(updated))
+    handle: _Handle = wf._handle
+    check_unchanged(wf, handle.stamp)
+    by_record: dict[str, list[str]] = {}
+    for name in raw:
+        by_record.setdefault(handle.slots[name].record, []).append(name)
+    with temp_sibling(out) as tmp:
+        shutil.copyfile(wf.path, tmp)
+        with open(tmp, "r+b") as fh:
+            for record, names in by_record.items():
+                buf = handle.index.read(record)
+                for name in names:
+                    ref = handle.slots[name].ref
+                    _view(_storage_array(buf, ref), ref)[...] = raw[name].reshape(ref.shape)
+                for name in names:  # tied tensors must agree
+                    ref = handle.slots[name].ref
+                    got = _view(_storage_array(buf, ref), ref)
+                    if got.tobytes() != raw[name].tobytes():
+                        raise FormatError(
+                            f"tensor {name!r} shares its storage with another updated tensor "
+                            "and the updates disagree"
+                        )
+                patch_record(fh, handle.index.records[record], bytes(buf))
+        publish(tmp, out)
+    return out

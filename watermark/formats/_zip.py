@@ -1,0 +1,167 @@
+"""Just enough of the zip format to read torch archives safely and patch stored records in place."""
+
+from __future__ import annotations
+
+import struct
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from assay.core.errors import FormatError
+
+_EOCD = b"PK\x05\x06"
+_EOCD64_LOCATOR = b"PK\x06\x07"
+_CENTRAL = b"PK\x01\x02"
+_LOCAL = b"PK\x03\x04"
+_DESCRIPTOR = b"PK\x07\x08"
+
+
+@dataclass(frozen=True)
+class Record:
+    name: str
+    compressed: bool
+    size: int  # uncompressed size
+    compress_size: int
+    data_offset: int  # absolute offset of the (stored) bytes
+    local_crc_at: int | None  # where the CRC lives in the local header, if it is there
+    descriptor_crc_at: int | None  # where the CRC lives in the data descriptor, if any
+    central_crc_at: int
+
+
+class ZipIndex:
+    """The records of a zip archive, checked for duplicates and overlaps."""
+
+    def __init__(self, path: Path, *, max_entries: int) -> None:
+        self.path = path
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            cd_offset, count = _find_central_directory(fh, size, path)
+            if count > max_entries:
+                raise FormatError(
+                    f"{path} holds {count} zip entries, over the limit of {max_entries}"
+                )
+            try:
+                zf = zipfile.ZipFile(fh)
+                infos = zf.infolist()
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+                raise FormatError(f"{path} is not a readable zip archive: {exc}") from exc
+            if len(infos) != count:
+                raise FormatError(f"{path}: zip directory is inconsistent")
+            self.records: dict[str, Record] = {}
+            pos = cd_offset
+            spans: list[tuple[int, int, str]] = []
+            for info in infos:
+                fh.seek(pos)
+                head = fh.read(46)
+                if len(head) != 46 or head[:4] != _CENTRAL:
+                    raise FormatError(f"{path}: corrupt zip central directory")
+                n, m, k = struct.unpack("<HHH", head[28:34])
+                central_crc_at = pos + 16
+                pos += 46 + n + m + k
+                if info.filename in self.records:
+                    raise FormatError(f"{path}: zip entry {info.filename!r} appears twice")
+                fh.seek(info.header_offset)
+                local = fh.read(30)
+                if len(local) != 30 or local[:4] != _LOCAL:
+                    raise FormatError(f"{path}: corrupt zip local header for {info.filename!r}")
+                flags = struct.unpack("<H", local[6:8])[0]
+                ln, lm = struct.unpack("<HH", local[26:30])
+                data_offset = info.header_offset + 30 + ln + lm
+                end = data_offset + info.compress_size
+                if end > size:
+                    raise FormatError(f"{path} is truncated: zip entry {info.filename!r}")
+                descriptor_crc_at = None
+                local_crc_at = info.header_offset + 14
+                if flags & 0x08:
+                    fh.seek(end)
+                    sig = fh.read(4)
+                    descriptor_crc_at = end + 4 if sig == _DESCRIPTOR else end
+                    local_crc_at = None
+                spans.append((info.header_offset, end, info.filename))
+                self.records[info.filename] = Record(
+                    name=info.filename,
+                    compressed=info.compress_type != zipfile.ZIP_STORED,
+                    size=info.file_size,
+                    compress_size=info.compress_size,
+                    data_offset=data_offset,
+                    local_crc_at=local_crc_at,
+                    descriptor_crc_at=descriptor_crc_at,
+                    central_crc_at=central_crc_at,
+                )
+            spans.sort()
+            for (_, a_end, a), (b_start, _, b) in zip(spans, spans[1:], strict=False):
+                if b_start < a_end:
+                    raise FormatError(f"{path}: zip entries {a!r} and {b!r} overlap")
+            self._zf_infos = {i.filename: i for i in infos}
+
+    def names(self) -> list[str]:
+        return list(self.records)
+
+    def read(self, name: str, *, max_bytes: int | None = None) -> bytearray:
+        rec = self.records.get(name)
+        if rec is None:
+            raise FormatError(f"{self.path}: record {name!r} is missing")
+        if max_bytes is not None and rec.size > max_bytes:
+            raise FormatError(
+                f"{self.path}: record {name!r} is {rec.size} bytes, over the limit of {max_bytes}"
+            )
+        if not rec.compressed:
+            buf = bytearray(rec.size)
+            with open(self.path, "rb") as fh:
+                fh.seek(rec.data_offset)
+                if fh.readinto(buf) != rec.size:
+                    raise FormatError(f"{self.path} is truncated: record {name!r}")
+            return buf
+        try:
+            with zipfile.ZipFile(self.path) as zf, zf.open(self._zf_infos[name]) as member:
+                data = member.read(rec.size + 1)
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, zlib.error) as exc:
+            raise FormatError(f"{self.path}: cannot read record {name!r}: {exc}") from exc
+        if len(data) != rec.size:
+            raise FormatError(f"{self.path}: record {name!r} has the wrong size")
+        return bytearray(data)
+
+
+def patch_record(fh, rec: Record, data: bytes) -> None:
+    """Overwrite a stored record of the same size in an open copy, fixing its CRCs."""
+    if rec.compressed:
+        raise FormatError(f"zip record {rec.name!r} is compressed; cannot update it in place")
+    if len(data) != rec.size:
+        raise FormatError(f"internal size mismatch patching {rec.name!r}")
+    fh.seek(rec.data_offset)
+    fh.write(data)
+    crc = struct.pack("<I", zlib.crc32(data) & 0xFFFFFFFF)
+    for at in (rec.local_crc_at, rec.descriptor_crc_at, rec.central_crc_at):
+        if at is not None:
+            fh.seek(at)
+            fh.write(crc)
+
+
+def _find_central_directory(fh, size: int, path: Path) -> tuple[int, int]:
+    tail_len = min(size, 22 + 65535)
+    fh.seek(size - tail_len)
+    tail = fh.read(tail_len)
+    at = tail.rfind(_EOCD)
+    if at < 0 or len(tail) - at < 22:
+        raise FormatError(f"{path} is not a readable zip archive (no end of central directory)")
+    count, cd_size, cd_offset = struct.unpack("<HII", tail[at + 10 : at + 20])
+    eocd_pos = size - tail_len + at
+    if count == 0xFFFF or cd_offset == 0xFFFFFFFF or cd_size == 0xFFFFFFFF:
+        loc_pos = eocd_pos - 20
+        if loc_pos < 0:
+            raise FormatError(f"{path}: corrupt zip64 archive")
+        fh.seek(loc_pos)
+        loc = fh.read(20)
+        if loc[:4] != _EOCD64_LOCATOR:
+            raise FormatError(f"{path}: corrupt zip64 archive")
+        (rec64,) = struct.unpack("<Q", loc[8:16])
+        fh.seek(rec64)
+        eocd64 = fh.read(56)
+        if len(eocd64) != 56 or eocd64[:4] != b"PK\x06\x06":
+            raise FormatError(f"{path}: corrupt zip64 archive")
+        count, cd_size, cd_offset = struct.unpack("<QQQ", eocd64[32:56])
+    if cd_offset + cd_size > size:
+        raise FormatError(f"{path} is truncated: zip central directory past the end")
+    return cd_offset, count
