@@ -1,0 +1,32 @@
+"""assay's command-line interface: a thin layer over the library API."""
+
+from assay.cli.app import cli, main
+from assay.cli.audit_cmds import audit
+from assay.cli.incident_cmds import incident, playbook
+from assay.cli.init_cmd import init
+from assay.cli.key_cmds import key
+from assay.cli.model_cmds import dataset, register
+from assay.cli.registry_cmds import COMMANDS as REGISTRY_COMMANDS
+from assay.cli.rollback_cmds import rollback_cmd
+from assay.cli.sign_cmds import sign, verify
+from assay.cli.watermark_cmds import trace, watermark
+
+for _command in (
+    init,
+    key,
+    sign,
+    verify,
+    register,
+    dataset,
+    rollback_cmd,
+    watermark,
+    trace,
+    incident,
+    playbook,
+    audit,
+):
+    cli.add_command(_command)
+for _command in REGISTRY_COMMANDS:
+    cli.add_command(_command)
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,158 @@
+"""`assay register` and `assay dataset ...`: put models and datasets under assay's control."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from assay.cli.common import open_registry, short
+from assay.cli.context import AppContext, json_option, new_table
+from assay.cli.progress import byte_progress
+
+
+@click.command("register")
+@click.argument("name")
+@click.argument("source")
+@click.option(
+    "--dataset",
+    "datasets",
+    multiple=True,
+    metavar="NAME@V",
+    help="A dataset version it was trained on (repeatable).",
+)
+@click.option(
+    "--parent",
+    "parents",
+    multiple=True,
+    metavar="NAME/V",
+    help="The model version it was fine-tuned from (repeatable).",
+)
+@click.option("--alias", help="Point this alias at the new version once it is recorded.")
+@click.option("--no-watermark", is_flag=True, help="Do not embed an ownership watermark.")
+@click.option(
+    "--watermark-strength", type=float, help="Watermark strength (fraction of each tensor's std)."
+)
+@json_option
+@click.pass_obj
+def register(
+    app: AppContext,
+    name: str,
+    source: str,
+    datasets: tuple[str, ...],
+    parents: tuple[str, ...],
+    alias: str | None,
+    no_watermark: bool,
+    watermark_strength: float | None,
+    as_json: bool,
+) -> None:
+    """Register SOURCE as a new version of model NAME.
+
+    SOURCE is a local folder or file, a runs:/ URI or an MLflow logged model (models:/m-...).
+    The bytes are watermarked (when they hold weights), signed, logged to MLflow and recorded
+    with their lineage. Re-running an interrupted registration finishes it.
+    """
+    from assay.registry.refs import parse_dataset_ref, parse_model_ref
+    from assay.registry.registration import register_model
+
+    registry = open_registry(app)
+    with byte_progress(f"registering {name}", enabled=None if not as_json else False) as advance:
+        result = register_model(
+            registry,
+            name,
+            source,
+            datasets=[parse_dataset_ref(d, require_version=False) for d in datasets],
+            parents=[parse_model_ref(p) for p in parents],
+            alias=alias,
+            watermark=not no_watermark,
+            watermark_strength=watermark_strength,
+            progress=advance,
+        )
+
+    def render(console):
+        verb = "already registered as" if result.reused else "registered"
+        console.print(
+            f"{verb} {result.uri} (manifest {short(result.manifest_root)}, key {short(result.key_id)})"
+        )
+        if result.datasets:
+            console.print(f"  trained on: {', '.join(result.datasets)}")
+        if result.parents:
+            console.print(f"  fine-tuned from: {', '.join(result.parents)}")
+        if result.watermark and "tensors" in result.watermark:
+            console.print(f"  watermark: {result.watermark['tensors']} tensors marked")
+        elif result.watermark:  # a re-run: the store keeps the fingerprint, not the count
+            console.print(
+                f"  watermark: secret {short(result.watermark.get('secret_fingerprint'))}"
+            )
+        if result.alias:
+            console.print(f"  alias {result.alias} -> {result.version}")
+
+    app.emit(result.to_dict(), as_json, render)
+
+
+@click.group("dataset")
+def dataset() -> None:
+    """Register, list and show dataset versions."""
+
+
+@dataset.command("register")
+@click.argument("name")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@json_option
+@click.pass_obj
+def dataset_register(app: AppContext, name: str, path: Path, as_json: bool) -> None:
+    """Hash, sign and store PATH as the next version of dataset NAME."""
+    from assay.registry.datasets import register_dataset
+
+    registry = open_registry(app)
+    with byte_progress(f"hashing {path.name}", enabled=None if not as_json else False) as advance:
+        record = register_dataset(registry, name, path, progress=advance)
+    app.emit(
+        record.to_dict(),
+        as_json,
+        lambda c: c.print(f"registered {record.ref} (manifest {short(record.manifest_root)})"),
+    )
+
+
+def _render_versions(console, records) -> None:
+    table = new_table(console, "name", "version", "state", "manifest", "signer", "created")
+    for r in records:
+        table.add_row(
+            r.name,
+            r.version,
+            r.state,
+            short(r.manifest_root),
+            short(r.key_id),
+            r.created_at.isoformat(timespec="seconds") if r.created_at else "",
+        )
+    console.print(table)
+
+
+@dataset.command("list")
+@click.argument("name", required=False)
+@json_option
+@click.pass_obj
+def dataset_list(app: AppContext, name: str | None, as_json: bool) -> None:
+    """List dataset versions (of NAME, or all)."""
+    from assay.registry.fast_read import list_datasets
+
+    records = list_datasets(app.settings, name)
+    app.emit([r.to_dict() for r in records], as_json, lambda c: _render_versions(c, records))
+
+
+@dataset.command("show")
+@click.argument("ref", metavar="NAME[@V]")
+@json_option
+@click.pass_obj
+def dataset_show(app: AppContext, ref: str, as_json: bool) -> None:
+    """Show one dataset version (the newest when @V is left out)."""
+    from assay.registry.fast_read import show_dataset
+    from assay.registry.refs import parse_dataset_ref
+
+    record = show_dataset(app.settings, parse_dataset_ref(ref))
+
+    def render(console):
+        for key, value in record.to_dict().items():
+            console.print(f"{key:14} {value}")
+
+    app.emit(record.to_dict(), as_json, render)

@@ -1,0 +1,322 @@
+"""`assay mark`, `promote`, `freeze`, `unfreeze`, `status` and `lineage`: states and serving."""
+
+from __future__ import annotations
+
+import click
+
+from assay.cli.common import open_registry, short
+from assay.cli.context import AppContext, json_option
+
+# Kept here (not imported from assay.registry.models) so `assay --help` stays fast.
+STATE_CHOICES = ("registered", "known-good", "quarantined", "compromised")
+_BAD = ("quarantined", "compromised")
+
+
+def _state_style(state: str) -> str:
+    if state == "known-good":
+        return f"[green]{state}[/green]"
+    if state in _BAD:
+        return f"[red]{state}[/red]"
+    return state
+
+
+def _split_kind(name: str) -> tuple[str, str]:
+    """``dataset:NAME`` marks a dataset; anything else is a model name."""
+    if name.startswith("dataset:"):
+        return "dataset", name[len("dataset:") :]
+    return "model", name.removeprefix("models:/")
+
+
+@click.command("mark")
+@click.argument("name")
+@click.argument("version")
+@click.argument("state", type=click.Choice(STATE_CHOICES))
+@click.option("--reason", required=True, help="Why (recorded in the history and audit log).")
+@click.option("--incident", "incident_id", metavar="ID", help="Incident this change belongs to.")
+@json_option
+@click.pass_obj
+def mark_cmd(
+    app: AppContext,
+    name: str,
+    version: str,
+    state: str,
+    reason: str,
+    incident_id: str | None,
+    as_json: bool,
+) -> None:
+    """Set the STATE of model NAME's VERSION (dataset:NAME for a dataset version).
+
+    known-good needs clean lineage (no quarantined or compromised dataset or parent) and a
+    verification that passes now: the bytes are re-read from the artifact store (exit 3 if they
+    do not verify). quarantined and compromised are always accepted. Every change is kept in the
+    version's history and the audit log, and mirrored to the assay.state tag in MLflow.
+    """
+    from rich.markup import escape
+
+    from assay.registry.states import mark
+
+    kind, bare = _split_kind(name)
+    record = mark(
+        open_registry(app), bare, version, state, reason=reason, incident_id=incident_id, kind=kind
+    )
+    app.emit(
+        record.to_dict(),
+        as_json,
+        lambda c: c.print(f"{record.ref}: {_state_style(record.state)} ({escape(record.reason)})"),
+    )
+
+
+@click.command("promote")
+@click.argument("name")
+@click.argument("version")
+@click.option("--alias", default="production", show_default=True, help="The serving alias.")
+@click.option(
+    "--force", is_flag=True, help="Override the known-good, lineage and verification checks."
+)
+@click.option("--reason", help="Why (required with --force; recorded with the move).")
+@click.option("--incident", "incident_id", metavar="ID", help="Incident this move belongs to.")
+@json_option
+@click.pass_obj
+def promote_cmd(
+    app: AppContext,
+    name: str,
+    version: str,
+    alias: str,
+    force: bool,
+    reason: str | None,
+    incident_id: str | None,
+    as_json: bool,
+) -> None:
+    """Point model NAME's ALIAS at VERSION.
+
+    Refused unless VERSION is known-good, its lineage is clean (no quarantined or compromised
+    dataset or parent) and it verifies now (its bytes are re-read; exit 3 if they do not
+    verify). --force --reason R overrides these checks and is recorded. Nothing overrides a
+    freeze: while a model is frozen only `assay rollback` moves its aliases.
+    Re-running after an interruption finishes the move and never moves the alias twice.
+    """
+    from rich.markup import escape
+
+    from assay.registry.states import promote
+
+    if force and not (reason and reason.strip()):
+        raise click.UsageError("--force needs --reason R (a forced promotion is recorded)")
+    result = promote(
+        open_registry(app),
+        name,
+        version,
+        alias=alias,
+        force=force,
+        reason=reason,
+        incident_id=incident_id,
+    )
+
+    def render(console):
+        if result.moved or result.resumed:
+            verb = "moved"
+        elif result.recorded:
+            verb = "recorded"
+        else:
+            verb = "already at"
+        console.print(
+            f"{name}@{alias}: {verb} {result.to_version} (was {result.from_version or 'unset'})"
+        )
+        if result.forced:
+            console.print(f"[yellow]forced[/yellow]: {escape(result.reason or '')}")
+            if not result.verified:
+                console.print(f"[red]{escape(result.verify_summary or '')}[/red]")
+        if result.note:
+            console.print(escape(result.note))
+
+    app.emit(result.to_dict(), as_json, render)
+
+
+@click.command("freeze")
+@click.argument("name")
+@click.option("--reason", required=True, help="Why (recorded; shown to anyone refused).")
+@click.option("--incident", "incident_id", metavar="ID", help="Incident this freeze belongs to.")
+@json_option
+@click.pass_obj
+def freeze_cmd(
+    app: AppContext, name: str, reason: str, incident_id: str | None, as_json: bool
+) -> None:
+    """Freeze model NAME: promotions and alias moves other than rollback are refused.
+
+    --force on promote does not bypass a freeze; `assay unfreeze NAME` lifts it.
+    """
+    from rich.markup import escape
+
+    from assay.registry.states import freeze
+
+    result = freeze(open_registry(app), name, reason=reason, incident_id=incident_id)
+    verb = "frozen" if result.changed else "already frozen"
+    app.emit(
+        result.to_dict(),
+        as_json,
+        lambda c: c.print(f"{name}: {verb} ({escape(result.reason or '')})"),
+    )
+
+
+@click.command("unfreeze")
+@click.argument("name")
+@click.option("--reason", help="Why (recorded).")
+@json_option
+@click.pass_obj
+def unfreeze_cmd(app: AppContext, name: str, reason: str | None, as_json: bool) -> None:
+    """Lift the freeze on model NAME."""
+    from assay.registry.states import unfreeze
+
+    result = unfreeze(open_registry(app), name, reason=reason)
+    verb = "unfrozen" if result.changed else "was not frozen"
+    app.emit(result.to_dict(), as_json, lambda c: c.print(f"{name}: {verb}"))
+
+
+def _render_status(console, report) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    for model in report.models:
+        title = model.name
+        if model.frozen:
+            title += f" [red](frozen: {escape(model.frozen['reason'])})[/red]"
+        if model.aliases:
+            title += "  " + ", ".join(f"{a}->{v}" for a, v in model.aliases.items())
+        table = Table(
+            "version",
+            "state",
+            "serving",
+            "signer",
+            "manifest",
+            "datasets",
+            "parents",
+            title=title,
+            title_justify="left",
+        )
+        for vs in model.versions:
+            r = vs.record
+            state = _state_style(r.state)
+            if r.status != "complete":
+                state += f" [yellow]({r.status})[/yellow]"
+            if vs.verified is False:
+                state += " [red]bytes changed[/red]"
+            table.add_row(
+                r.version,
+                state,
+                ", ".join(vs.aliases),
+                short(r.key_id),
+                short(r.manifest_root),
+                ", ".join(r.datasets),
+                ", ".join(r.parents),
+            )
+        console.print(table)
+    if report.datasets:
+        table = Table("dataset", "version", "state", "signer", "manifest", title="datasets")
+        for r in report.datasets:
+            table.add_row(
+                r.name, r.version, _state_style(r.state), short(r.key_id), short(r.manifest_root)
+            )
+        console.print(table)
+    if report.drift:
+        table = Table("drift", "model", "version", "detail", style="red", header_style="bold red")
+        for d in report.drift:
+            table.add_row(d["kind"], d["model"] or "", d["version"] or "", escape(d["detail"]))
+        console.print(table)
+        console.print(f"[bold red]{escape(report.summary())}[/bold red]")
+    else:
+        console.print(f"[green]{escape(report.summary())}[/green]")
+
+
+@click.command("status")
+@click.argument("name", required=False)
+@click.option("--deep", is_flag=True, help="Also re-read and verify every version's bytes.")
+@json_option
+@click.pass_obj
+def status_cmd(app: AppContext, name: str | None, deep: bool, as_json: bool) -> None:
+    """Versions, states, serving aliases, signers and lineage of NAME (or of every model),
+    and drift between assay's store and MLflow.
+
+    \b
+    Drift findings:
+      alias-moved-outside-assay  an alias set, moved or deleted with plain MLflow
+      unsigned-version           an MLflow version assay never signed
+      pending-registration       a registration that never completed
+      tag-mismatch               an assay.* tag that disagrees with the store
+      version-missing            a recorded version gone from MLflow
+      serving-bad-version        an alias serving a quarantined/compromised version
+      unmanaged                  a registered model assay never registered
+      bytes-changed              (--deep) stored bytes that no longer verify
+
+    \b
+    Exit codes: 0 even when there is drift (the last line summarises it); 3 with --deep when
+    any version's bytes no longer verify.
+    """
+    from assay.core.errors import IntegrityError
+    from assay.registry.status import status
+
+    report = status(open_registry(app), name, deep=deep)
+    app.emit(report.to_dict(), as_json, lambda c: _render_status(c, report))
+    failures = report.integrity_failures
+    if failures:
+        shown = ", ".join(f"{d['model']}/{d['version']}" for d in failures[:5])
+        more = f" and {len(failures) - 5} more" if len(failures) > 5 else ""
+        raise IntegrityError(f"{len(failures)} version(s) no longer verify: {shown}{more}")
+
+
+def _short(record) -> str:
+    if record.kind == "model":
+        return f"{record.name}/{record.version}"
+    return f"dataset {record.name}@{record.version}"
+
+
+def _render_lineage(console, report) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    subject = report.subject
+    serving = f" (serving: {', '.join(report.subject_aliases)})" if report.subject_aliases else ""
+    console.print(f"{subject.ref}: {_state_style(subject.state)}{serving}")
+    for title, entries in (
+        ("made from (upstream)", report.upstream),
+        ("derived from it (downstream)", report.downstream),
+    ):
+        if not entries:
+            continue
+        table = Table(title=title, title_justify="left")
+        table.add_column("version", overflow="fold")
+        table.add_column("state")
+        table.add_column("depth", justify="right")
+        table.add_column("relation")
+        table.add_column("via", overflow="fold")
+        table.add_column("serving", overflow="fold")
+        for e in entries:
+            table.add_row(
+                _short(e.record),
+                _state_style(e.record.state),
+                str(e.depth),
+                e.relation,
+                escape(e.via.removeprefix("models:/")),
+                ", ".join(e.aliases),
+            )
+        console.print(table)
+    console.print(report.summary())
+
+
+@click.command("lineage")
+@click.argument("ref", metavar="REF")
+@json_option
+@click.pass_obj
+def lineage_cmd(app: AppContext, ref: str, as_json: bool) -> None:
+    """Lineage of REF: dataset:NAME@V or models:/NAME/V (or models:/NAME@ALIAS).
+
+    For a dataset version: every model version trained on it, transitively through fine-tuned
+    children, with the aliases serving each: the blast radius if it was poisoned. For a model
+    version: its datasets and parents upward, and what was fine-tuned from it downward.
+    """
+    from assay.registry.lineage import lineage
+
+    report = lineage(open_registry(app), ref)
+    app.emit(report.to_dict(), as_json, lambda c: _render_lineage(c, report))
+
+
+#: The commands this module adds to the ``assay`` group.
+COMMANDS = (mark_cmd, promote_cmd, freeze_cmd, unfreeze_cmd, status_cmd, lineage_cmd)

@@ -1,0 +1,159 @@
+"""`assay sign` and `assay verify`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from assay.cli.common import open_registry, short
+from assay.cli.context import AppContext, json_option
+from assay.cli.progress import byte_progress
+
+
+@click.command("sign")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--key",
+    "key_ref",
+    help="Key id, id prefix, name or PEM path (default: ASSAY_KEY, else the default key).",
+)
+@click.option(
+    "--signature",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the bundle (default: PATH/model.sig, or PATH.sig for a file).",
+)
+@click.option(
+    "--reuse-digests",
+    is_flag=True,
+    help="Reuse cached digests of files whose inode, size and times are unchanged.",
+)
+@click.option(
+    "--ignore-path",
+    "ignore_paths",
+    multiple=True,
+    help="A path (relative to PATH) left out of the signature (repeatable).",
+)
+@json_option
+@click.pass_obj
+def sign(
+    app: AppContext,
+    path: Path,
+    key_ref,
+    signature,
+    reuse_digests: bool,
+    ignore_paths: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Hash every file under PATH and write an OMS v1.0 signature bundle."""
+    registry = open_registry(app)
+    with byte_progress(f"hashing {path.name}", enabled=None if not as_json else False) as advance:
+        result = registry.sign_path(
+            path,
+            key=key_ref,
+            signature=signature,
+            reuse_digests=reuse_digests,
+            ignore_paths=ignore_paths,
+            progress=advance,
+        )
+    app.emit(
+        result.to_dict(),
+        as_json,
+        lambda c: c.print(
+            f"signed {result.files} files ({result.total_bytes:,} bytes) of {path} "
+            f"with key {short(result.key_id, 16)} -> {result.signature_path}"
+        ),
+    )
+
+
+@click.command("verify")
+@click.argument("target")
+@click.option(
+    "--signature",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The bundle (default: PATH/model.sig, or PATH.sig for a file).",
+)
+@click.option(
+    "--trust-cache",
+    is_flag=True,
+    help="Use cached digests of unchanged files instead of re-hashing (faster, weaker).",
+)
+@click.option(
+    "--ignore-path",
+    "ignore_paths",
+    multiple=True,
+    help="A path (relative to PATH) left out of the signature (repeatable).",
+)
+@json_option
+@click.pass_obj
+def verify(
+    app: AppContext,
+    target: str,
+    signature,
+    trust_cache: bool,
+    ignore_paths: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Re-hash TARGET and check its signature against trusted keys.
+
+    TARGET is a local file or folder, a registered model version (models:/NAME/V or
+    models:/NAME@ALIAS) or dataset version (dataset:NAME@V), re-read from the artifact store.
+    Exit code 3 when anything differs: the report names every modified, missing and extra file.
+    """
+    from assay.core.errors import IntegrityError
+    from assay.registry.refs import is_dataset_uri, is_model_uri
+
+    try:
+        if is_model_uri(target) or is_dataset_uri(target):
+            # The sqlite3 view of a default store: no SQLAlchemy, and no mlflow for an embedded
+            # sqlite:/// MLflow with local artifacts (see assay.registry.uri_verify).
+            from assay.registry.uri_verify import verify_target
+
+            with byte_progress("verifying", enabled=None if not as_json else False) as advance:
+                report = verify_target(app.settings, target, progress=advance)
+        else:
+            from assay.registry.trust_view import open_trust_view
+            from assay.registry.verification import verify_path
+
+            trust = open_trust_view(app.settings)
+            with byte_progress("verifying", enabled=None if not as_json else False) as advance:
+                report = verify_path(
+                    trust,
+                    app.settings,
+                    Path(target),
+                    signature=signature,
+                    trust_cache=trust_cache,
+                    ignore_paths=ignore_paths,
+                    progress=advance,
+                )
+    except IntegrityError as exc:
+        # An unsigned target or an unreadable/corrupt bundle is a failed verification: CI
+        # reading --json gets a report (ok: false) as for any other failure, then exit 3.
+        if as_json:
+            from assay.registry.verification import VerifyReport
+
+            failed = VerifyReport(subject=target, ok=False, problems=[str(exc)])
+            app.emit(failed.to_dict(), True, lambda console: None)
+        raise
+    app.emit(report.to_dict(), as_json, lambda c: render_report(c, report))
+    report.raise_for_failure()
+
+
+def render_report(console, report) -> None:
+    """Print a verification report: one verdict line, then every difference."""
+    if report.ok:
+        console.print(
+            f"[green]OK[/green] {report.subject}: {report.files} files match, "
+            f"signed by {report.key_name or short(report.key_id, 16)}"
+        )
+        return
+    console.print(f"[red]FAILED[/red] {report.subject}")
+    for problem in report.problems:
+        console.print(f"  {problem}")
+    for label, names in (
+        ("modified", report.modified),
+        ("missing", report.missing),
+        ("extra", report.extra),
+    ):
+        for name in names:
+            console.print(f"  {label:9} {name}")

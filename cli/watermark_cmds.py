@@ -1,0 +1,113 @@
+"""`assay watermark embed|detect` and `assay trace`: ownership marks and suspect tracing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from assay.cli.common import open_registry
+from assay.cli.context import AppContext, json_option
+
+
+@click.group("watermark")
+def watermark() -> None:
+    """Embed and detect ownership watermarks in model weights."""
+
+
+@watermark.command("embed")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--key", help="Watermark secret by fingerprint prefix (default: the active secret).")
+@click.option("--strength", type=float, help="Fraction of each tensor's std (default 0.01).")
+@json_option
+@click.pass_obj
+def embed_cmd(
+    app: AppContext,
+    source: Path,
+    output: Path,
+    key: str | None,
+    strength: float | None,
+    as_json: bool,
+) -> None:
+    """Write a watermarked copy of the weight file SOURCE to OUTPUT (a new file)."""
+    from assay.registry.watermark_ops import embed_file
+
+    result = embed_file(open_registry(app), source, output, key=key, strength=strength)
+    app.emit(
+        result.to_dict(),
+        as_json,
+        lambda c: c.print(
+            f"marked {result.tensors} tensors ({result.parameters:,} weights) -> {output}"
+        ),
+    )
+
+
+@watermark.command("detect")
+@click.argument("suspect", type=click.Path(exists=True, path_type=Path))
+@click.option("--reference", help="models:/NAME/V (non-blind) or the unmarked original's file.")
+@json_option
+@click.pass_obj
+def detect_cmd(app: AppContext, suspect: Path, reference: str | None, as_json: bool) -> None:
+    """Test SUSPECT for this installation's watermarks; reports a p-value, exits 0."""
+    from assay.registry.watermark_ops import detect_file
+
+    data = detect_file(open_registry(app), suspect, reference=reference)
+
+    def render(console):
+        for r in data["results"]:
+            console.print(
+                f"{r['method']}: {r['verdict']}  z={r['z']:.1f}  p_corrected={r['p_corrected']:.3g} "
+                f"(log10 {r['log10_p_corrected']:.1f})  tensors matched {r['tensors_matched']}"
+            )
+
+    app.emit(data, as_json, render)
+
+
+@click.command("trace")
+@click.argument("suspect", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--top", type=int, default=3, show_default=True, help="Test the N best-ranked versions in full."
+)
+@click.option("--model", "models", multiple=True, help="Only versions of this model (repeatable).")
+@json_option
+@click.pass_obj
+def trace(app: AppContext, suspect: Path, top: int, models: tuple[str, ...], as_json: bool) -> None:
+    """Is SUSPECT one of ours? Which version? How sure (p-value)?
+
+    Exact file hashes first, then the watermark test against registered versions (re-aligned for
+    permutation, scaling, pruning, quantization, format conversion), then blind detection.
+    Verdict `match` at corrected p <= 1e-9. Exits 0 whatever the verdict.
+    """
+    from assay.registry.tracing import trace_suspect
+
+    report = trace_suspect(open_registry(app), suspect, models=list(models) or None, top=top)
+
+    def render(console):
+        from rich.table import Table
+
+        table = Table(
+            "model", "version", "method", "verdict", "z", "p (corrected)", "tensors", "similarity"
+        )
+        for c in report.candidates:
+            p = (
+                "exact"
+                if c.method == "exact-hash"
+                else f"{c.p_corrected:.2e} (log10 {c.log10_p_corrected:.0f})"
+            )
+            table.add_row(
+                c.model,
+                c.version,
+                c.method,
+                c.verdict,
+                "" if c.statistic is None else f"{c.statistic:.1f}",
+                p,
+                str(c.tensors_matched),
+                "" if c.similarity is None else f"{c.similarity:.3f}",
+            )
+        console.print(table)
+        console.print(report.summary())
+        for note in report.notes:
+            console.print(f"note: {note}")
+
+    app.emit(report.to_dict(), as_json, render)
