@@ -1,0 +1,46 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# Both create .venv and install assay with every extra the suite needs (torch pinned to the CPU 2.13.0 build).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.assay-installed
+PIP     = $(BIN)/python -m pip --disable-pip-version-check
+
+.PHONY: install test test-fast lint format demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[watermark,torch,onnx,mlflow,postgres,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## The whole suite plus ruff (what CI runs).
+test: lint
+	$(BIN)/pytest
+
+## Skip the tests marked slow.
+test-fast: install
+	$(BIN)/pytest -m "not slow"
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## End-to-end demo in a throw-away ASSAY_HOME (.assay-demo/).
+demo: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash demo/demo.sh
+
+## Benchmarks: results to benchmarks/results/*.json.
+bench: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .assay-demo .pytest_cache .ruff_cache build *.egg-info
