@@ -66,6 +66,49 @@ def mark_cmd(
     )
 
 
+@click.command("label")
+@click.argument("name")
+@click.argument("version")
+@click.option("--add", "add", multiple=True, metavar="LABEL", help="Label to add (repeatable).")
+@click.option(
+    "--remove", "remove", multiple=True, metavar="LABEL", help="Label to remove (repeatable)."
+)
+@click.option("--reason", help="Evidence for the label (recorded in the audit log).")
+@json_option
+@click.pass_obj
+def label_cmd(
+    app: AppContext,
+    name: str,
+    version: str,
+    add: tuple[str, ...],
+    remove: tuple[str, ...],
+    reason: str | None,
+    as_json: bool,
+) -> None:
+    """Add or remove labels on model NAME's VERSION, e.g. --add robust after adversarial evaluation.
+
+    Labels are audited claims, not states: the adversarial-evasion playbook rolls back only to a
+    known-good version labelled robust. Mirrored to the assay.labels tag in MLflow.
+    """
+    from assay.registry.labels import set_labels
+
+    if not add and not remove:
+        raise click.UsageError("give --add LABEL and/or --remove LABEL")
+    record = set_labels(
+        open_registry(app),
+        name.removeprefix("models:/"),
+        version,
+        add=add,
+        remove=remove,
+        reason=reason,
+    )
+    app.emit(
+        record.to_dict(),
+        as_json,
+        lambda c: c.print(f"{record.ref}: labels {', '.join(record.labels) or '(none)'}"),
+    )
+
+
 @click.command("promote")
 @click.argument("name")
 @click.argument("version")
@@ -319,4 +362,4 @@ def lineage_cmd(app: AppContext, ref: str, as_json: bool) -> None:
 
 
 #: The commands this module adds to the ``assay`` group.
-COMMANDS = (mark_cmd, promote_cmd, freeze_cmd, unfreeze_cmd, status_cmd, lineage_cmd)
+COMMANDS = (mark_cmd, label_cmd, promote_cmd, freeze_cmd, unfreeze_cmd, status_cmd, lineage_cmd)

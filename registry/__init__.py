@@ -27,6 +27,8 @@ _EXPORTS = {
     "Store": "assay.registry.store",
     "AuditLog": "assay.registry.audit",
     "AuditReport": "assay.registry.audit",
+    "load_model": "assay.registry.loading",
+    "set_labels": "assay.registry.labels",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -225,3 +225,41 @@ def test_verify_download_without_assay_init_warns(
     with caplog.at_level(logging.WARNING, logger="assay.registry.enforcement"):
         verify_download("iris", "1", str(tmp_path))
     assert "not initialised" in caplog.text
+
+
+# -- assay.registry.load_model: explicit verify-then-load --------------------------------------
+
+
+@pytest.mark.slow
+def test_load_model_verifies_then_loads_the_checked_bytes(
+    registry: Registry, tmp_path: Path
+) -> None:
+    import mlflow.sklearn
+    from sklearn.datasets import load_iris
+    from sklearn.tree import DecisionTreeClassifier
+
+    from assay.core.errors import AssayError, NotFoundError
+    from assay.registry import load_model
+
+    x, y = load_iris(return_X_y=True)
+    folder = tmp_path / "tree"
+    mlflow.sklearn.save_model(
+        DecisionTreeClassifier(random_state=0).fit(x, y),
+        str(folder),
+        serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+    )
+    register_model(registry, "iris-explicit", str(folder), alias="production", watermark=False)
+
+    kept = tmp_path / "verified"
+    model = load_model("models:/iris-explicit@production", registry=registry, dst_path=kept)
+    assert [int(v) for v in model.predict(x[:3])] == [0, 0, 0]
+    assert (kept / "model" / "MLmodel").is_file()
+    with pytest.raises(AssayError, match="must be an empty folder"):
+        load_model("models:/iris-explicit/1", registry=registry, dst_path=kept)
+
+    stored = store_folder(registry, "iris-explicit") / "MLmodel"
+    stored.write_text(stored.read_text() + "\n# edited in the bucket\n")
+    with pytest.raises(IntegrityError, match="modified.*MLmodel"):
+        load_model("models:/iris-explicit/1", registry=registry)
+    with pytest.raises(NotFoundError):
+        load_model("models:/never-registered/1", registry=registry)

@@ -95,6 +95,25 @@ def test_mark_known_good_verifies_real_bytes_and_keeps_history(reg: Any, tmp_pat
     assert reg.backend.get_version(name, "1").tags["assay.state"] == "compromised"
 
 
+def test_labels_are_audited_mirrored_and_validated(reg: Any, tmp_path: Path) -> None:
+    from assay.registry.labels import set_labels
+
+    name = fx.unique("labelled")
+    fx.model(reg, name, tmp_path)
+    record = set_labels(reg, name, "1", add=["robust", "eval.pgd"], reason="PGD eval 2026-11")
+    assert record.labels == ["eval.pgd", "robust"]
+    assert reg.backend.get_version(name, "1").tags["assay.labels"] == "eval.pgd,robust"
+    assert set_labels(reg, name, "1", remove=["eval.pgd"]).labels == ["robust"]
+    set_labels(reg, name, "1", add=["robust"])  # no change, no event
+    changes = [e.payload_dict for e in events(reg, f"models:/{name}/1", "model.labels")]
+    assert [c["to"] for c in changes] == [["eval.pgd", "robust"], ["robust"]]
+    assert changes[0]["reason"] == "PGD eval 2026-11"
+    with pytest.raises(AssayError, match="invalid label"):
+        set_labels(reg, name, "1", add=["Robust!"])
+    with pytest.raises(NotFoundError, match="no version 9"):
+        set_labels(reg, name, "9", add=["robust"])
+
+
 def test_mark_known_good_refuses_changed_bytes(reg: Any, tmp_path: Path) -> None:
     """The real verify_version: one byte changed in the artifact store."""
     name = fx.unique("tampered")

@@ -247,17 +247,6 @@ def tamper(registry: Any, name: str, version: str, file: str = "weights.bin") ->
     target.write_bytes(bytes(data))
 
 
-def set_labels(registry: Any, name: str, version: str, labels: list[str]) -> None:
-    """Set ``ArtifactState.labels`` directly in the store (there is no labelling API yet)."""
-    from assay.registry.models import ArtifactState
-    from assay.registry.versions import require_artifact
-
-    with registry.store.session() as session:
-        artifact = require_artifact(session, "model", name, version)
-        row = session.get(ArtifactState, artifact.id)
-        row.labels = json.dumps(sorted(labels))
-
-
 # --- observing -------------------------------------------------------------------------------
 
 

@@ -185,8 +185,11 @@ def test_tampered_artifact(world):
 def test_adversarial_evasion_rolls_back_to_a_robust_version(world):
     reg = world.registry
     name = rb.build_drill(reg, world.root, "adv").model
-    # No labelling API exists yet: the `robust` label is set in ArtifactState.labels directly.
-    rb.set_labels(reg, name, "1", ["robust"])
+    labelled = invoke(
+        "label", name, "1", "--add", "robust", "--reason", "passed PGD eval", "--json"
+    )
+    assert labelled.exit_code == 0, labelled.output
+    assert json.loads(labelled.stdout)["labels"] == ["robust"]
 
     data = run_incident("adversarial-evasion", "--set", f"model={name}", "--yes")
     assert reg.backend.get_alias(name, "production") == "1"
