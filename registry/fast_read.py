@@ -17,7 +17,6 @@ MLflow backend.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -301,38 +300,19 @@ def show_dataset(settings: Settings, ref: DatasetRef) -> VersionRecord:
 
 # -- MLflow's aliases --------------------------------------------------------------------------
 
-_DEFAULT_WORKSPACE = "default"
-
 
 def read_alias(tracking_uri: str, name: str, alias: str) -> str | None:
     """The version ``alias`` of model ``name`` points at, read from an embedded MLflow SQLite
     database without importing mlflow; None when not found or not readable this way (the caller
     then asks the MLflow backend, which also gives the precise error)."""
-    path = sqlite_path(tracking_uri)
-    if path is None or not path.is_file():
-        return None
-    # Workspaces (MLflow 3.x, off by default) would make "which workspace" a question for MLflow.
-    if os.environ.get("MLFLOW_WORKSPACE") or os.environ.get(
-        "MLFLOW_ENABLE_WORKSPACES", ""
-    ).strip().lower() in ("1", "true", "yes", "on"):
+    from assay.registry.mlflow_sqlite import open_reader
+
+    reader = open_reader(tracking_uri)
+    if reader is None:
         return None
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-    except sqlite3.Error:
-        return None
-    try:
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(registered_model_aliases)")}
-        if not {"name", "alias", "version"} <= columns:
-            return None
-        sql = "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?"
-        params: tuple[str, ...] = (name, alias)
-        if "workspace" in columns:
-            sql, params = sql + " AND workspace = ?", (name, alias, _DEFAULT_WORKSPACE)
-        rows = conn.execute(sql, params).fetchall()
+        return reader.aliases(name).get(alias)
     except sqlite3.Error:
         return None
     finally:
-        conn.close()
-    if len(rows) != 1 or rows[0][0] is None:
-        return None
-    return str(rows[0][0])
+        reader.close()

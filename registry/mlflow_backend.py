@@ -297,8 +297,18 @@ class EmbeddedBackend:
         self.artifacts_dir = Path(artifacts_dir)
         self._client_obj: Any = None
         self._experiment_id: str | None = None
+        self._reader_obj: Any = None  # None: not opened yet; False: fast path unavailable
 
     # -- plumbing --
+
+    @property
+    def _reader(self) -> Any:
+        """The read-only sqlite3 fast path (``assay.registry.mlflow_sqlite``), or None."""
+        if self._reader_obj is None:
+            from assay.registry.mlflow_sqlite import open_reader
+
+            self._reader_obj = open_reader(self.tracking_uri) or False
+        return self._reader_obj or None
 
     def __repr__(self) -> str:
         return f"EmbeddedBackend({self.tracking_uri!r})"
@@ -493,10 +503,19 @@ class EmbeddedBackend:
 
     def get_version(self, name: str, version: str | int) -> ModelVersionInfo:
         v = version_str(version)
+        if (reader := self._reader) is not None:
+            found = reader.versions(name, v)
+            if found:
+                return found[0]
+            raise NotFoundError(f"model '{name}' has no version {v}")
         mv = self._call(f"model '{name}' version {v}", self._client.get_model_version, name, v)
         return _from_entity(mv)
 
     def list_versions(self, name: str) -> list[ModelVersionInfo]:
+        if (reader := self._reader) is not None:
+            if not reader.model_exists(name):
+                raise NotFoundError(f"no registered model named '{name}'")
+            return reader.versions(name)
         client = self._client
         by_version = _aliases_by_version(self.aliases(name))
         out: list[ModelVersionInfo] = []
@@ -516,6 +535,8 @@ class EmbeddedBackend:
         return sorted(out, key=lambda mv: int(mv.version))
 
     def list_models(self) -> list[str]:
+        if (reader := self._reader) is not None:
+            return reader.list_models()
         client = self._client
         names: list[str] = []
         token = None
@@ -533,6 +554,10 @@ class EmbeddedBackend:
         return sorted(names)
 
     def aliases(self, name: str) -> dict[str, str]:
+        if (reader := self._reader) is not None:
+            if not reader.model_exists(name):
+                raise NotFoundError(f"no registered model named '{name}'")
+            return reader.aliases(name)
         rm = self._call(f"model '{name}'", self._client.get_registered_model, name)
         return {alias: str(v) for alias, v in (rm.aliases or {}).items()}
 

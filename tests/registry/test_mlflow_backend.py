@@ -441,3 +441,56 @@ def test_download_runs_uri_and_missing_artifact(
     missing = logged.source_uri.replace("/model", "/nothing-here")
     with pytest.raises(NotFoundError):
         backend.download_uri(missing, tmp_path / "m")
+
+
+# --- the read-only sqlite3 fast path of the embedded backend --------------------------------
+
+
+def test_sqlite_fast_path_reads_what_mlflowclient_reads(
+    embedded: EmbeddedBackend, name: str, weights_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Versions, tags, aliases and deletions read through sqlite3 equal MlflowClient's answers."""
+    from assay.registry.mlflow_sqlite import open_reader
+
+    for i in range(3):
+        register(embedded, name, weights_dir, tags={"assay.state": f"s{i}"})
+    embedded.set_alias(name, "production", 2)
+    embedded.set_alias(name, "staging", 3)
+    embedded.set_version_tag(name, 3, "k", "")
+    embedded.delete_version(name, 1)
+
+    fast = open_backend(Settings.from_env())
+    assert fast._reader is not None
+    slow = open_backend(Settings.from_env())
+    slow._reader_obj = False  # force MlflowClient
+    assert slow._reader is None
+    assert fast.list_versions(name) == slow.list_versions(name)
+    assert [v.version for v in fast.list_versions(name)] == ["2", "3"]
+    assert fast.get_version(name, 3) == slow.get_version(name, 3)
+    assert fast.get_version(name, 3).tags == {"assay.state": "s2", "k": ""}
+    assert fast.aliases(name) == slow.aliases(name) == {"production": "2", "staging": "3"}
+    assert name in fast.list_models() and fast.list_models() == slow.list_models()
+    with pytest.raises(NotFoundError, match="has no version 1"):
+        fast.get_version(name, 1)  # deleted versions are invisible, as in MLflow
+    # the fast path sees MLflow's later writes at once (read-back after an alias move)
+    embedded.set_alias(name, "production", 3)
+    assert fast.get_alias(name, "production") == "3"
+
+    monkeypatch.setenv("MLFLOW_ENABLE_WORKSPACES", "true")
+    assert open_reader(embedded.tracking_uri) is None
+    monkeypatch.delenv("MLFLOW_ENABLE_WORKSPACES")
+    monkeypatch.setenv("MLFLOW_WORKSPACE", "team-a")
+    assert open_reader(embedded.tracking_uri) is None
+
+
+def test_sqlite_fast_path_steps_aside_for_an_unknown_schema(tmp_path: Path) -> None:
+    import sqlite3
+
+    from assay.registry.mlflow_sqlite import open_reader
+
+    db = tmp_path / "mlflow.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE registered_models (name TEXT)")  # no workspace column etc.
+    assert open_reader(f"sqlite:///{db}") is None
+    assert open_reader(f"sqlite:///{tmp_path / 'missing.db'}") is None
+    assert open_reader("http://127.0.0.1:5000") is None
