@@ -200,33 +200,62 @@ def _compatible(suspect: tuple[int, ...], marked: tuple[int, ...]) -> bool:
     return len(s) == len(m) and all(b <= a <= 2 * b for a, b in zip(s, m, strict=True))
 
 
-def _sketch_score(suspect: dict[str, np.ndarray], record: dict[str, Any]) -> float:
-    """Mean |correlation| between the suspect and a version's registration sketch (ranking only)."""
+class _SuspectSampler:
+    """The suspect's values at the sketch positions of each shape, computed once per shape.
+
+    Ranking compares these few thousand values per tensor with each version's sketch, so tracing
+    against hundreds of versions never copies or converts a whole tensor. A 2-D tensor is also
+    offered transposed (exporters store linear layers either way), by index arithmetic on a view.
+    """
+
+    def __init__(self, suspect: dict[str, np.ndarray]) -> None:
+        self._by_shape: dict[tuple[int, ...], list[np.ndarray]] = {}
+        for arr in suspect.values():
+            self._by_shape.setdefault(tuple(arr.shape), []).append(arr)
+            if arr.ndim == 2:
+                self._by_shape.setdefault(tuple(arr.shape[::-1]), []).append(arr.T)
+        self._samples: dict[tuple[int, ...], np.ndarray | None] = {}
+
+    def standardized(self, shape: tuple[int, ...]) -> np.ndarray | None:
+        """(peers x sketch size) z-scores of the suspect's tensors of ``shape``; None if none."""
+        if shape not in self._samples:
+            import numpy as np
+
+            from assay.registry.watermarking import sketch_indices
+
+            peers = self._by_shape.get(shape, [])
+            if not peers:
+                self._samples[shape] = None
+            else:
+                where = np.unravel_index(sketch_indices(shape), shape)
+                self._samples[shape] = _zscores(
+                    np.stack([np.asarray(p[where], dtype=np.float64) for p in peers])
+                )
+        return self._samples[shape]
+
+
+def _zscores(rows: np.ndarray) -> np.ndarray:
+    """Each row minus its mean over its standard deviation; constant rows become zeros."""
     import numpy as np
 
-    from assay.registry.watermarking import sketch_indices
+    centred = rows - rows.mean(axis=-1, keepdims=True)
+    std = centred.std(axis=-1, keepdims=True)
+    return np.divide(centred, std, out=np.zeros_like(centred), where=std > 0)
 
-    by_shape: dict[tuple[int, ...], list[np.ndarray]] = {}
-    for arr in suspect.values():
-        by_shape.setdefault(tuple(arr.shape), []).append(arr)
-        if arr.ndim == 2:
-            by_shape.setdefault(tuple(arr.shape[::-1]), []).append(arr.T)
+
+def _sketch_score(sampler: _SuspectSampler, record: dict[str, Any]) -> float:
+    """Mean over sketched tensors of the best |correlation| between a version's registration
+    sketch and any suspect tensor of that shape (ranking only)."""
+    import numpy as np
+
     scores = []
     for entry in record.get("files", {}).values():
         for item in entry.get("sketch", {}).values():
-            shape = tuple(item["shape"])
-            peers = by_shape.get(shape)
-            if not peers:
-                continue
-            idx = sketch_indices(shape)
+            peers = sampler.standardized(tuple(item["shape"]))
             r = np.asarray(item["values"], dtype=np.float64)
-            best = 0.0
-            for peer in peers:
-                s = np.asarray(peer, dtype=np.float64).reshape(-1)[idx]
-                denom = float(np.std(r) * np.std(s))
-                if denom > 0:
-                    best = max(best, abs(float(np.mean((r - r.mean()) * (s - s.mean())) / denom)))
-            scores.append(best)
+            if peers is None or peers.shape[1] != r.size:
+                continue
+            scores.append(float(np.max(np.abs(peers @ _zscores(r)))) / r.size)
     return float(np.mean(scores)) if scores else 0.0
 
 
@@ -272,7 +301,8 @@ def trace_suspect(
     ]
     secrets = all_secrets(registry)
     marked = [v for v in marked if v.fingerprint in secrets]
-    ranked = [(_sketch_score(suspect, v.record or {}), version_key(v.version), v) for v in marked]
+    sampler = _SuspectSampler(suspect)
+    ranked = [(_sketch_score(sampler, v.record or {}), version_key(v.version), v) for v in marked]
     ranked.sort(key=lambda t: (t[0], t[1]), reverse=True)
     chosen = [v for _, _, v in ranked[: max(1, top)]]
     used_secrets = sorted({v.fingerprint for v in chosen if v.fingerprint} or secrets)

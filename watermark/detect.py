@@ -100,17 +100,24 @@ class DetectionResult:
 
 
 def _weigh(r: np.ndarray, amp: float) -> np.ndarray:
-    """Clip ``r`` at ``CLIP`` robust standard deviations and weight it by ``amp / noise power``."""
+    """Clip ``r`` at ``CLIP`` robust standard deviations and weight it by ``amp / noise power``.
+
+    Works in place on one float64 copy of ``r`` (models have tensors of 10M+ values).
+    """
     r = np.asarray(r, dtype=np.float64)
     nz = r != 0
-    if not nz.any() or amp <= 0:
+    n = int(np.count_nonzero(nz))
+    if n == 0 or amp <= 0:
         return np.zeros_like(r)
     absr = np.abs(r[nz])
-    scale = 1.4826 * float(np.median(absr)) or float(np.mean(absr))
+    scale = 1.4826 * float(np.median(absr, overwrite_input=True)) or float(np.mean(absr))
+    del absr, nz
     c = np.clip(r, -CLIP * scale, CLIP * scale)
-    power = float(np.mean(c[nz] ** 2))
+    flat = c.reshape(-1)
+    power = float(np.dot(flat, flat)) / n  # clipping keeps zeros at zero
     noise = max(power - amp * amp, (0.25 * amp) ** 2)
-    return c * (amp / noise)
+    c *= amp / noise
+    return c
 
 
 class _Evidence:
@@ -136,12 +143,16 @@ class _Evidence:
         return z
 
     def test(self) -> tuple[stats.TestResult, stats.TestResult]:
-        if not self.groups:
-            empty = stats.TestResult(0.0, 0.0, 0)
-            return empty, empty
-        c = np.concatenate([f for _, f in self.groups.values()])
-        s = np.concatenate([self.pattern(canon) for canon, _ in self.groups.values()])
-        return stats.matched_filter(c, s), stats.sign_test(c, s)
+        """Both tests over every group, summed group by group (no model-sized concatenation)."""
+        dot = sq = 0.0
+        n_mf = k = n_sign = 0
+        for canon, f in self.groups.values():
+            s = self.pattern(canon)
+            d, q, n = stats.matched_filter_parts(f, s)
+            dot, sq, n_mf = dot + d, sq + q, n_mf + n
+            a, b = stats.sign_parts(f, s)
+            k, n_sign = k + a, n_sign + b
+        return stats.matched_filter_from(dot, sq, n_mf), stats.sign_test_from(k, n_sign)
 
 
 def _result(
@@ -266,13 +277,17 @@ def _detect_reference(
         mark = marks.get(n)
         if mark is None:
             continue
-        resid = layer.weight.astype(np.float64) - orient(full[n], in_first)
+        resid = layer.weight.astype(np.float64)
+        resid -= orient(full[n], in_first)
         resid[layer.missing] = 0.0
         resid = orient(resid, in_first)  # back to the reference's stored orientation
         if record is not None:  # below float rounding of the reconstruction: no evidence
             eps = float(np.finfo(np.dtype(mark.dtype)).eps)
-            tol = 4.0 * eps * (np.abs(np.asarray(reference[n], dtype=np.float64)) + mark.amplitude)
+            tol = np.abs(np.asarray(reference[n]), dtype=np.float64)
+            tol += mark.amplitude
+            tol *= 4.0 * eps
             resid[np.abs(resid) <= tol] = 0.0
+            del tol
         canon = canonical(mark.shape)
         c = _weigh(resid, mark.amplitude)
         z = ev.add(to_canonical(c, canon), canon)

@@ -44,16 +44,36 @@ class TestResult:
         return self.log_p / LN10
 
 
-def matched_filter(c: np.ndarray, signs: np.ndarray) -> TestResult:
-    """Hoeffding-bounded matched filter of values ``c`` against +-1 ``signs`` (same length)."""
-    c = np.asarray(c, dtype=np.float64).ravel()
-    s = np.asarray(signs, dtype=np.float64).ravel()
-    norm = float(np.sqrt(np.dot(c, c)))
-    n = int(np.count_nonzero(c))
+#: Elements per step when a test walks its inputs: temporaries stay a few MB whatever the model.
+CHUNK = 1 << 20
+
+
+def matched_filter_parts(c: np.ndarray, signs: np.ndarray) -> tuple[float, float, int]:
+    """``(sum(c * P), sum(c^2), count of non-zero c)``: additive over disjoint pieces."""
+    c = np.asarray(c).ravel()
+    s = np.asarray(signs).ravel()
+    dot = sq = 0.0
+    n = 0
+    for i in range(0, c.size, CHUNK):
+        ci = np.asarray(c[i : i + CHUNK], dtype=np.float64)
+        dot += float(np.dot(ci, s[i : i + CHUNK].astype(np.float64)))
+        sq += float(np.dot(ci, ci))
+        n += int(np.count_nonzero(ci))
+    return dot, sq, n
+
+
+def matched_filter_from(dot: float, sq: float, n: int) -> TestResult:
+    """The matched filter's result from its summed parts (see :func:`matched_filter_parts`)."""
+    norm = math.sqrt(sq) if sq > 0 else 0.0
     if norm == 0.0 or not math.isfinite(norm):
         return TestResult(0.0, 0.0, n)
-    z = float(np.dot(c, s)) / norm
+    z = dot / norm
     return TestResult(z, matched_filter_log_p(z), n)
+
+
+def matched_filter(c: np.ndarray, signs: np.ndarray) -> TestResult:
+    """Hoeffding-bounded matched filter of values ``c`` against +-1 ``signs`` (same length)."""
+    return matched_filter_from(*matched_filter_parts(c, signs))
 
 
 def matched_filter_log_p(z: float) -> float:
@@ -61,16 +81,29 @@ def matched_filter_log_p(z: float) -> float:
     return -0.5 * z * z if z > 0 else 0.0
 
 
-def sign_test(c: np.ndarray, signs: np.ndarray) -> TestResult:
-    """Exact binomial test of sign agreement between ``c`` and ``signs`` (zeros are ties, dropped)."""
+def sign_parts(c: np.ndarray, signs: np.ndarray) -> tuple[int, int]:
+    """``(agreements, non-zero count)`` of the sign test: additive over disjoint pieces."""
     c = np.asarray(c).ravel()
     s = np.asarray(signs).ravel()
-    nz = c != 0
-    n = int(np.count_nonzero(nz))
+    k = n = 0
+    for i in range(0, c.size, CHUNK):
+        ci, si = c[i : i + CHUNK], s[i : i + CHUNK]
+        nz = ci != 0
+        n += int(np.count_nonzero(nz))
+        k += int(np.count_nonzero(nz & ((ci > 0) == (si > 0))))
+    return k, n
+
+
+def sign_test_from(k: int, n: int) -> TestResult:
+    """The sign test's result from ``k`` agreements among ``n`` non-zero values."""
     if n == 0:
         return TestResult(0.0, 0.0, 0)
-    k = int(np.count_nonzero((c[nz] > 0) == (s[nz] > 0)))
     return TestResult((2.0 * k - n) / math.sqrt(n), binom_log_sf(k, n), n)
+
+
+def sign_test(c: np.ndarray, signs: np.ndarray) -> TestResult:
+    """Exact binomial test of sign agreement between ``c`` and ``signs`` (zeros are ties, dropped)."""
+    return sign_test_from(*sign_parts(c, signs))
 
 
 def binom_log_sf(k: int, n: int) -> float:
