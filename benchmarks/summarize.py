@@ -60,8 +60,66 @@ def rollback(d: dict) -> list[str]:
     ]
 
 
+def _num(x: float | None, fmt: str) -> str:
+    return "" if x is None else format(x, fmt)
+
+
+def watermark(d: dict) -> list[str]:
+    lines = [
+        "| model | attack | quality after | z | log10 corrected p | verdict (p <= 1e-9 when within 5 pp) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in d.get("rows", []):
+        lines.append(
+            f"| {r.get('model')} | {r.get('attack')} | {_num(r.get('quality'), '.4f')} | "
+            f"{_num(r.get('z'), '.1f')} | {_num(r.get('log10_p_corrected'), '.1f')} | {r.get('pass')} |"
+        )
+    fp = d.get("false_positives") or {}
+    if "independent_pairs" in fp:
+        lines += [
+            "",
+            f"False positives: {fp['independent_pairs']} (independently trained model, key) pairs and "
+            f"{fp['wrong_key_tests']} wrong-key tests on marked models; empirical FPR at nominal "
+            + ", ".join(f"{k}: {v:.4f}" for k, v in sorted(fp["empirical_fpr_all"].items()))
+            + f"; smallest p 10^-{fp['max_minus_log10_p']:.2f}; reaching 1e-9 (`match`): "
+            f"{fp['reaches_1e-9']}; calibrated: {_ok(fp.get('calibrated'))}.",
+        ]
+    sp = d.get("speed") or d.get("speed_uncontended_after_match_fix") or {}
+    if sp:
+        lines += [
+            "",
+            f"Speed (MiniLM, {sp.get('minilm_params_m', '?')} M parameters): embed "
+            f"{sp['embed_s_per_mparam']:.3f} s/M, blind detect {sp['detect_blind_s_per_mparam']:.3f} s/M, "
+            f"non-blind detect {sp['detect_nonblind_s_per_mparam']:.3f} s/M (target <= 0.1 s/M)"
+            + (f"; re-align a 4096-wide layer {sp['align_4096_s']:.2f} s (target < 1 s)" if "align_4096_s" in sp else "")
+            + ".",
+        ]
+    tr = d.get("trace") or {}
+    if "trace_s" in tr:
+        best = tr.get("best") or {}
+        lines += [
+            "",
+            f"`assay trace` of a MiniLM-size suspect ({tr['suspect_mb']:.0f} MB, a noised copy of "
+            f"{tr['expected']}) against {tr['versions_registered']} registered versions: "
+            f"{tr['trace_s']:.1f} s in process, {tr['trace_cli_wall_s']:.1f} s for the whole CLI "
+            f"(target <= 10 s: {_ok(tr['trace_s'] <= 10)}); best candidate {best.get('ref')} "
+            f"({best.get('verdict')}), right version first: {_ok(tr.get('right_version_first'))}; "
+            f"peak RSS {tr['peak_rss_mb']:.0f} MB = {tr['peak_ratio_total']:.1f}x the suspect "
+            f"({tr['rss_over_baseline_mb']:.0f} MB over a {tr['baseline_rss_mb']:.0f} MB trivial trace; "
+            f"target <= 2x: {_ok(tr['peak_ratio_total'] <= 2)}).",
+        ]
+    if d.get("status"):
+        lines += ["", f"Run notes: {d['status']}"]
+    return lines
+
+
 def main() -> None:
-    for name, render in (("signing", signing), ("registry", registry), ("rollback", rollback)):
+    for name, render in (
+        ("signing", signing),
+        ("registry", registry),
+        ("rollback", rollback),
+        ("watermark_robustness", watermark),
+    ):
         d = _load(name)
         if d is None:
             continue
