@@ -85,8 +85,12 @@ def _commands() -> set[str]:
 
 
 def timed(cmd: list[str], env: dict[str, str], reps: int = REPS) -> dict:
-    runs = [run(cmd, env) for _ in range(reps)]
-    walls = [r.wall_s for r in runs]
+    return timed_each([cmd] * reps, env)
+
+
+def timed_each(cmds: list[list[str]], env: dict[str, str]) -> dict:
+    """Median wall time over one fresh process per command (commands that each change state)."""
+    walls = [run(cmd, env).wall_s for cmd in cmds]
     return {"median_s": round(median(walls), 3), "min_s": round(min(walls), 3), "runs": len(walls)}
 
 
@@ -120,16 +124,27 @@ def measure_mode(
         rows["assay status x"] = {**timed([ASSAY, "status", "x"], env), "kind": "incident"}
     else:
         skipped.append("assay status (command not built yet)")
+    # Every timed mark and promote changes something (a no-op would skip MLflow's write).
     if "mark" in commands:
-        rows["assay mark x 1 known-good"] = {
-            **timed([ASSAY, "mark", "x", "1", "known-good", "--reason", "bench"], env),
+        states = ["quarantined", "known-good"] * REPS
+        rows["assay mark x 1 (quarantined / known-good, alternating)"] = {
+            **timed_each(
+                [[ASSAY, "mark", "x", "1", s, "--reason", "bench"] for s in states[:REPS]], env
+            ),
             "kind": "incident",
         }
     else:
         skipped.append("assay mark (command not built yet)")
     if "promote" in commands:
-        rows["assay promote x 1 --alias production"] = {
-            **timed([ASSAY, "promote", "x", "1", "--alias", "production"], env),
+        second = model_copy(model, work / "second", f"second-{mode}")
+        run([ASSAY, "register", "x", str(second), "--no-watermark"], env)
+        for v in ("1", "2"):
+            run([ASSAY, "mark", "x", v, "known-good", "--reason", "bench"], env)
+        targets = ["2", "1"] * REPS
+        rows["assay promote x V --alias production (alias moves every run)"] = {
+            **timed_each(
+                [[ASSAY, "promote", "x", v, "--alias", "production"] for v in targets[:REPS]], env
+            ),
             "kind": "incident",
         }
     else:

@@ -91,7 +91,11 @@ def watermark(d: dict) -> list[str]:
             f"Speed (MiniLM, {sp.get('minilm_params_m', '?')} M parameters): embed "
             f"{sp['embed_s_per_mparam']:.3f} s/M, blind detect {sp['detect_blind_s_per_mparam']:.3f} s/M, "
             f"non-blind detect {sp['detect_nonblind_s_per_mparam']:.3f} s/M (target <= 0.1 s/M)"
-            + (f"; re-align a 4096-wide layer {sp['align_4096_s']:.2f} s (target < 1 s)" if "align_4096_s" in sp else "")
+            + (
+                f"; re-align a 4096-wide layer {sp['align_4096_s']:.2f} s (target < 1 s)"
+                if "align_4096_s" in sp
+                else ""
+            )
             + ".",
         ]
     tr = d.get("trace") or {}
