@@ -84,7 +84,11 @@ print(max((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().
 PY
 )
 python -c "import mlflow; m = mlflow.pyfunc.load_model('models:/digits-clf/2'); print('loaded version 2 OK')"
-printf '\x00' | dd of="$STORED_FILE" bs=1 seek=200 conv=notrunc status=none
+python - "$STORED_FILE" <<'PY'
+import sys
+with open(sys.argv[1], "r+b") as fh:  # flip one bit of byte 200 in the artifact store
+    fh.seek(200); b = fh.read(1); fh.seek(200); fh.write(bytes([b[0] ^ 1]))
+PY
 expect_fail assay verify models:/digits-clf/2
 expect_fail python - <<'PY'
 import sys, mlflow
@@ -105,5 +109,64 @@ INC=$(assay incident list --json | python -c 'import json,sys; print(json.load(s
 assay incident report "$INC" | head -40
 assay audit checkpoint
 assay audit verify
+
+# ---------------------------------------------------------------------------------------------
+step "10. model theft: a registered (watermarked) torch model is stolen, fine-tuned, pruned 50 %, exported to ONNX, and traced"
+python - "$WORK" <<'PY'
+import sys, warnings
+from pathlib import Path
+warnings.filterwarnings("ignore")
+import torch
+from safetensors.torch import save_file
+from sklearn.datasets import load_digits
+work = Path(sys.argv[1])
+torch.manual_seed(0)
+x, y = load_digits(return_X_y=True)
+x, y = torch.tensor(x / 16, dtype=torch.float32), torch.tensor(y)
+net = torch.nn.Sequential(
+    torch.nn.Linear(64, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 512), torch.nn.ReLU(),
+    torch.nn.Linear(512, 10),
+)
+opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+for _ in range(60):
+    opt.zero_grad(); torch.nn.functional.cross_entropy(net(x[:1200]), y[:1200]).backward(); opt.step()
+(work / "mlp").mkdir()
+save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(work / "mlp" / "model.safetensors"))
+PY
+assay register digits-mlp "$WORK/mlp"   # embeds the ownership watermark, then signs the marked bytes
+MARKED=$(python - "$ASSAY_HOME" <<'PY'
+import sqlite3, sys
+con = sqlite3.connect(f"{sys.argv[1]}/assay.db")
+(uri,) = con.execute("select uri from artifacts where kind='model' and name='digits-mlp'").fetchone()
+print(uri.removeprefix("file://") + "/model.safetensors")
+PY
+)
+python - "$MARKED" "$WORK/stolen.onnx" <<'PY'
+import sys, warnings
+warnings.filterwarnings("ignore")
+import torch
+from safetensors.torch import load_file
+from sklearn.datasets import load_digits
+state = load_file(sys.argv[1])  # the thief's copy of the served weights
+net = torch.nn.Sequential(
+    torch.nn.Linear(64, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 512), torch.nn.ReLU(),
+    torch.nn.Linear(512, 10),
+)
+net.load_state_dict(state)
+x, y = load_digits(return_X_y=True)
+x, y = torch.tensor(x / 16, dtype=torch.float32), torch.tensor(y)
+opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+for _ in range(3):  # fine-tune on other data
+    opt.zero_grad(); torch.nn.functional.cross_entropy(net(x[1200:]), y[1200:]).backward(); opt.step()
+with torch.no_grad():  # magnitude-prune half of every weight matrix
+    for p in net.parameters():
+        if p.ndim == 2:
+            p[p.abs() <= p.abs().quantile(0.5)] = 0
+acc = float((net(x[1200:]).argmax(1) == y[1200:]).float().mean())
+torch.onnx.export(net, (torch.zeros(1, 64),), sys.argv[2], dynamo=False, input_names=["x"])
+print(f"stolen copy: fine-tuned, pruned 50 %, ONNX ({acc:.1%} accuracy) -> {sys.argv[2]}")
+PY
+assay trace "$WORK/stolen.onnx" --top 3
+assay incident run model-theft --set suspect="$WORK/stolen.onnx" --yes | tail -5
 
 printf '\n\033[1mdemo finished: everything above ran against real files in %s\033[0m\n' "$WORK"

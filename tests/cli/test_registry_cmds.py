@@ -58,6 +58,7 @@ def one_error_line(err: str) -> str:
 def test_command_names() -> None:
     assert [c.name for c in COMMANDS] == [
         "mark",
+        "label",
         "promote",
         "freeze",
         "unfreeze",
@@ -156,3 +157,13 @@ def test_lineage_command(reg: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert doc["serving"] == [{"model": base, "alias": "production", "version": "1"}]
     code, out, _ = assay("lineage", f"models:/{tuned}/1")
     assert code == 0 and f"{base}/1" in out and f"dataset {data}@1" in out
+
+
+def test_label_needs_add_or_remove() -> None:
+    from click.testing import CliRunner
+
+    from assay.cli import cli
+
+    out = CliRunner().invoke(cli, ["label", "x", "1"])
+    assert out.exit_code == 2
+    assert "give --add LABEL and/or --remove LABEL" in out.output
