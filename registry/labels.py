@@ -14,8 +14,13 @@ import re
 from typing import TYPE_CHECKING
 
 from assay.core.errors import AssayError
-from assay.registry.models import ArtifactState
-from assay.registry.versions import VersionRecord, display, record_of, require_artifact
+from assay.registry.versions import (
+    VersionRecord,
+    display,
+    record_of,
+    require_artifact,
+    state_row,
+)
 
 if TYPE_CHECKING:
     from assay.registry.facade import Registry
@@ -55,12 +60,7 @@ def set_labels(
     version = str(version)
     with registry.store.session() as session:
         artifact = require_artifact(session, "model", name, version)
-        row = session.get(ArtifactState, artifact.id)
-        if row is None:  # versions signed before the registry tables existed
-            row = ArtifactState(
-                artifact_id=artifact.id, state="registered", status="complete", labels="[]"
-            )
-            session.add(row)
+        row = state_row(session, artifact)
         before = json.loads(row.labels or "[]")
         after = sorted((set(before) | set(add)) - set(remove))
         if after != sorted(before):

@@ -64,6 +64,15 @@ def _state(session: Session, artifact: Artifact) -> ArtifactState:
     return state
 
 
+def state_row(session: Session, artifact: Artifact) -> ArtifactState:
+    """The artifact's state row, added to ``session`` if it has none yet (to be changed)."""
+    row = session.get(ArtifactState, artifact.id)
+    if row is None:  # artifacts signed before the registry tables existed, or plain paths
+        row = _state(session, artifact)
+        session.add(row)
+    return row
+
+
 def latest_signature(session: Session, artifact_id: int, prefix: str = "") -> Signature | None:
     """The newest signature row of an artifact whose subject starts with ``prefix``."""
     rows = session.scalars(
@@ -136,12 +145,7 @@ def set_state(
     """Move ``artifact`` to ``state`` (recorded and audited); False if it already was there."""
     if state not in STATES:
         raise AssayError(f"unknown state {state!r}: use one of {', '.join(STATES)}")
-    row = session.get(ArtifactState, artifact.id)
-    if row is None:
-        row = ArtifactState(
-            artifact_id=artifact.id, state="registered", status="complete", labels="[]"
-        )
-        session.add(row)
+    row = state_row(session, artifact)
     if row.state == state:
         return False
     previous = row.state
