@@ -10,7 +10,6 @@ that logs the folder to a run and calls ``mlflow.register_model``). Each figure 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -18,10 +17,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import WORK, median, run, write_result  # noqa: E402
+from common import WORK, median, run, test_helper, write_result  # noqa: E402
 
 REPS = int(os.environ.get("BENCH_REPS", "5"))
-ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 ASSAY = str(Path(PY).with_name("assay"))
 STORE_ONLY_S = 0.3
@@ -58,16 +56,6 @@ from assay.core.settings import Settings
 from assay.registry.mlflow_backend import open_backend
 open_backend(Settings.from_env()).set_alias(sys.argv[1], sys.argv[2], sys.argv[3])
 """
-
-
-def _server_helper():
-    spec = importlib.util.spec_from_file_location(
-        "bench_mlflow_server", ROOT / "tests" / "mlflow_server.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _commands() -> set[str]:
@@ -209,7 +197,7 @@ def main() -> dict:
     emb_env = {**base_env, "ASSAY_HOME": str(work / "embedded" / "home")}
     results["embedded"] = measure_mode("embedded", emb_env, work / "embedded", model, commands)
 
-    helper = _server_helper()
+    helper = test_helper("mlflow_server")
     with helper.MlflowServer(work / "server") as server:
         srv_env = {
             **base_env,

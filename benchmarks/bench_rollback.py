@@ -25,7 +25,6 @@ mode serves this same MLflow database through ``mlflow server``; the versions' s
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -35,9 +34,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import WORK, median, run, write_result  # noqa: E402
+from common import WORK, median, run, test_helper, write_result  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 ASSAY = str(Path(PY).with_name("assay"))
 REPS = int(os.environ.get("BENCH_REPS", "3"))
@@ -241,11 +239,7 @@ def main() -> dict:
     shutil.copytree(home, copy)
     incident_embedded = measure_incident(copy, _env(copy))
 
-    spec = importlib.util.spec_from_file_location(
-        "bench_mlflow_server", ROOT / "tests" / "mlflow_server.py"
-    )
-    helper = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(helper)
+    helper = test_helper("mlflow_server")
     with helper.MlflowServer(home) as server:  # serves home/mlflow.db and home/artifacts
         server_env = _env(home, MLFLOW_TRACKING_URI=server.url)
         served = measure_rollback(home, server_env)

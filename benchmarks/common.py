@@ -14,6 +14,19 @@ from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
 WORK = Path(__file__).parent / "work"
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+#: The folders pytest puts on its pythonpath (pyproject.toml): the suite's shared helpers.
+HELPER_DIRS = (TESTS, TESTS / "registry", TESTS / "rollback", TESTS / "watermark")
+
+
+def test_helper(name: str):
+    """A shared test helper module (``mlflow_server``, ``wm_torch``, ...) imported by name."""
+    import importlib
+
+    for folder in HELPER_DIRS:
+        if str(folder) not in sys.path:
+            sys.path.append(str(folder))
+    return importlib.import_module(name)
 
 
 def machine() -> dict:

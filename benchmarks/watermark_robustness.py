@@ -20,7 +20,6 @@ Run: ``.venv/bin/python benchmarks/watermark_robustness.py`` (about 15-25 minute
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -34,26 +33,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, run_rss, write_result  # noqa: E402
+from common import RESULTS, run_rss, test_helper, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TESTS = ROOT / "tests" / "watermark"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 LOG10_TARGET = -9.0
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", TESTS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[f"bench_{name}"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-M = _load("wm_models")
-L = _load("wm_minilm")
-T = _load("wm_torch")
+M = test_helper("wm_models")
+L = test_helper("wm_minilm")
+T = test_helper("wm_torch")
 
 from assay.watermark.detect import detect  # noqa: E402
 from assay.watermark.formats import load_weights, save_weights  # noqa: E402

@@ -3,32 +3,17 @@ one-line errors and exit codes (0 ok, 1 error, 2 usage, 3 integrity)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import registry_fixtures as fx  # noqa: E402
 from click.testing import CliRunner
 
 from assay.cli import cli
 from assay.cli.registry_cmds import COMMANDS
 
-
-def _fixtures() -> Any:
-    name = "assay_tests_registry_fixtures"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "registry" / "registry_fixtures.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-fx = _fixtures()
 world = fx.home_fixture()
 pytestmark = pytest.mark.slow
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +20,6 @@ from assay.registry.facade import Registry  # noqa: E402
 from assay.registry.registration import register_model  # noqa: E402
 from assay.registry.versions import require_artifact  # noqa: E402
 
-WM = Path(__file__).parents[1] / "watermark"
 CLEARED = (
     "ASSAY_DB_URL", "MLFLOW_TRACKING_URI", "ASSAY_KEY", "ASSAY_KEY_PASSPHRASE", "ASSAY_ENFORCE",
     "ASSAY_WATERMARK_SECRET",
@@ -30,18 +27,7 @@ CLEARED = (
 pytestmark = pytest.mark.slow
 
 
-def _load(name: str):
-    key = f"assay_tests_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, WM / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
-
-
-T = _load("wm_torch")
+import wm_torch as T  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 """Helpers shared by the states / status / lineage tests (and the CLI tests of those commands).
 
-Load with :func:`load` (tests is no package; pytest runs in importlib mode):
+Import it by name (pyproject puts this folder on pytest's ``pythonpath``)::
 
-    fx = load()
+    import registry_fixtures as fx
     home = fx.home_fixture()          # a module-scoped fixture: (home, Registry)
 
 One ASSAY_HOME per test module (``import mlflow`` and MLflow's schema cost seconds); each test
@@ -13,30 +13,16 @@ off: the bytes are not weights).
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 CLEARED = ("ASSAY_DB_URL", "MLFLOW_TRACKING_URI", "ASSAY_KEY", "ASSAY_KEY_PASSPHRASE")
 _counter = itertools.count(1)
-
-
-def load() -> ModuleType:
-    name = "assay_tests_registry_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def home_fixture() -> Any:

@@ -130,8 +130,9 @@ def test_initialise_is_idempotent_and_keeps_artifacts_home(
 
 
 def test_unreachable_server(assay_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    helper = sys.modules["assay_tests_mlflow_server"]
-    url = f"http://127.0.0.1:{helper.free_port()}"
+    import mlflow_server as server_helper
+
+    url = f"http://127.0.0.1:{server_helper.free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
     backend = open_backend(Settings.from_env())
     with pytest.raises(AssayError, match=f"cannot reach MLflow at {url}"):

@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import registry_fixtures as fx  # noqa: E402
 
 from assay.core.errors import NotFoundError
 from assay.registry.states import freeze, mark, promote
 from assay.registry.status import status
 
-
-def _fixtures() -> Any:
-    name = "assay_tests_registry_fixtures"
-    if name not in sys.modules:
-        path = Path(__file__).with_name("registry_fixtures.py")
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-fx = _fixtures()
 world = fx.home_fixture()
 
 

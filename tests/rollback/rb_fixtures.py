@@ -1,8 +1,8 @@
 """Helpers for the rollback / incident tests on a real registry (embedded MLflow, SQLite store).
 
-Load with :func:`load` (tests is no package; pytest runs in importlib mode)::
+Import it by name (pyproject puts this folder on pytest's ``pythonpath``)::
 
-    rb = load()
+    import rb_fixtures as rb
     world = rb.world_fixture()        # a module-scoped fixture: World(home, registry, root)
 
 ``Registry.initialise`` creates MLflow's schema, which costs seconds, so each test module shares one
@@ -19,7 +19,6 @@ incident's own bookkeeping events left out: see its docstring).
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import os
@@ -32,7 +31,6 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -40,17 +38,6 @@ import pytest
 CLEARED = ("ASSAY_DB_URL", "MLFLOW_TRACKING_URI", "ASSAY_KEY", "ASSAY_KEY_PASSPHRASE")
 CRASH_ENV = "ASSAY_TEST_CRASH_AT"
 _counter = itertools.count(1)
-
-
-def load() -> ModuleType:
-    name = "assay_tests_rb_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 # --- homes -----------------------------------------------------------------------------------

@@ -22,34 +22,19 @@ checked to have finished exactly as in the uninterrupted run.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import rb_fixtures as rb  # noqa: E402
 from click.testing import CliRunner
 
 from assay.cli import cli
 
-
-def _fixtures() -> Any:
-    name = "assay_tests_rb_fixtures"
-    if name not in sys.modules:
-        path = Path(__file__).with_name("rb_fixtures.py")
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-rb = _fixtures()
 pytestmark = pytest.mark.slow
 
 STEPS = ("quarantine", "radius", "freeze", "rollback", "mark", "notify", "report")

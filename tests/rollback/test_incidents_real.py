@@ -5,31 +5,16 @@ everything else is signed with)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import rb_fixtures as rb  # noqa: E402
 from click.testing import CliRunner
 
 from assay.cli import cli
 
-
-def _fixtures() -> Any:
-    name = "assay_tests_rb_fixtures"
-    if name not in sys.modules:
-        path = Path(__file__).with_name("rb_fixtures.py")
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-rb = _fixtures()
 pytestmark = pytest.mark.slow
 world = rb.world_fixture()
 PLAYBOOKS = Path(__file__).parents[2] / "playbooks"

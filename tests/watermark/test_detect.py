@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+import wm_models as M  # noqa: E402
 
 from assay.watermark.detect import detect
 from assay.watermark.scheme import WatermarkError, embed
 
-
-def _load(name: str):
-    key = f"assay_tests_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
-
-
-M = _load("wm_models")
 STRONG = -9.0  # log10 of the 1e-9 decision threshold
 
 

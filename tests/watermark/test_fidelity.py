@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import wm_minilm as L  # noqa: E402
+import wm_models as M  # noqa: E402
+import wm_torch as T  # noqa: E402
 
 from assay.watermark.formats import load_weights
 from assay.watermark.scheme import DEFAULT_STRENGTH, embed
-
-
-def _load(name: str):
-    key = f"assay_tests_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
-
-
-M = _load("wm_models")
-L = _load("wm_minilm")
-T = _load("wm_torch")
 
 
 @pytest.mark.slow

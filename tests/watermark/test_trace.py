@@ -7,9 +7,7 @@ from the *registered, marked* bytes in the artifact store, as a thief would get 
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +17,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
+import wm_torch as T  # noqa: E402
+
 from assay.core.settings import Settings  # noqa: E402
 from assay.registry.artifact_access import local_path_of  # noqa: E402
 from assay.registry.facade import Registry  # noqa: E402
@@ -26,19 +26,6 @@ from assay.registry.registration import register_model  # noqa: E402
 from assay.registry.tracing import trace_suspect  # noqa: E402
 from assay.registry.versions import require_artifact  # noqa: E402
 
-
-def _load(name: str):
-    key = f"assay_tests_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
-
-
-T = _load("wm_torch")
 CLEARED = (
     "ASSAY_DB_URL",
     "MLFLOW_TRACKING_URI",
