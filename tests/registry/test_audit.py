@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -14,7 +13,7 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import create_engine, delete, select, text, update
+from sqlalchemy import delete, select, update
 
 from assay.core.errors import FormatError, IntegrityError
 from assay.core.settings import Settings
@@ -23,29 +22,6 @@ from assay.registry.canonical import canonical_json
 from assay.registry.merkle import hash_leaf, verify_consistency, verify_inclusion
 from assay.registry.models import AuditEvent, AuditHead, Checkpoint, Key, leaf_data
 from assay.registry.store import Store
-
-PG_URL = os.environ.get("ASSAY_TEST_PG_URL")
-BACKENDS = [
-    "sqlite",
-    pytest.param(
-        "postgresql",
-        marks=[
-            pytest.mark.postgres,
-            pytest.mark.skipif(not PG_URL, reason="ASSAY_TEST_PG_URL is not set"),
-        ],
-    ),
-]
-
-
-def reset_postgres(url: str) -> None:
-    """An empty database: every table of every migration goes, whatever later ones added."""
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-    finally:
-        engine.dispose()
 
 
 class EcSigner:
@@ -76,24 +52,6 @@ def make_verifier(*signers: EcSigner):
         return True
 
     return verify
-
-
-@pytest.fixture(params=BACKENDS)
-def settings(
-    request: pytest.FixtureRequest, assay_home: Path, monkeypatch: pytest.MonkeyPatch
-) -> Settings:
-    if request.param == "postgresql":
-        assert PG_URL
-        reset_postgres(PG_URL)
-        monkeypatch.setenv("ASSAY_DB_URL", PG_URL)
-    return Settings.from_env()
-
-
-@pytest.fixture
-def store(settings: Settings):
-    store = Store.open(settings, create=True)
-    yield store
-    store.dispose()
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from assay.core.settings import Settings
 from assay.registry.models import Artifact, Base, Key, Signature
 from assay.registry.store import HEAD_REVISION, MIGRATIONS_DIR, Store
 
-PG_URL = os.environ.get("ASSAY_TEST_PG_URL")
 TABLES = [
     "incident_steps",
     "incidents",
@@ -33,45 +32,6 @@ TABLES = [
     "artifacts",
     "keys",
 ]
-BACKENDS = [
-    "sqlite",
-    pytest.param(
-        "postgresql",
-        marks=[
-            pytest.mark.postgres,
-            pytest.mark.skipif(not PG_URL, reason="ASSAY_TEST_PG_URL is not set"),
-        ],
-    ),
-]
-
-
-def reset_postgres(url: str) -> None:
-    """An empty database: every table of every migration goes, whatever later ones added."""
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture(params=BACKENDS)
-def settings(
-    request: pytest.FixtureRequest, assay_home: Path, monkeypatch: pytest.MonkeyPatch
-) -> Settings:
-    if request.param == "postgresql":
-        assert PG_URL
-        reset_postgres(PG_URL)
-        monkeypatch.setenv("ASSAY_DB_URL", PG_URL)
-    return Settings.from_env()
-
-
-@pytest.fixture
-def store(settings: Settings):
-    store = Store.open(settings, create=True)
-    yield store
-    store.dispose()
 
 
 def _key(key_id: str = "a" * 64) -> Key:
