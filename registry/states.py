@@ -44,12 +44,18 @@ from assay.registry.models import (
 from assay.registry.versions import VersionRecord, display, record_of, require_artifact, set_state
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from sqlalchemy.orm import Session
 
     from assay.registry.facade import Registry
 
 __all__ = [
     "AliasMoveResult",
+    "MovedMeanwhile",
+    "alias_subject",
+    "lock_store",
+    "open_intents",
     "FreezeStatus",
     "alias_history",
     "freeze",
@@ -343,12 +349,25 @@ def unfreeze(registry: Registry, name: str, *, reason: str | None = None) -> Fre
 # --- alias moves -----------------------------------------------------------------------------
 
 
-def _alias_subject(name: str, alias: str) -> str:
+def alias_subject(name: str, alias: str) -> str:
     return f"models:/{name}@{alias}"
 
 
+def open_intents(events: Iterable[AuditEvent], intent_action: str) -> list[dict[str, Any]]:
+    """Payloads of the ``intent_action`` events with no later event carrying the same ``id``
+    (done or abandoned), oldest first. ``events`` are one subject's, in log order."""
+    open_: dict[str, dict[str, Any]] = {}
+    for event in events:
+        payload = event.payload_dict
+        if event.action == intent_action:
+            open_[payload["id"]] = payload
+        else:
+            open_.pop(payload.get("id", ""), None)
+    return list(open_.values())
+
+
 def _open_intents(session: Session, subject: str) -> list[dict[str, Any]]:
-    """Intents with no done/abandoned event after them, oldest first."""
+    """Alias-move intents no ``alias.move`` / ``alias.abandoned`` event closed, oldest first."""
     events = session.scalars(
         select(AuditEvent)
         .where(
@@ -357,14 +376,7 @@ def _open_intents(session: Session, subject: str) -> list[dict[str, Any]]:
         )
         .order_by(AuditEvent.seq)
     )
-    open_: dict[str, dict[str, Any]] = {}
-    for event in events:
-        payload = event.payload_dict
-        if event.action == ALIAS_INTENT:
-            open_[payload["id"]] = payload
-        else:
-            open_.pop(payload.get("id", ""), None)
-    return list(open_.values())
+    return open_intents(events, ALIAS_INTENT)
 
 
 def last_move(session: Session, name: str, alias: str) -> AliasMove | None:
@@ -422,12 +434,12 @@ def _record_move(
     registry.record(
         session,
         ALIAS_MOVE,
-        _alias_subject(intent["model"], intent["alias"]),
+        alias_subject(intent["model"], intent["alias"]),
         {**intent, "moved": moved, "resumed": resumed},
     )
 
 
-def _lock(session: Session) -> None:
+def lock_store(session: Session) -> None:
     """Take the store's write lock now (the audit head row), so alias movers serialise.
 
     SQLite write sessions hold it from ``BEGIN IMMEDIATE``; PostgreSQL needs the row lock.
@@ -435,7 +447,9 @@ def _lock(session: Session) -> None:
     session.execute(select(AuditHead.id).where(AuditHead.id == 1).with_for_update())
 
 
-class _MovedMeanwhile(Exception):
+class MovedMeanwhile(Exception):
+    """The alias was moved by someone else between planning and moving (carries the version)."""
+
     def __init__(self, version: str | None) -> None:
         super().__init__(version)
         self.version = version
@@ -463,7 +477,7 @@ def move_alias(
     Refused for a frozen model unless ``via`` is ``rollback``.
     """
     version = str(version)
-    subject = _alias_subject(name, alias)
+    subject = alias_subject(name, alias)
     backend = registry.backend
     exempt = via in FREEZE_EXEMPT
     result = AliasMoveResult(
@@ -482,7 +496,7 @@ def move_alias(
     # (1) an interrupted call: finish what MLflow shows happened, abandon the rest.
     if pending:
         with registry.store.session() as session:
-            _lock(session)
+            lock_store(session)
             current = backend.get_alias(name, alias)
             for intent in _open_intents(session, subject):
                 if intent["to"] == current:
@@ -503,7 +517,7 @@ def move_alias(
 
     if current == version:
         with registry.store.session() as session:
-            _lock(session)
+            lock_store(session)
             last = last_move(session, name, alias)
             if last is not None and last.to_version == version:
                 result.from_version = last.from_version
@@ -550,7 +564,7 @@ def move_alias(
     # (3) set once under the store's write lock, read back, record.
     try:
         with registry.store.session() as session:
-            _lock(session)
+            lock_store(session)
             row = None if exempt else frozen_row(session, name)
             if row is not None:
                 raise RefusedError(_frozen_message(name, row))
@@ -558,7 +572,7 @@ def move_alias(
             if now == version:
                 result.moved = False
             elif now != current:
-                raise _MovedMeanwhile(now)
+                raise MovedMeanwhile(now)
             else:
                 backend.set_alias(name, alias, version)
                 seen = backend.get_alias(name, alias)
@@ -570,8 +584,8 @@ def move_alias(
                 result.moved = True
             _record_move(registry, session, intent, moved=result.moved)
             result.recorded = True
-    except (_MovedMeanwhile, RefusedError) as exc:
-        found = exc.version if isinstance(exc, _MovedMeanwhile) else current
+    except (MovedMeanwhile, RefusedError) as exc:
+        found = exc.version if isinstance(exc, MovedMeanwhile) else current
         with registry.store.session() as session:
             registry.record(session, ALIAS_ABANDONED, subject, {"id": intent["id"], "found": found})
         if isinstance(exc, RefusedError):

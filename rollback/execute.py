@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 
 from assay.core.errors import AssayError, NotFoundError, RefusedError
 from assay.registry.models import BAD_STATES, AliasMove, ArtifactState, AuditEvent, utcnow
-from assay.registry.states import _lock
+from assay.registry.states import MovedMeanwhile, alias_subject, lock_store, open_intents
 from assay.registry.versions import require_artifact, set_state
 from assay.rollback.selection import RollbackPlan, plan_rollback
 
@@ -82,10 +82,6 @@ class RollbackResult:
         return asdict(self)
 
 
-def _subject(name: str, alias: str) -> str:
-    return f"models:/{name}@{alias}"
-
-
 def _rollback_events(registry: Registry, subject: str) -> list[AuditEvent]:
     with registry.store.session(readonly=True) as session:
         return list(
@@ -108,15 +104,9 @@ def _count_events(session: Session, subject: str) -> int:
 
 
 def _open_intent(events: list[AuditEvent]) -> dict[str, Any] | None:
-    """The newest intent with no done/abandoned event after it."""
-    open_: dict[str, dict[str, Any]] = {}
-    for event in events:
-        payload = event.payload_dict
-        if event.action == INTENT:
-            open_[payload["id"]] = payload
-        else:
-            open_.pop(payload.get("id", ""), None)
-    return list(open_.values())[-1] if open_ else None
+    """The newest rollback intent with no done/abandoned event after it."""
+    pending = open_intents(events, INTENT)
+    return pending[-1] if pending else None
 
 
 def _last_done(events: list[AuditEvent]) -> dict[str, Any] | None:
@@ -164,7 +154,7 @@ def rollback(
         except _Stale:
             continue
     raise RefusedError(
-        f"{_subject(name, alias)} keeps changing under concurrent rollbacks; nothing changed "
+        f"{alias_subject(name, alias)} keeps changing under concurrent rollbacks; nothing changed "
         "(re-run to see where it stands)"
     )
 
@@ -190,7 +180,7 @@ def _rollback_once(
     confirm: Callable[[RollbackPlan], bool] | None,
     started: float,
 ) -> RollbackResult:
-    subject = _subject(name, alias)
+    subject = alias_subject(name, alias)
     events = _rollback_events(registry, subject)
     pending = _open_intent(events)
     backend = registry.backend
@@ -239,7 +229,7 @@ def _rollback_once(
 
     rollback_id = uuid.uuid4().hex[:16]
     with registry.store.session() as session:
-        _lock(session)
+        lock_store(session)
         if (
             _count_events(session, subject) != len(events)
             or backend.get_alias(name, alias) != current
@@ -266,12 +256,12 @@ def _move(
     registry: Registry, result: RollbackResult, reason: str, incident_id: str | None, started: float
 ) -> RollbackResult:
     """Step 2 under the store's write lock; see the module docstring."""
-    name, alias, subject = result.model, result.alias, _subject(result.model, result.alias)
+    name, alias, subject = result.model, result.alias, alias_subject(result.model, result.alias)
     backend = registry.backend
     try:
         with registry.store.session() as session:
             # Take the store's write lock first: concurrent movers of this alias wait here.
-            _lock(session)
+            lock_store(session)
             if _closed(session, subject, result.rollback_id):
                 # A concurrent run resumed this same intent and finished it meanwhile.
                 result.note = f"rollback {result.rollback_id} was finished by a concurrent run"
@@ -295,7 +285,7 @@ def _move(
                     # An interrupted run set the alias but died before committing its record.
                     session.add(_alias_move(registry, result, reason, incident_id))
             elif now != result.from_version:
-                raise _Moved(now)
+                raise MovedMeanwhile(now)
             else:
                 backend.set_alias(name, alias, result.to_version or "")
                 _crash_point("after-set-alias")
@@ -319,7 +309,7 @@ def _move(
                     incident_id=incident_id,
                 ):
                     result.quarantined = result.from_version
-    except _Moved as moved:
+    except MovedMeanwhile as moved:
         with registry.store.session() as session:
             registry.record(
                 session, ABANDONED, subject, {"id": result.rollback_id, "found": moved.version}
@@ -360,9 +350,3 @@ def _closed(session: Session, subject: str, rollback_id: str | None) -> bool:
         )
     )
     return any(e.payload_dict.get("id") == rollback_id for e in events)
-
-
-class _Moved(Exception):
-    def __init__(self, version: str | None) -> None:
-        super().__init__(version)
-        self.version = version
