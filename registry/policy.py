@@ -46,6 +46,7 @@ __all__ = [
     "PREDICATE_TYPE",
     "Policy",
     "evaluate_policy",
+    "load_policy",
     "parse_policy_text",
 ]
 
@@ -114,6 +115,11 @@ class Policy:
 
 
 DEFAULT_POLICY = Policy()
+
+
+def load_policy(registry: Any) -> Policy:
+    """The policy in force in ``registry``'s store (``Registry.policy()``)."""
+    return registry.policy()
 
 
 def _no_aliases(text: str) -> None:
