@@ -60,16 +60,37 @@ class KeyService:
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
         self.keyring = Keyring(registry.settings.keys_dir)
+        self._cache: tuple[tuple, TrustList] | None = None
 
     # -- the trust list --------------------------------------------------------------------
 
     def trust_list(self, session: Session | None = None) -> TrustList:
-        """The trust list in force (``IntegrityError`` if the stored chain is broken)."""
-        root = pinned_trust_root(self._registry.settings)
+        """The trust list in force (``IntegrityError`` if the stored chain is broken).
+
+        Evaluated again only when the stored trust-list rows change (count and newest id).
+        """
         if session is not None:
-            return evaluate_trust_list(trust_envelopes(session), root)
+            return self._evaluate(session)
         with self._registry.store.session(readonly=True) as own:
-            return evaluate_trust_list(trust_envelopes(own), root)
+            return self._evaluate(own)
+
+    def _evaluate(self, session: Session) -> TrustList:
+        from sqlalchemy import func
+
+        root = pinned_trust_root(self._registry.settings)
+        marker = tuple(
+            session.execute(
+                select(func.count(Signature.id), func.max(Signature.id)).where(
+                    Signature.subject == TRUST_SUBJECT
+                )
+            ).one()
+        )
+        cached = self._cache
+        if cached is not None and cached[0] == (marker, root):
+            return cached[1]
+        trust = evaluate_trust_list(trust_envelopes(session), root)
+        self._cache = ((marker, root), trust)
+        return trust
 
     def _publish(self, session: Session, current: TrustList, new: TrustList) -> TrustList:
         """Sign ``new`` with the acting admin key of ``current`` and store it."""
