@@ -73,7 +73,7 @@ def test_full_init_twice(invoke, assay_home: Path, audit_events_count):
     assert [k["key_id"] for k in _keys(invoke)] == [created["created_key"]["key_id"]]
     assert audit_events_count(assay_home) == events
     human = invoke("init")
-    assert human.exit_code == 0 and "nothing to create" in human.stdout
+    assert human.exit_code == 0 and "no key created" in human.stdout
 
 
 def test_key_generate_list_export(invoke, home: Path, tmp_path: Path):
