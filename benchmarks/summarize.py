@@ -117,12 +117,29 @@ def watermark(d: dict) -> list[str]:
     return lines
 
 
+def enforcement(d: dict) -> list[str]:
+    lines = [
+        "| enforcement decision at load (median) | mode | bytes only | decision | added | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for mode in ("embedded", "server"):
+        r = d.get(mode)
+        if r:
+            lines.append(
+                f"| small sklearn model, {r['reps']} calls | {mode} | {r['bytes_only_ms']:.1f} ms "
+                f"| {r['decision_ms']:.1f} ms | {r['added_ms']:.1f} ms "
+                f"| <= {r['target_added_ms']:.0f} ms | {_ok(r['met'])} |"
+            )
+    return lines
+
+
 def main() -> None:
     for name, render in (
         ("signing", signing),
         ("registry", registry),
         ("rollback", rollback),
         ("watermark_robustness", watermark),
+        ("enforcement", enforcement),
     ):
         d = _load(name)
         if d is None:
