@@ -18,9 +18,11 @@ Environment:
   ASSAY_HOME            assay's folder (keys, store, checkpoints)
   ASSAY_DB_URL          SQLAlchemy URL of the store (default sqlite:///$ASSAY_HOME/assay.db)
   MLFLOW_TRACKING_URI   MLflow URI (default sqlite:///$ASSAY_HOME/mlflow.db)
-  ASSAY_KEY             private signing key for CI: PEM text or a path
+  ASSAY_KEY             private signing key for CI (PEM text or a path), trusted by an admin
   ASSAY_KEY_PASSPHRASE  passphrase of encrypted private keys
-  ASSAY_ACTOR           who is acting, recorded in the audit log
+  ASSAY_TRUST_ROOT      the store's admin key id, for a home joining a shared store
+  ASSAY_ENFORCE         enforcement at model load: enforce (default), warn, off
+  ASSAY_ACTOR           display name next to the acting key's id in the audit log
 
 \b
 Exit codes: 0 ok, 1 error, 2 usage, 3 integrity failure (verification failed, tampering).

@@ -7,7 +7,9 @@ Environment variables (all optional):
 * ``MLFLOW_TRACKING_URI``: MLflow tracking/registry URI; default ``sqlite:///$ASSAY_HOME/mlflow.db``.
 * ``ASSAY_KEY``: a private signing key for CI, as PEM text or a path to a PEM file.
 * ``ASSAY_KEY_PASSPHRASE``: passphrase of encrypted private keys.
-* ``ASSAY_ACTOR``: who is acting, recorded in the audit log; default ``$USER@host``.
+* ``ASSAY_TRUST_ROOT``: the admin key id of a shared store (read by ``assay.registry.trust_list``).
+* ``ASSAY_ENFORCE``: enforcement at model load (read by ``assay.registry.enforcement``).
+* ``ASSAY_ACTOR``: a display name next to the acting key's id in the audit log; default ``$USER@host``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ ENV_VARS = {
     "MLFLOW_TRACKING_URI": "MLflow tracking URI (default sqlite:///$ASSAY_HOME/mlflow.db)",
     "ASSAY_KEY": "private signing key for CI: PEM text or a path",
     "ASSAY_KEY_PASSPHRASE": "passphrase of encrypted private keys",
-    "ASSAY_ACTOR": "who is acting, recorded in the audit log",
+    "ASSAY_TRUST_ROOT": "the store's admin key id (trust root), for a home joining a shared store",
+    "ASSAY_ENFORCE": "enforcement at model load: enforce (default), warn, off",
+    "ASSAY_ACTOR": "a display name recorded next to the acting key's id in the audit log",
 }
 
 
