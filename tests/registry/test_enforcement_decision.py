@@ -8,6 +8,7 @@ database, a key revoked after promotion, an unreachable store) and checks that
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from datetime import timedelta
 from pathlib import Path
@@ -248,3 +249,27 @@ def test_state_changes_are_signed_statements_by_the_acting_key(world, tmp_path) 
     events = [e for e in reg.audit_events() if name in e["subject"]]
     admin = reg.keys.trust_list().root
     assert events and all(e["actor"].startswith(f"key:{admin[:16]}") for e in events)
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not os.environ.get("ASSAY_TEST_PG_URL"), reason="ASSAY_TEST_PG_URL is not set")
+def test_wrong_postgres_credentials_refuse(world, tmp_path, monkeypatch) -> None:
+    """A real PostgreSQL that refuses the login (unknown role): the load is refused."""
+    from sqlalchemy.engine import make_url
+
+    _, reg = world
+    name = fx.unique("pgcreds")
+    version = _good(reg, name, tmp_path)
+    bad = make_url(os.environ["ASSAY_TEST_PG_URL"]).set(username="assay_no_such_role", password="x")
+    monkeypatch.setenv("ASSAY_DB_URL", bad.render_as_string(hide_password=False))
+    with pytest.raises(IntegrityError, match="refusing"):
+        verify_download(name, version, str(fx.stored_folder(reg, name, version)))
+
+
+def test_quarantined_and_pending_refused_by_alias_too(world, tmp_path: Path) -> None:
+    _, reg = world
+    name = fx.unique("byalias")
+    version = _good(reg, name, tmp_path)
+    mark(reg, name, version, "quarantined", reason="incident")
+    for alias in ("production", "staging", None):
+        assert decide(reg, name, version, alias=alias).code == "quarantined"

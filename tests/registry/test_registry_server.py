@@ -133,6 +133,7 @@ def test_register_and_verify_without_importing_mlflow(
     # by alias (set directly on the server: promote is another command)
     from assay.registry.mlflow_rest import RestBackend
 
+    assert run(env, "mark", name, "1", "known-good", "--reason", "evaluated").returncode == 0
     RestBackend(env["MLFLOW_TRACKING_URI"]).set_alias(name, "production", "1")
     proc, _ = run_without_mlflow(env, "verify", f"models:/{name}@production")
     assert proc.returncode == 0 and "MLFLOW_IMPORTED=False" in proc.stdout, proc.stdout
