@@ -3,7 +3,8 @@
 The order makes an interrupted registration safe to re-run (DESIGN §7, issue 3):
 
 1. stage the source into ``$ASSAY_HOME/staging`` (the user's files are never modified);
-2. embed the ownership watermark into the staged weights (the seam in ``watermarking.py``);
+2. embed the ownership watermark into the staged weights (the seam in ``watermarking.py``); a
+   model with no weight file at all (scikit-learn) is signed without one, and says so;
 3. hash and sign the staged bytes; their manifest root identifies this registration;
 4. log them to an MLflow run and create the version, tagged ``assay.pending=<root>``;
 5. in ONE store transaction: artifact, state, bundle, binding statement, lineage, watermark
@@ -75,6 +76,8 @@ class RegisterResult:
     parents: list[str] = field(default_factory=list)
     alias: str | None = None
     watermark: dict[str, Any] | None = None
+    #: Why there is no watermark (``watermark`` is None): e.g. "none (no weight tensors)".
+    watermark_note: str | None = None
     reused: bool = False
 
     @property
@@ -203,11 +206,7 @@ def register_model(
     staging = Path(tempfile.mkdtemp(prefix=f"{uuid.uuid4().hex[:8]}-", dir=staging_root))
     try:
         folder = _stage(registry, source, staging)
-        outcome: WatermarkOutcome | None = None
-        if watermark:
-            from assay.registry.watermarking import embed_into_folder
-
-            outcome = embed_into_folder(registry, folder, strength=watermark_strength)
+        outcome, note = _watermark(registry, folder, watermark, watermark_strength)
         manifest = build_manifest(folder, progress=progress)
         root = manifest.root_digest
         bundle = sign_manifest(manifest, key)
@@ -248,6 +247,8 @@ def register_model(
                 outcome=outcome,
                 files=len(manifest.resources),
             )
+        if result.watermark is None:
+            result.watermark_note = note
         _finish(registry, result, bundle, staging)
         if alias:
             from assay.registry.states import move_alias
@@ -259,6 +260,20 @@ def register_model(
         return result
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _watermark(
+    registry: Registry, folder: Path, enabled: bool, strength: float | None
+) -> tuple[WatermarkOutcome | None, str | None]:
+    """Step 2: embed into the staged weights; else None and why (no weights, turned off...)."""
+    from assay.registry import watermarking
+
+    if not enabled:
+        return None, watermarking.TURNED_OFF
+    if not watermarking.watermark_available():
+        return None, watermarking.NOT_INSTALLED
+    outcome = watermarking.embed_into_folder(registry, folder, strength=strength)
+    return outcome, (None if outcome is not None else watermarking.NO_WEIGHTS)
 
 
 def _record(

@@ -17,7 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from assay.core.errors import IntegrityError, NotFoundError, RefusedError
+from assay.core.errors import (
+    FormatError,
+    IntegrityError,
+    NotFoundError,
+    RefusedError,
+    UnsafeInputError,
+)
 from assay.core.settings import Settings
 from assay.registry.artifact_access import local_path_of
 from assay.registry.datasets import register_dataset
@@ -207,6 +213,74 @@ def test_single_file_source(registry: Registry, tmp_path: Path) -> None:
     assert verify_version(registry, "single", result.version).ok
     folder = store_path(registry, "single", result.version)
     assert [p.name for p in folder.iterdir()] == ["lone.bin"]
+
+
+# -- the watermark decision: marked, sign-only, or refused -------------------------------------
+
+
+def sklearn_like(root: Path) -> Path:
+    """What ``mlflow.sklearn.save_model`` writes: MLmodel, a pickle/skops file, environments."""
+    root.mkdir(parents=True)
+    (root / "MLmodel").write_text("flavors:\n  sklearn:\n    serialization_format: skops\n")
+    (root / "model.skops").write_bytes(b"PK\x03\x04 not a weight file, never opened")
+    (root / "model.pkl").write_bytes(b"\x80\x04 a pickle assay never unpickles")
+    (root / "requirements.txt").write_text("scikit-learn\n")
+    return root
+
+
+def test_model_without_weight_files_is_signed_without_watermark(
+    registry: Registry, tmp_path: Path
+) -> None:
+    result = register_model(registry, "sk-only", str(sklearn_like(tmp_path / "sk")))
+    assert (result.watermark, result.watermark_note) == (None, "none (no weight tensors)")
+    assert result.to_dict()["watermark_note"] == "none (no weight tensors)"
+    assert verify_uri(registry, f"models:/sk-only/{result.version}").ok
+    event = registry.audit_events(limit=1)[-1]
+    assert (event["action"], event["payload"]["watermark"]) == ("model.register", None)
+    off = register_model(registry, "sk-off", str(sklearn_like(tmp_path / "sk2")), watermark=False)
+    assert off.watermark_note == "none (--no-watermark)"
+
+
+def test_weight_files_are_watermarked(registry: Registry, tmp_path: Path) -> None:
+    np = pytest.importorskip("numpy")
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    source = sklearn_like(tmp_path / "mixed")
+    rng = np.random.default_rng(7)
+    safetensors_numpy.save_file(
+        {"layer.weight": rng.standard_normal((64, 32)).astype("float32")},
+        str(source / "model.safetensors"),
+    )
+    before = (source / "model.safetensors").read_bytes()
+    result = register_model(registry, "marked", str(source))
+    assert result.watermark is not None and result.watermark_note is None
+    assert result.watermark["files"] == ["model.safetensors"]
+    assert result.watermark["tensors"] == 1
+    assert (source / "model.safetensors").read_bytes() == before  # the user's copy is untouched
+    stored = store_path(registry, "marked", result.version) / "model.safetensors"
+    assert stored.read_bytes() != before
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "error"),
+    [
+        ("model.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{broken", FormatError),
+        ("pytorch_model.bin", b"\x80\x02 a raw pickle", UnsafeInputError),
+        ("weights.bin", b"random bytes named like weights", FormatError),
+    ],
+)
+def test_broken_or_hostile_weight_file_fails_the_registration(
+    registry: Registry, tmp_path: Path, file: str, content: bytes, error: type[Exception]
+) -> None:
+    """Only "no weight files at all" means sign-only: a weight file that does not parse is never
+    skipped, and nothing reaches MLflow or the store."""
+    source = sklearn_like(tmp_path / "bad")
+    (source / file).write_bytes(content)
+    name = f"bad-{file.split('.')[0].replace('_', '-')}"
+    size = registry.audit.tree_size()
+    with pytest.raises(error):
+        register_model(registry, name, str(source))
+    assert registry.audit.tree_size() == size
+    assert name not in registry.backend.list_models()
 
 
 # -- re-runs and interruption ------------------------------------------------------------------
