@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from assay.cli.common import open_registry, short
+from assay.cli.common import open_registry, short, sigterm_unwinds
 from assay.cli.context import AppContext, json_option, new_table
 from assay.cli.progress import byte_progress
 
@@ -62,7 +62,10 @@ def register(
     from assay.registry.registration import register_model
 
     registry = open_registry(app)
-    with byte_progress(f"registering {name}", enabled=None if not as_json else False) as advance:
+    with (
+        sigterm_unwinds(f"registration of {name}"),
+        byte_progress(f"registering {name}", enabled=None if not as_json else False) as advance,
+    ):
         result = register_model(
             registry,
             name,

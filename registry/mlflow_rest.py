@@ -39,12 +39,16 @@ from assay.registry.mlflow_backend import (
     ASSAY_EXPERIMENT,
     LoggedModel,
     ModelVersionInfo,
+    RunRecord,
     _aliases_by_version,
     describe,
+    end_quietly,
+    has_tags,
     map_error,
     ms_to_datetime,
     name_filter,
     prepare_dest,
+    running_filter,
     version_str,
     wait_ready,
     with_aliases,
@@ -272,7 +276,6 @@ class RestBackend:
             payload["run_name"] = run_name
         run = self._call("create run", "POST", "runs/create", payload)["run"]
         run_id = run["info"]["run_id"]
-        status = "FAILED"
         try:
             if params:
                 items = [{"key": k, "value": str(v)} for k, v in params.items()]
@@ -288,15 +291,46 @@ class RestBackend:
             else:
                 self.log_artifact_file(run_id, local, artifact_path)
                 uri = f"{run['info']['artifact_uri'].rstrip('/')}/{artifact_path.strip('/')}"
-            status = "FINISHED"
-        finally:
-            self._call(
-                "end run",
-                "POST",
-                "runs/update",
-                {"run_id": run_id, "status": status, "end_time": int(time.time() * 1000)},
-            )
+        except BaseException:  # an interrupted upload leaves no run RUNNING
+            end_quietly(lambda: self.end_run(run_id, "FAILED"), run_id)
+            raise
+        self.end_run(run_id, "FINISHED")
         return LoggedModel(run_id=run_id, source_uri=uri, artifact_path=artifact_path)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        return _run_from_json(
+            self._call(f"run {run_id}", "GET", "runs/get", {"run_id": run_id})["run"]
+        )
+
+    def running_runs(self, tags: Mapping[str, str]) -> list[RunRecord]:
+        out: list[RunRecord] = []
+        token: str | None = None
+        while True:
+            payload: dict[str, Any] = {
+                "experiment_ids": [self._experiment()],
+                "filter": running_filter(tags),
+                "max_results": _PAGE,
+            }
+            if token:
+                payload["page_token"] = token
+            doc = self._call("search runs", "POST", "runs/search", payload)
+            out.extend(
+                r
+                for r in map(_run_from_json, doc.get("runs", []))
+                if r.status == "RUNNING" and has_tags(r, tags)
+            )
+            token = doc.get("next_page_token")
+            if not token:
+                break
+        return out
+
+    def end_run(self, run_id: str, status: str = "FAILED") -> None:
+        self._call(
+            f"end run {run_id}",
+            "POST",
+            "runs/update",
+            {"run_id": run_id, "status": status, "end_time": int(time.time() * 1000)},
+        )
 
     def run_artifact_uri(self, run_id: str) -> str:
         run = self._call(f"run {run_id}", "GET", "runs/get", {"run_id": run_id})["run"]
@@ -568,6 +602,16 @@ def _from_json(mv: Mapping[str, Any]) -> ModelVersionInfo:
         aliases=sorted(mv.get("aliases", [])),
         created_at=ms_to_datetime(mv.get("creation_timestamp")),
         description=mv.get("description", "") or "",
+    )
+
+
+def _run_from_json(run: Mapping[str, Any]) -> RunRecord:
+    info, data = run.get("info", {}), run.get("data", {})
+    return RunRecord(
+        run_id=str(info.get("run_id", "")),
+        status=str(info.get("status", "")),
+        tags={t["key"]: t.get("value", "") for t in data.get("tags", []) if "key" in t},
+        start_time=ms_to_datetime(info.get("start_time")),
     )
 
 

@@ -14,13 +14,20 @@ The order makes an interrupted registration safe to re-run (DESIGN §7, issue 3)
 A version exists in the store only after step 5, and an alias is set only after it, so a crash
 never leaves a half-registered version serving. Re-running the same registration adopts the
 pending MLflow version (step 4 done) or returns the recorded one (step 5 done) and finishes 6.
+
+An upload that fails ends its MLflow run as FAILED (the backends' ``log_model_dir``; the CLI turns
+SIGTERM into an exception so that happens on a cancelled CI job too). A run left RUNNING by a
+process that died outright (kill -9, power cut) is ended as FAILED by the next registration of
+the same bytes (:func:`end_orphaned_runs`), which then uploads afresh.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import socket
 import tempfile
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -58,6 +65,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PENDING_TAG = "assay.pending"
+#: Run tag naming the process uploading: ``host:pid`` (to tell a live upload from an orphan).
+REGISTRAR_TAG = "assay.registrar"
 BUNDLE_ARTIFACT_DIR = "assay"
 BUNDLE_FILE = "model.sig"
 
@@ -160,6 +169,40 @@ def _holds_root(registry: Registry, info: ModelVersionInfo, root: str) -> bool:
     return found == root
 
 
+def _registrar() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive_here(registrar: str | None) -> bool:
+    """Whether ``host:pid`` names another process still running on this host."""
+    host, _, pid = (registrar or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def end_orphaned_runs(registry: Registry, tags: dict[str, str]) -> list[str]:
+    """End as FAILED the RUNNING registration runs of these bytes that an interrupted process
+    left behind; return their ids. A run whose uploader still runs on this host is left alone
+    (another registration of the same bytes in progress)."""
+    ended = []
+    for run in registry.backend.running_runs(tags):
+        if _alive_here(run.tags.get(REGISTRAR_TAG)):
+            continue
+        registry.backend.end_run(run.run_id, "FAILED")
+        log.warning(
+            "ended MLflow run %s as FAILED: an interrupted registration left it RUNNING", run.run_id
+        )
+        ended.append(run.run_id)
+    return ended
+
+
 def _existing(session: Session, name: str, root: str) -> Artifact | None:
     rows = session.scalars(
         select(Artifact).where(
@@ -219,11 +262,13 @@ def register_model(
         else:
             pending = _find_pending(registry, name, root)
             if pending is None:
+                run_tags = {"assay.model": name, "assay.manifest": root}
+                end_orphaned_runs(registry, run_tags)
                 logged = registry.backend.log_model_dir(
                     folder,
                     artifact_path="model",
                     run_name=f"{name}-register",
-                    tags={"assay.model": name, "assay.manifest": root},
+                    tags={**run_tags, REGISTRAR_TAG: _registrar()},
                 )
                 info = registry.backend.create_version(
                     name,
