@@ -34,7 +34,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from assay.core.errors import AssayError, NotFoundError, UnsafeInputError
+from assay.core.errors import AssayError, FormatError, NotFoundError, UnsafeInputError
 from assay.registry.mlflow_backend import (
     ASSAY_EXPERIMENT,
     LoggedModel,
@@ -605,14 +605,29 @@ def _from_json(mv: Mapping[str, Any]) -> ModelVersionInfo:
     )
 
 
-def _run_from_json(run: Mapping[str, Any]) -> RunRecord:
-    info, data = run.get("info", {}), run.get("data", {})
-    return RunRecord(
-        run_id=str(info.get("run_id", "")),
-        status=str(info.get("status", "")),
-        tags={t["key"]: t.get("value", "") for t in data.get("tags", []) if "key" in t},
-        start_time=ms_to_datetime(info.get("start_time")),
-    )
+def _run_from_json(run: Any) -> RunRecord:
+    """A run of a ``runs/get`` or ``runs/search`` answer; FormatError unless it names its run id
+    and status (tags that are not ``{"key": str, "value": str}`` objects are left out)."""
+    info = run.get("info") if isinstance(run, Mapping) else None
+    if not isinstance(info, Mapping):
+        raise FormatError("MLflow answered a run without its info")
+    run_id, status = info.get("run_id"), info.get("status")
+    if not (isinstance(run_id, str) and run_id and isinstance(status, str)):
+        raise FormatError("MLflow answered a run without a run id or status")
+    data = run.get("data")
+    raw = data.get("tags") if isinstance(data, Mapping) else None
+    tags = {
+        t["key"]: t["value"]
+        for t in (raw if isinstance(raw, list) else [])
+        if isinstance(t, Mapping)
+        and isinstance(t.get("key"), str)
+        and isinstance(t.get("value"), str)
+    }
+    try:
+        started = ms_to_datetime(info.get("start_time"))
+    except (TypeError, ValueError, OverflowError, OSError):
+        started = None  # informational only
+    return RunRecord(run_id=run_id, status=status, tags=tags, start_time=started)
 
 
 def _walk_files(root: Path) -> Iterator[Path]:

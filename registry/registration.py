@@ -175,11 +175,14 @@ def _registrar() -> str:
 
 def _alive_here(registrar: str | None) -> bool:
     """Whether ``host:pid`` names another process still running on this host."""
-    host, _, pid = (registrar or "").rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+    host, _, text = (registrar or "").rpartition(":")
+    if host != socket.gethostname() or not (text.isascii() and text.isdigit()) or len(text) > 10:
+        return False
+    pid = int(text)
+    if not 0 < pid < 1 << 31 or pid == os.getpid():  # 0 would name our whole process group
         return False
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except OSError:  # exists, owned by someone else
