@@ -218,6 +218,8 @@ def _render_status(console, report) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from assay.registry.versions import version_key  # loaded with assay.registry.status
+
     for model in report.models:
         title = model.name
         if model.frozen:
@@ -260,7 +262,7 @@ def _render_status(console, report) -> None:
         for version in model.pending:  # in MLflow only, never recorded: it cannot load
             state = "[yellow]pending-registration[/yellow]"
             rows.append((version, state, ", ".join(serving.get(version, [])), "", "", "", ""))
-        for row in sorted(rows, key=lambda row: _version_key(row[0])):
+        for row in sorted(rows, key=lambda row: version_key(row[0])):
             table.add_row(*row)
         console.print(table)
     if report.datasets:
@@ -278,10 +280,6 @@ def _render_status(console, report) -> None:
         console.print(f"[bold red]{escape(report.summary())}[/bold red]")
     else:
         console.print(f"[green]{escape(report.summary())}[/green]")
-
-
-def _version_key(version: str) -> tuple[int, str]:
-    return (int(version), "") if version.isdigit() else (1 << 62, version)
 
 
 def _listed(findings, what: str) -> str:

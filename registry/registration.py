@@ -266,7 +266,10 @@ def register_model(
             pending = _find_pending(registry, name, root)
             if pending is None:
                 run_tags = {"assay.model": name, "assay.manifest": root}
-                end_orphaned_runs(registry, run_tags)
+                try:
+                    end_orphaned_runs(registry, run_tags)
+                except AssayError as exc:  # housekeeping: never blocks the registration
+                    log.warning("could not look for runs an interrupted registration left: %s", exc)
                 logged = registry.backend.log_model_dir(
                     folder,
                     artifact_path="model",

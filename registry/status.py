@@ -57,7 +57,8 @@ __all__ = [
     "status",
 ]
 
-PENDING_TAG = "assay.pending"  # registration.PENDING_TAG (not imported: that pulls SQLAlchemy ORM)
+#: ``registration.PENDING_TAG``, repeated so that status does not import the registration module.
+PENDING_TAG = "assay.pending"
 
 
 class DriftKind(str, Enum):

@@ -274,3 +274,10 @@ def test_server_mode_incident_commands_never_import_mlflow(
     ]
     _, timings["freeze"] = lean("freeze", name, "--reason", "drill")
     print("server-mode wall times (s):", {k: round(v, 2) for k, v in timings.items()})
+
+
+def test_status_reads_the_tag_registration_writes() -> None:
+    from assay.registry import registration
+    from assay.registry import status as status_module
+
+    assert status_module.PENDING_TAG == registration.PENDING_TAG
