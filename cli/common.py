@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -39,3 +43,29 @@ ISO_TIME = IsoTime()
 
 def short(digest: str | None, n: int = 12) -> str:
     return (digest or "")[:n]
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a cancelled CI job): unwinds like Ctrl-C so cleanup code runs."""
+
+
+@contextlib.contextmanager
+def sigterm_unwinds(what: str) -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`Terminated` (so ``finally`` blocks run: an upload in
+    progress ends its MLflow run as FAILED) and is reported as one error line."""
+    from assay.core.errors import AssayError
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    except Terminated:
+        raise AssayError(f"{what} was terminated (SIGTERM); re-run it to finish") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from assay.cli.common import open_registry, short
+from assay.cli.common import open_registry, short, sigterm_unwinds
 from assay.cli.context import AppContext, json_option, new_table
 from assay.cli.progress import byte_progress
 
@@ -29,7 +29,11 @@ from assay.cli.progress import byte_progress
     help="The model version it was fine-tuned from (repeatable).",
 )
 @click.option("--alias", help="Point this alias at the new version once it is recorded.")
-@click.option("--no-watermark", is_flag=True, help="Do not embed an ownership watermark.")
+@click.option(
+    "--no-watermark",
+    is_flag=True,
+    help="Do not embed an ownership watermark (a model without weight files gets none anyway).",
+)
 @click.option(
     "--watermark-strength", type=float, help="Watermark strength (fraction of each tensor's std)."
 )
@@ -49,14 +53,19 @@ def register(
     """Register SOURCE as a new version of model NAME.
 
     SOURCE is a local folder or file, a runs:/ URI or an MLflow logged model (models:/m-...).
-    The bytes are watermarked (when they hold weights), signed, logged to MLflow and recorded
-    with their lineage. Re-running an interrupted registration finishes it.
+    The weight files (safetensors, torch, ONNX) are watermarked; a model with none (e.g.
+    scikit-learn) is signed without a watermark ("watermark: none (no weight tensors)"), and a
+    weight file that does not parse fails the registration. The bytes are then signed, logged
+    to MLflow and recorded with their lineage. Re-running an interrupted registration finishes it.
     """
     from assay.registry.refs import parse_dataset_ref, parse_model_ref
     from assay.registry.registration import register_model
 
     registry = open_registry(app)
-    with byte_progress(f"registering {name}", enabled=None if not as_json else False) as advance:
+    with (
+        sigterm_unwinds(f"registration of {name}"),
+        byte_progress(f"registering {name}", enabled=None if not as_json else False) as advance,
+    ):
         result = register_model(
             registry,
             name,
@@ -84,6 +93,8 @@ def register(
             console.print(
                 f"  watermark: secret {short(result.watermark.get('secret_fingerprint'))}"
             )
+        elif result.watermark_note:
+            console.print(f"  watermark: {result.watermark_note}")
         if result.alias:
             console.print(f"  alias {result.alias} -> {result.version}")
 

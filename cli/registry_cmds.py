@@ -218,6 +218,8 @@ def _render_status(console, report) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from assay.registry.versions import version_key  # loaded with assay.registry.status
+
     for model in report.models:
         title = model.name
         if model.frozen:
@@ -235,6 +237,7 @@ def _render_status(console, report) -> None:
             title=title,
             title_justify="left",
         )
+        rows = []
         for vs in model.versions:
             r = vs.record
             state = _state_style(r.state)
@@ -242,15 +245,25 @@ def _render_status(console, report) -> None:
                 state += f" [yellow]({r.status})[/yellow]"
             if vs.verified is False:
                 state += " [red]bytes changed[/red]"
-            table.add_row(
-                r.version,
-                state,
-                ", ".join(vs.aliases),
-                short(r.key_id),
-                short(r.manifest_root),
-                ", ".join(r.datasets),
-                ", ".join(r.parents),
+            rows.append(
+                (
+                    r.version,
+                    state,
+                    ", ".join(vs.aliases),
+                    short(r.key_id),
+                    short(r.manifest_root),
+                    ", ".join(r.datasets),
+                    ", ".join(r.parents),
+                )
             )
+        serving = {}
+        for alias, version in model.aliases.items():
+            serving.setdefault(version, []).append(alias)
+        for version in model.pending:  # in MLflow only, never recorded: it cannot load
+            state = "[yellow]pending-registration[/yellow]"
+            rows.append((version, state, ", ".join(serving.get(version, [])), "", "", "", ""))
+        for row in sorted(rows, key=lambda row: version_key(row[0])):
+            table.add_row(*row)
         console.print(table)
     if report.datasets:
         table = Table("dataset", "version", "state", "signer", "manifest", title="datasets")
@@ -262,19 +275,32 @@ def _render_status(console, report) -> None:
     if report.drift:
         table = Table("drift", "model", "version", "detail", style="red", header_style="bold red")
         for d in report.drift:
-            table.add_row(d["kind"], d["model"] or "", d["version"] or "", escape(d["detail"]))
+            table.add_row(d.kind.value, d.model or "", d.version or "", escape(d.detail))
         console.print(table)
         console.print(f"[bold red]{escape(report.summary())}[/bold red]")
     else:
         console.print(f"[green]{escape(report.summary())}[/green]")
 
 
+def _listed(findings, what: str) -> str:
+    shown = ", ".join(f"{d.model}/{d.version}" if d.version else str(d.model) for d in findings[:5])
+    more = f" and {len(findings) - 5} more" if len(findings) > 5 else ""
+    return f"{len(findings)} {what}: {shown}{more}"
+
+
 @click.command("status")
 @click.argument("name", required=False)
 @click.option("--deep", is_flag=True, help="Also re-read and verify every version's bytes.")
+@click.option(
+    "--fail-on-drift",
+    is_flag=True,
+    help="Exit 3 when there is any drift finding (for CI and monitoring).",
+)
 @json_option
 @click.pass_obj
-def status_cmd(app: AppContext, name: str | None, deep: bool, as_json: bool) -> None:
+def status_cmd(
+    app: AppContext, name: str | None, deep: bool, fail_on_drift: bool, as_json: bool
+) -> None:
     """Versions, states, serving aliases, signers and lineage of NAME (or of every model),
     and drift between assay's store and MLflow.
 
@@ -282,7 +308,7 @@ def status_cmd(app: AppContext, name: str | None, deep: bool, as_json: bool) -> 
     Drift findings:
       alias-moved-outside-assay  an alias set, moved or deleted with plain MLflow
       unsigned-version           an MLflow version assay never signed
-      pending-registration       a registration that never completed
+      pending-registration       a registration that never completed (assay.pending)
       tag-mismatch               an assay.* tag that disagrees with the store
       version-missing            a recorded version gone from MLflow
       serving-bad-version        an alias serving a quarantined/compromised version
@@ -290,8 +316,9 @@ def status_cmd(app: AppContext, name: str | None, deep: bool, as_json: bool) -> 
       bytes-changed              (--deep) stored bytes that no longer verify
 
     \b
-    Exit codes: 0 even when there is drift (the last line summarises it); 3 with --deep when
-    any version's bytes no longer verify.
+    Exit codes: 0 even when there is drift (the last line summarises it), unless
+    --fail-on-drift: then 3 when there is any finding; 3 with --deep when any
+    version's bytes no longer verify.
     """
     from assay.core.errors import IntegrityError
     from assay.registry.status import status
@@ -300,9 +327,12 @@ def status_cmd(app: AppContext, name: str | None, deep: bool, as_json: bool) -> 
     app.emit(report.to_dict(), as_json, lambda c: _render_status(c, report))
     failures = report.integrity_failures
     if failures:
-        shown = ", ".join(f"{d['model']}/{d['version']}" for d in failures[:5])
-        more = f" and {len(failures) - 5} more" if len(failures) > 5 else ""
-        raise IntegrityError(f"{len(failures)} version(s) no longer verify: {shown}{more}")
+        raise IntegrityError(_listed(failures, "version(s) no longer verify"))
+    if fail_on_drift and report.drift:
+        kinds = sorted({d.kind.value for d in report.drift})
+        raise IntegrityError(
+            _listed(report.drift, f"drift finding(s) ({', '.join(kinds)})") + " (--fail-on-drift)"
+        )
 
 
 def _short(record) -> str:

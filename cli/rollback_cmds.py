@@ -46,8 +46,9 @@ def rollback_cmd(
 
     Without --to the target is the newest version older than the serving one that is
     known-good, not quarantined or compromised, has clean lineage, and verifies now. The
-    replaced version is quarantined. Re-running after a crash finishes the same rollback
-    and never moves the alias twice. Frozen models can still be rolled back.
+    replaced version is quarantined (one never registered through assay cannot be, and the
+    output says so). Re-running after a crash finishes the same rollback and never moves the
+    alias twice. Frozen models can still be rolled back.
     """
     from assay.rollback.execute import NoRollbackTarget, rollback
 
@@ -100,6 +101,8 @@ def rollback_cmd(
         console.print(f"{name}@{alias}: {verb} {result.to_version} (was {result.from_version})")
         if result.quarantined:
             console.print(f"version {result.quarantined} quarantined: {reason}")
+        if result.not_quarantined:
+            console.print(result.not_quarantined)
         if result.resumed:
             console.print("(finished a rollback that had been interrupted)")
 

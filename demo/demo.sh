@@ -64,9 +64,9 @@ for v, hi in enumerate([600, 900, 1300], start=1):
 PY
 assay dataset register digits "$WORK/digits-v1"
 assay dataset register digits "$WORK/digits-v2"
-assay register digits-clf "$WORK/clf-v1" --dataset digits@1 --no-watermark
-assay register digits-clf "$WORK/clf-v2" --dataset digits@1 --no-watermark
-assay register digits-clf "$WORK/clf-v3" --dataset digits@2 --no-watermark
+assay register digits-clf "$WORK/clf-v1" --dataset digits@1
+assay register digits-clf "$WORK/clf-v2" --dataset digits@1
+assay register digits-clf "$WORK/clf-v3" --dataset digits@2
 for v in 1 2 3; do assay mark digits-clf $v known-good --reason "passed evaluation"; done
 assay promote digits-clf 3 --alias production
 assay status digits-clf

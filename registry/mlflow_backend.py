@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -51,6 +52,7 @@ __all__ = [
     "LoggedModel",
     "MlflowBackend",
     "ModelVersionInfo",
+    "RunRecord",
     "is_remote_uri",
     "open_backend",
 ]
@@ -68,6 +70,7 @@ ASSAY_EXPERIMENT = "assay"
 READY_TIMEOUT_S = 300.0
 
 _PAGE = 1000
+_PLAIN = re.compile(r"[A-Za-z0-9._-]{1,250}")
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,39 @@ class LoggedModel:
     source_uri: str
     artifact_path: str
     model_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One MLflow run as MLflow reports it: id, status (RUNNING, FINISHED, FAILED...), tags."""
+
+    run_id: str
+    status: str
+    tags: dict[str, str] = field(default_factory=dict)
+    start_time: datetime | None = None
+
+
+def running_filter(tags: Mapping[str, str]) -> str:
+    """An MLflow search filter: RUNNING runs carrying ``tags`` (only values that need no quoting
+    are put in the filter; callers check every tag on the answers)."""
+    parts = ["attributes.status = 'RUNNING'"]
+    for key, value in sorted(tags.items()):
+        if _PLAIN.fullmatch(key) and _PLAIN.fullmatch(value):
+            parts.append(f"tags.`{key}` = '{value}'")
+    return " and ".join(parts)
+
+
+def has_tags(run: RunRecord, tags: Mapping[str, str]) -> bool:
+    return all(run.tags.get(k) == v for k, v in tags.items())
+
+
+def end_quietly(end: Any, run_id: str) -> None:
+    """Call ``end()`` (mark a failed run FAILED) while an error is on its way up: a failure to
+    end the run is logged, never raised in place of the error that caused it."""
+    try:
+        end()
+    except Exception as exc:  # noqa: BLE001 - the original error matters more
+        logger.warning("could not mark MLflow run %s FAILED: %s", run_id, exc)
 
 
 @runtime_checkable
@@ -131,6 +167,15 @@ class MlflowBackend(Protocol):
     def run_artifact_uri(self, run_id: str) -> str:
         """The root artifact URI of a run."""
         ...
+
+    def get_run(self, run_id: str) -> RunRecord: ...
+
+    def running_runs(self, tags: Mapping[str, str]) -> list[RunRecord]:
+        """The RUNNING runs of assay's experiment that carry every tag in ``tags``."""
+        ...
+
+    def end_run(self, run_id: str, status: str = "FAILED") -> None:
+        """Terminate a run with ``status`` (FAILED, FINISHED or KILLED)."""
 
     def ensure_registered_model(self, name: str) -> None:
         """Create the registered model unless it exists (safe under concurrency)."""
@@ -418,10 +463,10 @@ class EmbeddedBackend:
                 self._call("log artifacts", client.log_artifacts, run_id, str(local), artifact_path)
             else:
                 self._call("log artifact", client.log_artifact, run_id, str(local), artifact_path)
-        except BaseException:
-            client.set_terminated(run_id, status="FAILED")
+        except BaseException:  # an interrupted upload leaves no run RUNNING
+            end_quietly(lambda: client.set_terminated(run_id, status="FAILED"), run_id)
             raise
-        self._call("end run", client.set_terminated, run_id, status="FINISHED")
+        self.end_run(run_id, "FINISHED")
         source = f"{run.info.artifact_uri.rstrip('/')}/{artifact_path.strip('/')}"
         return LoggedModel(run_id=run_id, source_uri=source, artifact_path=artifact_path)
 
@@ -447,6 +492,35 @@ class EmbeddedBackend:
     def run_artifact_uri(self, run_id: str) -> str:
         run = self._call(f"run {run_id}", self._client.get_run, run_id)
         return run.info.artifact_uri
+
+    def get_run(self, run_id: str) -> RunRecord:
+        return _run_from_entity(self._call(f"run {run_id}", self._client.get_run, run_id))
+
+    def running_runs(self, tags: Mapping[str, str]) -> list[RunRecord]:
+        client = self._client
+        out: list[RunRecord] = []
+        token = None
+        while True:
+            page = self._call(
+                "search runs",
+                client.search_runs,
+                [self._experiment()],
+                filter_string=running_filter(tags),
+                max_results=_PAGE,
+                page_token=token,
+            )
+            out.extend(
+                r
+                for r in map(_run_from_entity, page)
+                if r.status == "RUNNING" and has_tags(r, tags)
+            )
+            token = page.token
+            if not token:
+                break
+        return out
+
+    def end_run(self, run_id: str, status: str = "FAILED") -> None:
+        self._call(f"end run {run_id}", self._client.set_terminated, run_id, status=status)
 
     def download_uri(self, uri: str, dest_dir: str | os.PathLike[str]) -> Path:
         dest = prepare_dest(dest_dir)
@@ -612,6 +686,15 @@ def _from_entity(mv: Any) -> ModelVersionInfo:
         aliases=sorted(aliases),
         created_at=ms_to_datetime(mv.creation_timestamp),
         description=mv.description or "",
+    )
+
+
+def _run_from_entity(run: Any) -> RunRecord:
+    return RunRecord(
+        run_id=run.info.run_id,
+        status=str(run.info.status),
+        tags=dict(run.data.tags or {}),
+        start_time=ms_to_datetime(run.info.start_time),
     )
 
 

@@ -34,17 +34,21 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from assay.core.errors import AssayError, NotFoundError, UnsafeInputError
+from assay.core.errors import AssayError, FormatError, NotFoundError, UnsafeInputError
 from assay.registry.mlflow_backend import (
     ASSAY_EXPERIMENT,
     LoggedModel,
     ModelVersionInfo,
+    RunRecord,
     _aliases_by_version,
     describe,
+    end_quietly,
+    has_tags,
     map_error,
     ms_to_datetime,
     name_filter,
     prepare_dest,
+    running_filter,
     version_str,
     wait_ready,
     with_aliases,
@@ -272,7 +276,6 @@ class RestBackend:
             payload["run_name"] = run_name
         run = self._call("create run", "POST", "runs/create", payload)["run"]
         run_id = run["info"]["run_id"]
-        status = "FAILED"
         try:
             if params:
                 items = [{"key": k, "value": str(v)} for k, v in params.items()]
@@ -288,15 +291,46 @@ class RestBackend:
             else:
                 self.log_artifact_file(run_id, local, artifact_path)
                 uri = f"{run['info']['artifact_uri'].rstrip('/')}/{artifact_path.strip('/')}"
-            status = "FINISHED"
-        finally:
-            self._call(
-                "end run",
-                "POST",
-                "runs/update",
-                {"run_id": run_id, "status": status, "end_time": int(time.time() * 1000)},
-            )
+        except BaseException:  # an interrupted upload leaves no run RUNNING
+            end_quietly(lambda: self.end_run(run_id, "FAILED"), run_id)
+            raise
+        self.end_run(run_id, "FINISHED")
         return LoggedModel(run_id=run_id, source_uri=uri, artifact_path=artifact_path)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        return _run_from_json(
+            self._call(f"run {run_id}", "GET", "runs/get", {"run_id": run_id})["run"]
+        )
+
+    def running_runs(self, tags: Mapping[str, str]) -> list[RunRecord]:
+        out: list[RunRecord] = []
+        token: str | None = None
+        while True:
+            payload: dict[str, Any] = {
+                "experiment_ids": [self._experiment()],
+                "filter": running_filter(tags),
+                "max_results": _PAGE,
+            }
+            if token:
+                payload["page_token"] = token
+            doc = self._call("search runs", "POST", "runs/search", payload)
+            out.extend(
+                r
+                for r in map(_run_from_json, doc.get("runs", []))
+                if r.status == "RUNNING" and has_tags(r, tags)
+            )
+            token = doc.get("next_page_token")
+            if not token:
+                break
+        return out
+
+    def end_run(self, run_id: str, status: str = "FAILED") -> None:
+        self._call(
+            f"end run {run_id}",
+            "POST",
+            "runs/update",
+            {"run_id": run_id, "status": status, "end_time": int(time.time() * 1000)},
+        )
 
     def run_artifact_uri(self, run_id: str) -> str:
         run = self._call(f"run {run_id}", "GET", "runs/get", {"run_id": run_id})["run"]
@@ -569,6 +603,31 @@ def _from_json(mv: Mapping[str, Any]) -> ModelVersionInfo:
         created_at=ms_to_datetime(mv.get("creation_timestamp")),
         description=mv.get("description", "") or "",
     )
+
+
+def _run_from_json(run: Any) -> RunRecord:
+    """A run of a ``runs/get`` or ``runs/search`` answer; FormatError unless it names its run id
+    and status (tags that are not ``{"key": str, "value": str}`` objects are left out)."""
+    info = run.get("info") if isinstance(run, Mapping) else None
+    if not isinstance(info, Mapping):
+        raise FormatError("MLflow answered a run without its info")
+    run_id, status = info.get("run_id"), info.get("status")
+    if not (isinstance(run_id, str) and run_id and isinstance(status, str)):
+        raise FormatError("MLflow answered a run without a run id or status")
+    data = run.get("data")
+    raw = data.get("tags") if isinstance(data, Mapping) else None
+    tags = {
+        t["key"]: t["value"]
+        for t in (raw if isinstance(raw, list) else [])
+        if isinstance(t, Mapping)
+        and isinstance(t.get("key"), str)
+        and isinstance(t.get("value"), str)
+    }
+    try:
+        started = ms_to_datetime(info.get("start_time"))
+    except (TypeError, ValueError, OverflowError, OSError):
+        started = None  # informational only
+    return RunRecord(run_id=run_id, status=status, tags=tags, start_time=started)
 
 
 def _walk_files(root: Path) -> Iterator[Path]:

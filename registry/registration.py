@@ -3,7 +3,8 @@
 The order makes an interrupted registration safe to re-run (DESIGN §7, issue 3):
 
 1. stage the source into ``$ASSAY_HOME/staging`` (the user's files are never modified);
-2. embed the ownership watermark into the staged weights (the seam in ``watermarking.py``);
+2. embed the ownership watermark into the staged weights (the seam in ``watermarking.py``); a
+   model with no weight file at all (scikit-learn) is signed without one, and says so;
 3. hash and sign the staged bytes; their manifest root identifies this registration;
 4. log them to an MLflow run and create the version, tagged ``assay.pending=<root>``;
 5. in ONE store transaction: artifact, state, bundle, binding statement, lineage, watermark
@@ -13,13 +14,20 @@ The order makes an interrupted registration safe to re-run (DESIGN §7, issue 3)
 A version exists in the store only after step 5, and an alias is set only after it, so a crash
 never leaves a half-registered version serving. Re-running the same registration adopts the
 pending MLflow version (step 4 done) or returns the recorded one (step 5 done) and finishes 6.
+
+An upload that fails ends its MLflow run as FAILED (the backends' ``log_model_dir``; the CLI turns
+SIGTERM into an exception so that happens on a cancelled CI job too). A run left RUNNING by a
+process that died outright (kill -9, power cut) is ended as FAILED by the next registration of
+the same bytes (:func:`end_orphaned_runs`), which then uploads afresh.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import socket
 import tempfile
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -57,6 +65,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PENDING_TAG = "assay.pending"
+#: Run tag naming the process uploading: ``host:pid`` (to tell a live upload from an orphan).
+REGISTRAR_TAG = "assay.registrar"
 BUNDLE_ARTIFACT_DIR = "assay"
 BUNDLE_FILE = "model.sig"
 
@@ -75,6 +85,8 @@ class RegisterResult:
     parents: list[str] = field(default_factory=list)
     alias: str | None = None
     watermark: dict[str, Any] | None = None
+    #: Why there is no watermark (``watermark`` is None): e.g. "none (no weight tensors)".
+    watermark_note: str | None = None
     reused: bool = False
 
     @property
@@ -157,6 +169,43 @@ def _holds_root(registry: Registry, info: ModelVersionInfo, root: str) -> bool:
     return found == root
 
 
+def _registrar() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive_here(registrar: str | None) -> bool:
+    """Whether ``host:pid`` names another process still running on this host."""
+    host, _, text = (registrar or "").rpartition(":")
+    if host != socket.gethostname() or not (text.isascii() and text.isdigit()) or len(text) > 10:
+        return False
+    pid = int(text)
+    if not 0 < pid < 1 << 31 or pid == os.getpid():  # 0 would name our whole process group
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def end_orphaned_runs(registry: Registry, tags: dict[str, str]) -> list[str]:
+    """End as FAILED the RUNNING registration runs of these bytes that an interrupted process
+    left behind; return their ids. A run whose uploader still runs on this host is left alone
+    (another registration of the same bytes in progress)."""
+    ended = []
+    for run in registry.backend.running_runs(tags):
+        if _alive_here(run.tags.get(REGISTRAR_TAG)):
+            continue
+        registry.backend.end_run(run.run_id, "FAILED")
+        log.warning(
+            "ended MLflow run %s as FAILED: an interrupted registration left it RUNNING", run.run_id
+        )
+        ended.append(run.run_id)
+    return ended
+
+
 def _existing(session: Session, name: str, root: str) -> Artifact | None:
     rows = session.scalars(
         select(Artifact).where(
@@ -203,11 +252,7 @@ def register_model(
     staging = Path(tempfile.mkdtemp(prefix=f"{uuid.uuid4().hex[:8]}-", dir=staging_root))
     try:
         folder = _stage(registry, source, staging)
-        outcome: WatermarkOutcome | None = None
-        if watermark:
-            from assay.registry.watermarking import embed_into_folder
-
-            outcome = embed_into_folder(registry, folder, strength=watermark_strength)
+        outcome, note = _watermark(registry, folder, watermark, watermark_strength)
         manifest = build_manifest(folder, progress=progress)
         root = manifest.root_digest
         bundle = sign_manifest(manifest, key)
@@ -220,11 +265,16 @@ def register_model(
         else:
             pending = _find_pending(registry, name, root)
             if pending is None:
+                run_tags = {"assay.model": name, "assay.manifest": root}
+                try:
+                    end_orphaned_runs(registry, run_tags)
+                except AssayError as exc:  # housekeeping: never blocks the registration
+                    log.warning("could not look for runs an interrupted registration left: %s", exc)
                 logged = registry.backend.log_model_dir(
                     folder,
                     artifact_path="model",
                     run_name=f"{name}-register",
-                    tags={"assay.model": name, "assay.manifest": root},
+                    tags={**run_tags, REGISTRAR_TAG: _registrar()},
                 )
                 info = registry.backend.create_version(
                     name,
@@ -248,6 +298,8 @@ def register_model(
                 outcome=outcome,
                 files=len(manifest.resources),
             )
+        if result.watermark is None:
+            result.watermark_note = note
         _finish(registry, result, bundle, staging)
         if alias:
             from assay.registry.states import move_alias
@@ -259,6 +311,20 @@ def register_model(
         return result
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _watermark(
+    registry: Registry, folder: Path, enabled: bool, strength: float | None
+) -> tuple[WatermarkOutcome | None, str | None]:
+    """Step 2: embed into the staged weights; else None and why (no weights, turned off...)."""
+    from assay.registry import watermarking
+
+    if not enabled:
+        return None, watermarking.TURNED_OFF
+    if not watermarking.watermark_available():
+        return None, watermarking.NOT_INSTALLED
+    outcome = watermarking.embed_into_folder(registry, folder, strength=strength)
+    return outcome, (None if outcome is not None else watermarking.NO_WEIGHTS)
 
 
 def _record(

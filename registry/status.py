@@ -2,13 +2,14 @@
 
 The store is the truth (DESIGN §4). For each model assay knows, MLflow is asked once for its
 versions and aliases (two REST calls in server mode, whatever the number of versions); the store
-is read in a handful of bulk queries. Drift findings (``kind``, ``model``, ``version``,
-``detail``):
+is read in a handful of bulk queries. Drift findings are :class:`DriftFinding` records (``kind``,
+a :class:`DriftKind`, ``model``, ``version``, ``detail``):
 
 * ``alias-moved-outside-assay``: an MLflow alias differs from the last move assay recorded for it,
   was set with no recorded move, or was deleted behind assay's back;
 * ``unsigned-version``: an MLflow version of a model assay manages with no complete assay record;
-* ``pending-registration``: a registration that never completed (store row or MLflow version);
+* ``pending-registration``: a registration that never completed (store row, or an MLflow version
+  tagged ``assay.pending``, also of a model whose first registration was interrupted);
 * ``tag-mismatch``: an ``assay.state`` / ``assay.manifest`` tag disagrees with the store;
 * ``version-missing``: a version assay recorded is gone from MLflow (or the whole model is);
 * ``serving-bad-version``: an alias serves a quarantined or compromised version;
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -44,20 +46,58 @@ if TYPE_CHECKING:
     from assay.registry.facade import Registry
     from assay.registry.mlflow_backend import ModelVersionInfo
 
-__all__ = ["DRIFT_KINDS", "ModelStatus", "StatusReport", "VersionStatus", "load_records", "status"]
+__all__ = [
+    "DRIFT_KINDS",
+    "DriftFinding",
+    "DriftKind",
+    "ModelStatus",
+    "StatusReport",
+    "VersionStatus",
+    "load_records",
+    "status",
+]
 
-DRIFT_KINDS = (
-    "alias-moved-outside-assay",
-    "unsigned-version",
-    "pending-registration",
-    "tag-mismatch",
-    "version-missing",
-    "serving-bad-version",
-    "unmanaged",
-    "bytes-changed",
-)
+#: ``registration.PENDING_TAG``, repeated so that status does not import the registration module.
+PENDING_TAG = "assay.pending"
+
+
+class DriftKind(str, Enum):
+    """What disagrees between assay's store and MLflow (`assay status --help` lists the values)."""
+
+    ALIAS_MOVED = "alias-moved-outside-assay"
+    UNSIGNED_VERSION = "unsigned-version"
+    PENDING_REGISTRATION = "pending-registration"
+    TAG_MISMATCH = "tag-mismatch"
+    VERSION_MISSING = "version-missing"
+    SERVING_BAD_VERSION = "serving-bad-version"
+    UNMANAGED = "unmanaged"
+    BYTES_CHANGED = "bytes-changed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+DRIFT_KINDS = tuple(k.value for k in DriftKind)
 #: Finding kinds that mean the bytes no longer verify (the CLI exits 3 on them).
-INTEGRITY_KINDS = frozenset({"bytes-changed"})
+INTEGRITY_KINDS = frozenset({DriftKind.BYTES_CHANGED})
+
+
+@dataclass(frozen=True)
+class DriftFinding:
+    """One disagreement: its kind, the model and version it concerns, and a one-line detail."""
+
+    kind: DriftKind
+    model: str | None
+    version: str | None
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "model": self.model,
+            "version": self.version,
+            "detail": self.detail,
+        }
 
 
 @dataclass
@@ -87,6 +127,8 @@ class ModelStatus:
     aliases: dict[str, str] = field(default_factory=dict)
     frozen: dict[str, Any] | None = None
     in_mlflow: bool = True
+    #: MLflow versions tagged ``assay.pending`` that the store never recorded (never loadable).
+    pending: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -96,6 +138,7 @@ class ModelStatus:
             "aliases": self.aliases,
             "in_mlflow": self.in_mlflow,
             "versions": [v.to_dict() for v in self.versions],
+            "pending": self.pending,
         }
 
 
@@ -105,7 +148,7 @@ class StatusReport:
 
     models: list[ModelStatus] = field(default_factory=list)
     datasets: list[VersionRecord] = field(default_factory=list)
-    drift: list[dict[str, Any]] = field(default_factory=list)
+    drift: list[DriftFinding] = field(default_factory=list)
     unmanaged: list[str] = field(default_factory=list)
     deep: bool = False
 
@@ -114,8 +157,8 @@ class StatusReport:
         return not self.drift
 
     @property
-    def integrity_failures(self) -> list[dict[str, Any]]:
-        return [d for d in self.drift if d["kind"] in INTEGRITY_KINDS]
+    def integrity_failures(self) -> list[DriftFinding]:
+        return [d for d in self.drift if d.kind in INTEGRITY_KINDS]
 
     def summary(self) -> str:
         versions = sum(len(m.versions) for m in self.models)
@@ -128,7 +171,7 @@ class StatusReport:
             return f"{head}: no drift{checked}"
         counts: dict[str, int] = {}
         for finding in self.drift:
-            counts[finding["kind"]] = counts.get(finding["kind"], 0) + 1
+            counts[finding.kind.value] = counts.get(finding.kind.value, 0) + 1
         kinds = ", ".join(f"{n} {k}" for k, n in counts.items())
         return f"{head}: {len(self.drift)} drift finding(s): {kinds}"
 
@@ -140,7 +183,7 @@ class StatusReport:
             "models": [m.to_dict() for m in self.models],
             "datasets": [d.to_dict() for d in self.datasets],
             "unmanaged": self.unmanaged,
-            "drift": self.drift,
+            "drift": [d.to_dict() for d in self.drift],
         }
 
 
@@ -239,8 +282,49 @@ def sort_records(records: Iterable[VersionRecord]) -> list[VersionRecord]:
 # --- status ----------------------------------------------------------------------------------
 
 
-def _finding(kind: str, model: str | None, version: str | None, detail: str) -> dict[str, Any]:
-    return {"kind": kind, "model": model, "version": version, "detail": detail}
+def _finding(kind: str, model: str | None, version: str | None, detail: str) -> DriftFinding:
+    return DriftFinding(DriftKind(kind), model, version, detail)
+
+
+_UNMANAGED = "registered in MLflow but never through assay"
+
+
+def _not_managed(name: str, infos: list[ModelVersionInfo], report: StatusReport) -> None:
+    """A model MLflow has and assay's store does not: unmanaged, unless its versions are ones an
+    interrupted `assay register` left (tagged ``assay.pending``): those are pending-registration.
+
+    The tag is not trusted for anything but this label: a pending version is never loadable, and
+    either finding is drift.
+    """
+    pending = [mv for mv in infos if PENDING_TAG in mv.tags]
+    if not pending:
+        report.unmanaged.append(name)
+        report.drift.append(_finding("unmanaged", name, None, _UNMANAGED))
+        return
+    model = ModelStatus(name=name, pending=[mv.version for mv in pending])
+    model.aliases = dict(sorted((a, mv.version) for mv in infos for a in mv.aliases))
+    report.models.append(model)
+    for mv in pending:
+        report.drift.append(_pending_finding(name, mv.version))
+    others = [mv.version for mv in infos if PENDING_TAG not in mv.tags]
+    for version in others:
+        report.drift.append(
+            _finding(
+                "unsigned-version",
+                name,
+                version,
+                "MLflow has this version but assay never signed or recorded it",
+            )
+        )
+
+
+def _pending_finding(name: str, version: str) -> DriftFinding:
+    return _finding(
+        "pending-registration",
+        name,
+        version,
+        "MLflow version left by an interrupted `assay register` (re-run it to finish)",
+    )
 
 
 def status(registry: Registry, name: str | None = None, *, deep: bool = False) -> StatusReport:
@@ -278,17 +362,14 @@ def status(registry: Registry, name: str | None = None, *, deep: bool = False) -
     report.datasets = sort_records(datasets.values())
 
     if name is not None and not known:
-        # Not assay's: unmanaged if MLflow has it, unknown otherwise.
+        # Not assay's: pending or unmanaged if MLflow has it, unknown otherwise.
         try:
-            backend.list_versions(name)
+            infos = backend.list_versions(name)
         except NotFoundError:
             raise NotFoundError(
                 f"no model named {name!r} is registered with assay or in MLflow"
             ) from None
-        report.unmanaged = [name]
-        report.drift.append(
-            _finding("unmanaged", name, None, "registered in MLflow but never through assay")
-        )
+        _not_managed(name, infos, report)
         return report
 
     by_model: dict[str, list[VersionRecord]] = {}
@@ -309,12 +390,14 @@ def status(registry: Registry, name: str | None = None, *, deep: bool = False) -
         )
 
     if name is None:
-        in_mlflow = backend.list_models()
-        report.unmanaged = [m for m in in_mlflow if m not in set(known)]
-        for model in report.unmanaged:
-            report.drift.append(
-                _finding("unmanaged", model, None, "registered in MLflow but never through assay")
-            )
+        for model in backend.list_models():
+            if model in set(known):
+                continue
+            try:
+                infos = backend.list_versions(model)
+            except NotFoundError:  # deleted meanwhile
+                continue
+            _not_managed(model, infos, report)
     return report
 
 
@@ -324,7 +407,7 @@ def _model_status(
     records: list[VersionRecord],
     freeze: dict[str, Any] | None,
     last_moves: dict[str, AliasMove],
-    drift: list[dict[str, Any]],
+    drift: list[DriftFinding],
     *,
     deep: bool,
 ) -> ModelStatus:
@@ -396,15 +479,9 @@ def _model_status(
     for mv in infos:
         if mv.version in by_version:
             continue
-        if "assay.pending" in mv.tags:
-            drift.append(
-                _finding(
-                    "pending-registration",
-                    name,
-                    mv.version,
-                    "MLflow version left by an interrupted `assay register` (re-run it to finish)",
-                )
-            )
+        if PENDING_TAG in mv.tags:
+            model.pending.append(mv.version)
+            drift.append(_pending_finding(name, mv.version))
         else:
             drift.append(
                 _finding(

@@ -1,9 +1,10 @@
 """The seam between registration and ``assay.watermark``: embed a mark into staged weights.
 
-``embed_into_folder`` finds the weight files of a staged model folder (safetensors, torch, ONNX;
-an MLflow scikit-learn pickle holds none), embeds the keyed watermark into each in place, and
-returns what the store keeps: the record (no secret), the marked shapes (the trace index) and the
-secret's fingerprint.
+``embed_into_folder`` finds the weight files of a staged model folder (safetensors, torch, ONNX),
+embeds the keyed watermark into each in place, and returns what the store keeps: the record (no
+secret), the marked shapes (the trace index) and the secret's fingerprint. A folder with no weight
+file at all (an MLflow scikit-learn model: ``model.pkl`` or ``model.skops``) is signed without a
+watermark; a weight file that does not parse fails the registration (it is never skipped).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from assay.core.errors import AssayError
+from assay.core.errors import AssayError, NotFoundError
 
 if TYPE_CHECKING:
     from assay.registry.facade import Registry
@@ -42,6 +43,11 @@ class WatermarkOutcome:
         return self.summary()
 
 
+#: Why a registration carries no watermark (``RegisterResult.watermark_note``).
+NO_WEIGHTS = "none (no weight tensors)"
+NOT_INSTALLED = "none (the [watermark] extra is not installed)"
+TURNED_OFF = "none (--no-watermark)"
+
 SKETCH_SIZE = 256
 
 
@@ -67,18 +73,43 @@ def sketch(tensors: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def weight_files(folder: Path) -> list[Path]:
+    """The weight files of the staged model ``folder``; ``[]`` when it holds none at all."""
+    from assay.watermark.formats import find_weight_files
+
+    if not folder.is_dir():
+        raise NotFoundError(f"{folder} is not a folder")
+    try:
+        return list(find_weight_files(folder))
+    except NotFoundError:  # "no weight files in ...": nothing to mark, only to sign
+        return []
+
+
+def watermark_available() -> bool:
+    """Whether the ``[watermark]`` extra (numpy and the format readers) is installed."""
+    try:
+        import assay.watermark.formats  # noqa: F401
+        import assay.watermark.scheme  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def embed_into_folder(
     registry: Registry, folder: Path, *, strength: float | None = None
 ) -> WatermarkOutcome | None:
-    """Embed the registry's watermark into the weights under ``folder``; None if it has none."""
-    try:
-        from assay.watermark.formats import find_weight_files, load_weights, save_weights
-        from assay.watermark.scheme import DEFAULT_STRENGTH, embed
-    except ImportError:  # the [watermark] extra is not installed
+    """Embed the registry's watermark into the weights under ``folder``.
+
+    Returns None when the folder holds no weight file at all (or the ``[watermark]`` extra is not
+    installed: see :func:`watermark_available`); a weight file that does not parse raises.
+    """
+    if not watermark_available():
         return None
     from assay.registry.watermark_secrets import active_secret
+    from assay.watermark.formats import load_weights, save_weights
+    from assay.watermark.scheme import DEFAULT_STRENGTH, embed
 
-    files = find_weight_files(folder)
+    files = weight_files(folder)
     if not files:
         return None
     secret = active_secret(registry)

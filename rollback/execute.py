@@ -8,6 +8,10 @@ The steps, each safe to re-run after a crash at any point (DESIGN §7):
    moves; if someone else moved it meanwhile, refuse; otherwise set it once and read it back;
    record the alias move, quarantine the replaced version, append ``rollback.done``.
 
+A replaced version assay never registered (one created and aliased with plain MLflow) cannot be
+identified, so it is not quarantined: the rollback still completes, and its result says so
+(``not_quarantined``).
+
 A re-run finds the unfinished intent and completes it instead of planning anew, so the alias is
 never moved twice. A rollback that has completed is not repeated by accident either: rolling back
 again from the version a rollback just landed on needs ``--to``.
@@ -27,7 +31,7 @@ from sqlalchemy import func, select
 from assay.core.errors import AssayError, NotFoundError, RefusedError
 from assay.registry.models import BAD_STATES, AliasMove, ArtifactState, AuditEvent, utcnow
 from assay.registry.states import MovedMeanwhile, alias_subject, lock_store, open_intents
-from assay.registry.versions import require_artifact, set_state
+from assay.registry.versions import find_artifact, set_state
 from assay.rollback.selection import RollbackPlan, plan_rollback
 
 if TYPE_CHECKING:
@@ -73,6 +77,8 @@ class RollbackResult:
     resumed: bool = False
     rollback_id: str | None = None
     quarantined: str | None = None
+    #: Why the replaced version was not quarantined (it is not registered with assay).
+    not_quarantined: str | None = None
     note: str | None = None
     seconds_to_alias_moved: float | None = None
     seconds_total: float | None = None
@@ -296,8 +302,17 @@ def _move(
                 result.moved = True
                 result.seconds_to_alias_moved = time.perf_counter() - started
                 session.add(_alias_move(registry, result, reason, incident_id))
+            replaced = None
             if result.from_version and result.from_version != result.to_version:
-                replaced = require_artifact(session, "model", name, result.from_version)
+                replaced = find_artifact(session, "model", name, result.from_version)
+                if replaced is None:
+                    # Plain MLflow created it: nothing assay can identify to mark. The move
+                    # still completes, so the incident is never stuck on it.
+                    result.not_quarantined = (
+                        f"replaced version {result.from_version} is not registered with assay: "
+                        "not quarantined"
+                    )
+            if replaced is not None:
                 state = session.get(ArtifactState, replaced.id)
                 # Never downgrade: a version already marked compromised stays compromised.
                 if (state is None or state.state not in BAD_STATES) and set_state(

@@ -212,6 +212,8 @@ class Rollback(_RegistryAction):
             result.note
             or f"{result.model}@{result.alias} {verb} {result.from_version} -> {result.to_version}"
         )
+        if result.not_quarantined:
+            out["summary"] += f" ({result.not_quarantined})"
         return out
 
 

@@ -137,6 +137,34 @@ def test_register_and_verify(home: Path, tmp_path: Path) -> None:
     assert code == 0 and "OK models:/churn/1" in out
 
 
+def test_sigterm_during_upload_ends_the_run_failed(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancelled CI job (SIGTERM) mid-upload: one error line, the run FAILED, a re-run works."""
+    import signal
+
+    from mlflow import MlflowClient
+
+    source = make_model(tmp_path / "m", b"weights of a cancelled job")
+    with monkeypatch.context() as mp:
+        mp.setattr(
+            MlflowClient, "log_artifacts", lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM)
+        )
+        code, _, err = assay("register", "cancelled", str(source), "--no-watermark")
+    assert code == 1
+    assert one_error_line(err) == (
+        "error: registration of cancelled was terminated (SIGTERM); re-run it to finish"
+    )
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone again
+    backend = Registry.open(Settings.from_env()).backend
+    runs = backend._client.search_runs(
+        [backend._experiment()], filter_string="tags.`assay.model` = 'cancelled'"
+    )
+    assert [r.info.status for r in runs] == ["FAILED"]
+    code, out, err = assay("register", "cancelled", str(source), "--no-watermark")
+    assert code == 0 and "registered models:/cancelled/1" in out, err
+
+
 def test_bad_references_exit_1_with_one_line(home: Path, tmp_path: Path) -> None:
     make = make_model(tmp_path / "m", b"churn weights for errors")
     assay("register", "errs", str(make), "--no-watermark")

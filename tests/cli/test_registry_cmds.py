@@ -130,6 +130,54 @@ def test_status_shows_drift_and_deep_exits_3(reg: Any, tmp_path: Path) -> None:
     assert "bytes-changed" in [d["kind"] for d in json.loads(out)["drift"]]
 
 
+def test_status_fail_on_drift_exits_3_only_with_findings(reg: Any, tmp_path: Path) -> None:
+    name = fx.unique("ci")
+    fx.model(reg, name, tmp_path, alias="production")
+    code, out, err = assay("status", name, "--fail-on-drift")
+    assert (code, err) == (0, "") and "no drift" in out
+    code, out, _ = assay("status", name, "--fail-on-drift", "--json")
+    assert code == 0 and json.loads(out)["ok"] is True
+
+    fx.model(reg, name, tmp_path)
+    reg.backend.set_alias(name, "production", "2")  # moved behind assay's back
+    code, out, err = assay("status", name, "--fail-on-drift")
+    assert code == 3 and "alias-moved-outside-assay" in out
+    line = one_error_line(err)
+    assert f"1 drift finding(s) (alias-moved-outside-assay): {name}/2" in line
+    code, out, err = assay("status", name, "--fail-on-drift", "--json")
+    assert code == 3 and "--fail-on-drift" in one_error_line(err)
+    assert [d["kind"] for d in json.loads(out)["drift"]] == ["alias-moved-outside-assay"]
+    # Without the flag, drift is reported and the exit stays 0.
+    assert assay("status", name)[0] == 0
+
+
+def test_first_registration_interrupted_is_pending_not_unmanaged(
+    reg: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from assay.registry import registration
+
+    name = fx.unique("half")
+    with monkeypatch.context() as mp:
+        mp.setattr(registration, "_record", lambda *a, **k: (_ for _ in ()).throw(OSError("cut")))
+        with pytest.raises(OSError):
+            fx.model(reg, name, tmp_path)
+    code, out, _ = assay("status", name, "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["unmanaged"] == []
+    assert [(d["kind"], d["version"]) for d in doc["drift"]] == [("pending-registration", "1")]
+    assert [(m["name"], m["pending"], m["versions"]) for m in doc["models"]] == [(name, ["1"], [])]
+    code, out, _ = assay("status", name)
+    assert code == 0 and "pending-registration" in out and "unmanaged" not in out
+    code, out, _ = assay("status", "--json")
+    doc = json.loads(out)
+    assert name not in doc["unmanaged"]
+    assert ("pending-registration", "1") in [
+        (d["kind"], d["version"]) for d in doc["drift"] if d["model"] == name
+    ]
+    code, _, err = assay("status", name, "--fail-on-drift")
+    assert code == 3 and "pending-registration" in one_error_line(err)
+
+
 def test_lineage_command(reg: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "200")
     data, base, tuned = fx.unique("data"), fx.unique("base"), fx.unique("tuned")
@@ -142,6 +190,17 @@ def test_lineage_command(reg: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert doc["serving"] == [{"model": base, "alias": "production", "version": "1"}]
     code, out, _ = assay("lineage", f"models:/{tuned}/1")
     assert code == 0 and f"{base}/1" in out and f"dataset {data}@1" in out
+
+
+def test_status_help_lists_every_drift_kind() -> None:
+    from assay.registry.status import DRIFT_KINDS, DriftKind
+
+    code, out, _ = assay("status", "--help")
+    listed = out.split("Drift findings:", 1)[1].split("Exit codes", 1)[0]
+    assert code == 0
+    assert [line.split()[0] for line in listed.strip().splitlines()] == list(DRIFT_KINDS)
+    assert tuple(k.value for k in DriftKind) == DRIFT_KINDS
+    assert "--fail-on-drift" in out
 
 
 def test_label_needs_add_or_remove() -> None:

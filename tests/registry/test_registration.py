@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,7 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from assay.core.errors import IntegrityError, NotFoundError, RefusedError
+from assay.core.errors import (
+    FormatError,
+    IntegrityError,
+    NotFoundError,
+    RefusedError,
+    UnsafeInputError,
+)
 from assay.core.settings import Settings
 from assay.registry.artifact_access import local_path_of
 from assay.registry.datasets import register_dataset
@@ -209,6 +216,74 @@ def test_single_file_source(registry: Registry, tmp_path: Path) -> None:
     assert [p.name for p in folder.iterdir()] == ["lone.bin"]
 
 
+# -- the watermark decision: marked, sign-only, or refused -------------------------------------
+
+
+def sklearn_like(root: Path) -> Path:
+    """What ``mlflow.sklearn.save_model`` writes: MLmodel, a pickle/skops file, environments."""
+    root.mkdir(parents=True)
+    (root / "MLmodel").write_text("flavors:\n  sklearn:\n    serialization_format: skops\n")
+    (root / "model.skops").write_bytes(b"PK\x03\x04 not a weight file, never opened")
+    (root / "model.pkl").write_bytes(b"\x80\x04 a pickle assay never unpickles")
+    (root / "requirements.txt").write_text("scikit-learn\n")
+    return root
+
+
+def test_model_without_weight_files_is_signed_without_watermark(
+    registry: Registry, tmp_path: Path
+) -> None:
+    result = register_model(registry, "sk-only", str(sklearn_like(tmp_path / "sk")))
+    assert (result.watermark, result.watermark_note) == (None, "none (no weight tensors)")
+    assert result.to_dict()["watermark_note"] == "none (no weight tensors)"
+    assert verify_uri(registry, f"models:/sk-only/{result.version}").ok
+    event = registry.audit_events(limit=1)[-1]
+    assert (event["action"], event["payload"]["watermark"]) == ("model.register", None)
+    off = register_model(registry, "sk-off", str(sklearn_like(tmp_path / "sk2")), watermark=False)
+    assert off.watermark_note == "none (--no-watermark)"
+
+
+def test_weight_files_are_watermarked(registry: Registry, tmp_path: Path) -> None:
+    np = pytest.importorskip("numpy")
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    source = sklearn_like(tmp_path / "mixed")
+    rng = np.random.default_rng(7)
+    safetensors_numpy.save_file(
+        {"layer.weight": rng.standard_normal((64, 32)).astype("float32")},
+        str(source / "model.safetensors"),
+    )
+    before = (source / "model.safetensors").read_bytes()
+    result = register_model(registry, "marked", str(source))
+    assert result.watermark is not None and result.watermark_note is None
+    assert result.watermark["files"] == ["model.safetensors"]
+    assert result.watermark["tensors"] == 1
+    assert (source / "model.safetensors").read_bytes() == before  # the user's copy is untouched
+    stored = store_path(registry, "marked", result.version) / "model.safetensors"
+    assert stored.read_bytes() != before
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "error"),
+    [
+        ("model.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{broken", FormatError),
+        ("pytorch_model.bin", b"\x80\x02 a raw pickle", UnsafeInputError),
+        ("weights.bin", b"random bytes named like weights", FormatError),
+    ],
+)
+def test_broken_or_hostile_weight_file_fails_the_registration(
+    registry: Registry, tmp_path: Path, file: str, content: bytes, error: type[Exception]
+) -> None:
+    """Only "no weight files at all" means sign-only: a weight file that does not parse is never
+    skipped, and nothing reaches MLflow or the store."""
+    source = sklearn_like(tmp_path / "bad")
+    (source / file).write_bytes(content)
+    name = f"bad-{file.split('.')[0].replace('_', '-')}"
+    size = registry.audit.tree_size()
+    with pytest.raises(error):
+        register_model(registry, name, str(source))
+    assert registry.audit.tree_size() == size
+    assert name not in registry.backend.list_models()
+
+
 # -- re-runs and interruption ------------------------------------------------------------------
 
 
@@ -263,6 +338,92 @@ def test_interrupted_registration_is_adopted_on_rerun(
     again = register_model(registry, "crashy", str(source), watermark=False)
     assert (again.version, again.reused) == ("1", True)
     assert len(registry.backend.list_versions("crashy")) == 1
+
+
+def registration_runs(registry: Registry, name: str) -> list[tuple[str, str]]:
+    """(run id, status) of every MLflow run that registered bytes for ``name``, oldest first."""
+    client = registry.backend._client
+    runs = client.search_runs(
+        [registry.backend._experiment()], filter_string=f"tags.`assay.model` = '{name}'"
+    )
+    return [(r.info.run_id, r.info.status) for r in sorted(runs, key=lambda r: r.info.start_time)]
+
+
+def test_failed_upload_ends_the_run_failed_and_a_rerun_succeeds(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = make_model(tmp_path / "m", b"weights whose upload breaks")
+    client = registry.backend._client
+    real = client.log_artifacts
+
+    def broken(run_id, local_dir, artifact_path=None):
+        real(run_id, local_dir, artifact_path)  # the files land, then the connection drops
+        raise ConnectionResetError("connection reset during upload")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(client, "log_artifacts", broken)
+        with pytest.raises(ConnectionResetError):
+            register_model(registry, "upload-cut", str(source), watermark=False)
+    [(run_id, status)] = registration_runs(registry, "upload-cut")
+    assert status == "FAILED"
+    assert registry.backend.get_run(run_id).status == "FAILED"
+    assert "upload-cut" not in registry.backend.list_models()  # no version was created
+
+    done = register_model(registry, "upload-cut", str(source), watermark=False)
+    assert (done.version, done.reused) == ("1", False)
+    assert verify_uri(registry, "models:/upload-cut/1").ok
+    runs = registration_runs(registry, "upload-cut")
+    assert [status for _, status in runs] == ["FAILED", "FINISHED"]
+    assert runs[1][0] == done.run_id
+
+
+def test_run_orphaned_by_a_dead_process_is_ended_on_rerun(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 during the upload: nothing ran to end the run; the next registration ends it."""
+    from assay.registry import mlflow_backend
+
+    source = make_model(tmp_path / "m", b"weights of a process killed mid-upload")
+    client = registry.backend._client
+    with monkeypatch.context() as mp:
+        mp.setattr(mlflow_backend, "end_quietly", lambda end, run_id: None)  # died: no cleanup
+        mp.setattr(client, "log_artifacts", lambda *a, **k: (_ for _ in ()).throw(OSError("-9")))
+        with pytest.raises(OSError):
+            register_model(registry, "killed", str(source), watermark=False)
+    [(orphan, status)] = registration_runs(registry, "killed")
+    assert status == "RUNNING"
+
+    done = register_model(registry, "killed", str(source), watermark=False)
+    assert done.version == "1" and verify_uri(registry, "models:/killed/1").ok
+    runs = dict(registration_runs(registry, "killed"))
+    assert runs[orphan] == "FAILED" and runs[done.run_id] == "FINISHED"
+    assert registry.backend.running_runs({"assay.model": "killed"}) == []
+
+
+def test_run_of_a_live_registration_is_left_running(registry: Registry, tmp_path: Path) -> None:
+    """A RUNNING run whose uploader is alive on this host is another registration in progress."""
+    from assay.registry.manifest import build_manifest
+    from assay.registry.registration import REGISTRAR_TAG, end_orphaned_runs
+
+    source = make_model(tmp_path / "m", b"weights another process is uploading")
+    tags = {"assay.model": "busy", "assay.manifest": build_manifest(source).root_digest}
+    client = registry.backend._client
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        live = client.create_run(
+            registry.backend._experiment(),
+            tags={**tags, REGISTRAR_TAG: f"{socket.gethostname()}:{sleeper.pid}"},
+        ).info.run_id
+        elsewhere = client.create_run(
+            registry.backend._experiment(), tags={**tags, REGISTRAR_TAG: "ci-runner-7:4242"}
+        ).info.run_id
+        assert end_orphaned_runs(registry, tags) == [elsewhere]
+        assert registry.backend.get_run(live).status == "RUNNING"
+        assert registry.backend.get_run(elsewhere).status == "FAILED"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert end_orphaned_runs(registry, tags) == [live]  # its process is gone now
 
 
 def test_other_bytes_after_interruption_get_a_new_version(

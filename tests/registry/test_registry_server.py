@@ -216,3 +216,60 @@ def test_interrupted_registration_on_the_server(
     assert registration.PENDING_TAG not in version.tags
     again = registration.register_model(registry, name, str(source), watermark=False)
     assert again.reused and again.version == "1"
+
+
+def test_failed_upload_to_the_server_ends_the_run_failed(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The REST backend: an upload cut after the first file ends the run FAILED; a RUNNING run
+    an interrupted process left is found through runs/search and ended by the re-run."""
+    from assay.core.settings import Settings
+    from assay.registry import registration
+    from assay.registry.facade import Registry
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    for var in CLEARED:
+        if var not in env:
+            monkeypatch.delenv(var, raising=False)
+    registry = Registry.open(Settings.from_env())
+    rest = registry.backend.rest
+    name = f"cut-{uuid.uuid4().hex[:8]}"
+    source = make_model(tmp_path / "m", b"uploaded to the server, then cut")
+    real = rest.upload_artifact
+    calls = []
+
+    def cut(local, path):
+        calls.append(path)
+        if len(calls) > 1:
+            raise ConnectionResetError("connection reset by peer")
+        real(local, path)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(rest, "upload_artifact", cut)
+        with pytest.raises(ConnectionResetError):
+            registration.register_model(registry, name, str(source), watermark=False)
+        calls.clear()
+        # kill -9: nothing runs to end the run
+        mp.setattr("assay.registry.mlflow_rest.end_quietly", lambda end, run_id: None)
+        with pytest.raises(ConnectionResetError):
+            registration.register_model(registry, name, str(source), watermark=False)
+    runs = rest.call(
+        "POST",
+        "runs/search",
+        {
+            "experiment_ids": [registry.backend._experiment()],
+            "filter": f"tags.`assay.model` = '{name}'",
+        },
+    )["runs"]
+    statuses = sorted(r["info"]["status"] for r in runs)
+    assert statuses == ["FAILED", "RUNNING"]
+    [orphan] = registry.backend.running_runs({"assay.model": name})
+
+    done = registration.register_model(registry, name, str(source), watermark=False)
+    assert done.version == "1"
+    assert registry.backend.get_run(orphan.run_id).status == "FAILED"
+    assert registry.backend.get_run(done.run_id).status == "FINISHED"
+    assert registry.backend.running_runs({"assay.model": name}) == []
+    proc = run(env, "verify", f"models:/{name}/1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr

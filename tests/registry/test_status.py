@@ -12,7 +12,7 @@ import registry_fixtures as fx  # noqa: E402
 
 from assay.core.errors import NotFoundError
 from assay.registry.states import freeze, mark, promote
-from assay.registry.status import status
+from assay.registry.status import DriftKind, status
 
 world = fx.home_fixture()
 
@@ -24,7 +24,7 @@ def reg(world: tuple[Path, Any]) -> Any:
 
 def kinds(report: Any, model: str | None = None) -> list[tuple[str, str | None]]:
     return sorted(
-        (d["kind"], d["version"]) for d in report.drift if model is None or d["model"] == model
+        (d.kind.value, d.version) for d in report.drift if model is None or d.model == model
     )
 
 
@@ -76,14 +76,12 @@ def test_alias_moved_with_plain_mlflow(
     backend.delete_alias(name, "staging")  # deleted behind assay's back
 
     report = status(reg, name)
-    found = {
-        d["detail"].split()[1]: d for d in report.drift if d["kind"] == "alias-moved-outside-assay"
-    }
+    found = {d.detail.split()[1]: d for d in report.drift if d.kind == DriftKind.ALIAS_MOVED}
     assert set(found) == {"production", "canary", "staging"}
-    assert found["production"]["version"] == "3"
-    assert "assay last moved it to 2" in found["production"]["detail"]
-    assert "no recorded move" in found["canary"]["detail"]
-    assert "deleted" in found["staging"]["detail"]
+    assert found["production"].version == "3"
+    assert "assay last moved it to 2" in found["production"].detail
+    assert "no recorded move" in found["canary"].detail
+    assert "deleted" in found["staging"].detail
     assert "3 drift finding(s)" in report.summary()
 
 
@@ -95,7 +93,7 @@ def test_tag_edited_behind_assays_back(reg: Any, tmp_path: Path) -> None:
     reg.backend.set_version_tag(name, "1", "assay.state", "known-good")
     reg.backend.delete_version_tag(name, "2", "assay.manifest")
     report = status(reg, name)
-    details = [d["detail"] for d in sorted(report.drift, key=lambda d: d["version"])]
+    details = [d.detail for d in sorted(report.drift, key=lambda d: d.version)]
     assert kinds(report) == [("tag-mismatch", "1"), ("tag-mismatch", "2")]
     assert "assay.state is 'known-good' in MLflow, store says 'registered'" in details[0]
     assert "assay.manifest is missing" in details[1]
@@ -114,6 +112,29 @@ def test_unsigned_and_pending_versions(reg: Any, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_interrupted_first_registration_is_pending_not_unmanaged(
+    reg: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The crash left MLflow version 1 tagged ``assay.pending`` and nothing in the store."""
+    from assay.registry import registration
+
+    name = fx.unique("first")
+    with monkeypatch.context() as mp:
+        mp.setattr(registration, "_record", lambda *a, **k: (_ for _ in ()).throw(OSError("x")))
+        with pytest.raises(OSError):
+            fx.model(reg, name, tmp_path)
+    fx.mlflow_only_version(reg, name, tmp_path)  # and one more added with plain MLflow
+    for report in (status(reg, name), status(reg)):
+        assert kinds(report, name) == [("pending-registration", "1"), ("unsigned-version", "2")]
+        assert name not in report.unmanaged
+        (model,) = [m for m in report.models if m.name == name]
+        assert (model.pending, model.versions) == (["1"], [])
+        finding = next(d for d in report.drift if d.model == name)
+        assert finding.kind is DriftKind.PENDING_REGISTRATION
+        assert finding.to_dict()["kind"] == "pending-registration"
+
+
+@pytest.mark.slow
 def test_unmanaged_model_is_one_finding(reg: Any, tmp_path: Path) -> None:
     name = fx.unique("managed")
     fx.model(reg, name, tmp_path)
@@ -121,7 +142,7 @@ def test_unmanaged_model_is_one_finding(reg: Any, tmp_path: Path) -> None:
     fx.mlflow_only_version(reg, stranger, tmp_path)
     fx.mlflow_only_version(reg, stranger, tmp_path)
     report = status(reg)
-    assert [d for d in report.drift if d["model"] == stranger] == [
+    assert [d.to_dict() for d in report.drift if d.model == stranger] == [
         {
             "kind": "unmanaged",
             "model": stranger,
@@ -147,7 +168,7 @@ def test_deep_reports_changed_bytes_and_serving_bad_version(reg: Any, tmp_path: 
     assert status(reg, name).ok  # shallow status does not re-read bytes
     deep = status(reg, name, deep=True)
     assert kinds(deep) == [("bytes-changed", "2")]
-    assert "weights.bin" in deep.drift[0]["detail"]
+    assert "weights.bin" in deep.drift[0].detail
     assert deep.integrity_failures and deep.models[0].versions[1].verified is False
     mark(reg, name, "2", "compromised", reason="bytes changed")
     assert ("serving-bad-version", "2") in kinds(status(reg, name))
@@ -253,3 +274,10 @@ def test_server_mode_incident_commands_never_import_mlflow(
     ]
     _, timings["freeze"] = lean("freeze", name, "--reason", "drill")
     print("server-mode wall times (s):", {k: round(v, 2) for k, v in timings.items()})
+
+
+def test_status_reads_the_tag_registration_writes() -> None:
+    from assay.registry import registration
+    from assay.registry import status as status_module
+
+    assert status_module.PENDING_TAG == registration.PENDING_TAG
