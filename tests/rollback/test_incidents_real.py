@@ -269,7 +269,9 @@ def test_signing_key_compromise(tmp_path, monkeypatch):
     time.sleep(1.1)
     rb.model(reg, name, tmp_path, datasets=(f"{ds}@1",), alias="production")
     rb.mark(reg, name, "3", "known-good")
-    new_key = reg.keys.generate(name="replacement").key_id
+    # The responder acts with a key of their own: the compromised key cannot sign the quarantine.
+    new_key = reg.keys.generate(name="replacement", roles=["admin"]).key_id
+    reg.keys.keyring.set_default("replacement")
 
     args = [
         "incident",
