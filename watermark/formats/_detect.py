@@ -10,7 +10,7 @@ from pathlib import Path
 
 from assay.core.errors import FormatError, NotFoundError, UnsafeInputError
 
-FORMATS = ("safetensors", "torch", "torchscript", "onnx")
+FORMATS = ("safetensors", "torch", "torch-legacy", "torchscript", "onnx")
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx")
 
@@ -42,7 +42,8 @@ def _looks_like_onnx(head: bytes) -> bool:
 def detect_format(path: str | os.PathLike[str]) -> str:
     """The format of a weight file (or of the weights in a model folder), judged by content.
 
-    Returns one of ``"safetensors"``, ``"torch"``, ``"torchscript"``, ``"onnx"``.
+    Returns one of ``"safetensors"``, ``"torch"`` (zip archive), ``"torch-legacy"`` (the pre-1.6
+    ``torch.save`` layout, ``_use_new_zipfile_serialization=False``), ``"torchscript"``, ``"onnx"``.
     """
     p = Path(path)
     if p.is_dir():
@@ -62,13 +63,17 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     if size == 0:
         raise FormatError(f"{p} is empty")
     with open(p, "rb") as fh:
-        head = fh.read(16)
+        head = fh.read(64)
     if head[:4] == b"PK\x03\x04":
         return _zip_kind(p)
-    if head[:1] == b"\x80" and 2 <= head[1] <= 5:
+    if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
+        from assay.watermark.formats._torch_legacy import is_legacy
+
+        if is_legacy(head):
+            return "torch-legacy"
         raise UnsafeInputError(
-            f"refusing to load {p}: it is a raw pickle (legacy torch.save or another pickle); "
-            "only zip-format torch files, safetensors and ONNX are accepted"
+            f"refusing to load {p}: it is a raw pickle, not a torch.save file; "
+            "only torch files, safetensors and ONNX are accepted"
         )
     if _looks_like_safetensors(head, size):
         return "safetensors"
