@@ -114,7 +114,7 @@ def read_regular_file(
         if exc.errno == errno.ENOENT:
             raise FileNotFoundError(str(path)) from exc
         raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
-    with os.fdopen(fd, "rb", buffering=0) as fh:
+    try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise error(f"{what} {path} is not a regular file")
@@ -123,7 +123,7 @@ def read_regular_file(
         chunks: list[bytes] = []
         total = 0
         while True:
-            chunk = fh.read(min(1 << 20, max_bytes + 1 - total))
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
             if not chunk:
                 break
             chunks.append(chunk)
@@ -131,3 +131,7 @@ def read_regular_file(
             if total > max_bytes:
                 raise error(f"{what} {path} grew past the limit of {max_bytes} bytes")
         return b"".join(chunks)
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)

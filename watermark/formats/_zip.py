@@ -49,8 +49,10 @@ class ZipIndex:
             try:
                 zf = zipfile.ZipFile(fh)
                 infos = zf.infolist()
-            except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-                raise FormatError(f"{path} is not a readable zip archive: {exc}") from exc
+            except Exception as exc:  # noqa: BLE001 - zipfile raises assorted errors on bad input
+                raise FormatError(
+                    f"{path} is not a readable zip archive: {str(exc)[:100]}"
+                ) from exc
             if len(infos) != count:
                 raise FormatError(f"{path}: zip directory is inconsistent")
             self.records: dict[str, Record] = {}
