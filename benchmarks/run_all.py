@@ -13,6 +13,7 @@ BENCHMARKS = [
     "watermark_robustness",
     "bench_rollback",
     "bench_enforcement",
+    "parsers",
 ]
 
 

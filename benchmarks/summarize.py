@@ -133,6 +133,26 @@ def enforcement(d: dict) -> list[str]:
     return lines
 
 
+def parsers(d: dict) -> list[str]:
+    lines = [
+        f"| reader (best of {d['reps']} x {d['rounds']}, CPU time; before = {d['before_ref']}) | file | before | after | after / before | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, r in d["rows"].items():
+        size = f"{r['bytes'] / 1e6:.1f} MB"
+        before = (
+            f"{r['before_cpu_s'] * 1000:.1f} ms ({r['before_mb_per_cpu_s']:.0f} MB/s)"
+            if "before_cpu_s" in r
+            else "refused"
+        )
+        after = f"{r['after_cpu_s'] * 1000:.1f} ms ({r['after_mb_per_cpu_s']:.0f} MB/s)"
+        ratio = f"{r['slowdown']:.3f}" if "slowdown" in r else ""
+        lines.append(
+            f"| {label} | {size} | {before} | {after} | {ratio} | <= {d['target_slowdown']:.2f} | {_ok(r.get('pass'))} |"
+        )
+    return lines
+
+
 def main() -> None:
     for name, render in (
         ("signing", signing),
@@ -140,6 +160,7 @@ def main() -> None:
         ("rollback", rollback),
         ("watermark_robustness", watermark),
         ("enforcement", enforcement),
+        ("parsers", parsers),
     ):
         d = _load(name)
         if d is None:

@@ -58,10 +58,12 @@ class Budget:
         self.spent = 0
         self.where = where
 
-    def take(self, nbytes: int, what: str) -> None:
-        """Charge ``nbytes``; FormatError (nothing allocated yet) when over the budget."""
-        self.spent += int(nbytes)
+    def take(self, nbytes: int, what: str, name: object = None) -> None:
+        """Charge ``nbytes`` for ``what`` (e.g. "tensor", its name); FormatError when over."""
+        self.spent += nbytes
         if self.spent > self.allowed:
+            if name is not None:
+                what = f"{what} {brief(name)}"
             raise FormatError(
                 f"{self.where}: {what} would bring the memory this file needs to {self.spent} "
                 f"bytes, over its budget of {self.allowed} (Limits.alloc_ratio x its real bytes)"

@@ -296,7 +296,7 @@ def load(path: Path, limits: Limits) -> WeightFile:
         count = check_elements(name, shape, limits, path)
         nbytes = count * np.dtype(RAW_NUMPY[dtype]).itemsize
         extra = 0 if dtype in ("float32", "float64") else 4 * count
-        budget.take(nbytes + extra, f"tensor {brief(name)}")
+        budget.take(nbytes + extra, "tensor", name)
         if tp.data_location == _EXTERNAL:
             target, offset = _external_span(tp, path, nbytes)
             raw = np.frombuffer(_read_span(target, offset, nbytes), dtype=RAW_NUMPY[dtype])

@@ -142,7 +142,7 @@ def read_header(path: Path, limits: Limits) -> tuple[list[_Entry], dict[str, str
 
 
 def _read(fh, entry: _Entry, budget: Budget) -> np.ndarray:
-    budget.take(entry.end - entry.begin, f"tensor {brief(entry.name)}")
+    budget.take(entry.end - entry.begin, "tensor", entry.name)
     buf = bytearray(entry.end - entry.begin)
     fh.seek(entry.begin)
     if fh.readinto(buf) != len(buf):
@@ -161,7 +161,7 @@ def load(path: Path, limits: Limits) -> WeightFile:
         for e in entries:
             if e.dtype in FLOAT_DTYPES:
                 if e.dtype not in ("float32", "float64"):
-                    budget.take(4 * (e.end - e.begin) // 2, f"tensor {brief(e.name)}")
+                    budget.take(4 * (e.end - e.begin) // 2, "tensor", e.name)
                 tensors[e.name] = to_analysis(_read(fh, e, budget), e.dtype)
                 dtypes[e.name] = e.dtype
             else:

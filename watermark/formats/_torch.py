@@ -287,7 +287,7 @@ def read_tensors(
             converts = ref.dtype not in ("float32", "float64")
             copies = int(converts) + int(users[record] > 1 or not contiguous)
             if copies:
-                budget.take(copies * count * out_size, f"tensor {brief(name)}")
+                budget.take(copies * count * out_size, "tensor", name)
             raw = _view(_storage_array(buf, ref), ref)
             arr = to_analysis(raw, ref.dtype)
             if users[record] > 1 or not arr.flags.c_contiguous:

@@ -14,6 +14,7 @@ exactly the size its persistent id declared. Writing back patches storage bytes 
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,13 @@ from assay.watermark.formats._common import (
     check_file_size,
     file_stamp,
 )
-from assay.watermark.formats._pickle import PickleBudget, PickleStream, Refused, StorageRef
+from assay.watermark.formats._pickle import (
+    PickleBudget,
+    PickleStream,
+    PickleTruncated,
+    Refused,
+    StorageRef,
+)
 from assay.watermark.formats._torch import (
     _Handle,
     check_slots,
@@ -72,7 +79,7 @@ class _LegacySource:
     def read(self, record: str, budget: Budget | None = None) -> bytearray:
         offset, length = self.spans[record]
         if budget is not None:
-            budget.take(length, f"storage {brief(record)}")
+            budget.take(length, "storage", record)
         buf = bytearray(length)
         with open(self.path, "rb") as fh:
             fh.seek(offset)
@@ -122,14 +129,31 @@ def _storage_spans(
     return spans
 
 
-def load(path: Path, limits: Limits) -> WeightFile:
-    stamp = file_stamp(path)
-    size = check_file_size(path, limits)
-    with open(path, "rb") as fh:
-        head = fh.read(min(size, limits.max_header_bytes))
-    stream = PickleStream(
-        head, script=False, max_storages=limits.max_tensors, budget=pickle_budget(limits)
-    )
+_FIRST_READ = 1 << 20
+
+
+def _read_pickles(path: Path, size: int, limits: Limits) -> tuple[Any, list[str], PickleStream]:
+    """The five pickles from the head of the file: read 1 MiB first, more only if they need it.
+
+    Every attempt draws on the same work budget, so retrying never buys an attacker more work.
+    """
+    limit = min(size, limits.max_header_bytes)
+    want = min(limit, _FIRST_READ)
+    budget = pickle_budget(limits)
+    while True:
+        with open(path, "rb") as fh:
+            head = fh.read(want)
+        stream = PickleStream(head, script=False, max_storages=limits.max_tensors, budget=budget)
+        try:
+            return _parse_pickles(path, stream) + (stream,)
+        except FormatError as exc:
+            if not isinstance(exc.__cause__, PickleTruncated) or want >= limit:
+                raise
+        budget = replace(budget, max_ops=max(1, budget.max_ops - stream.work))
+        want = min(limit, want * 8)
+
+
+def _parse_pickles(path: Path, stream: PickleStream) -> tuple[Any, list[str]]:
     magic = unpickle(stream, path)
     _expect(magic, type(magic) is int and magic == MAGIC_NUMBER, "no magic number", path)
     protocol = unpickle(stream, path)
@@ -142,6 +166,13 @@ def load(path: Path, limits: Limits) -> WeightFile:
         raise FormatError(f"{path} was saved on a big-endian machine; not supported")
     obj = unpickle(stream, path)
     keys = unpickle(stream, path)
+    return obj, keys
+
+
+def load(path: Path, limits: Limits) -> WeightFile:
+    stamp = file_stamp(path)
+    size = check_file_size(path, limits)
+    obj, keys, stream = _read_pickles(path, size, limits)
     storages = stream.storages
     if (
         not isinstance(keys, list)
