@@ -14,6 +14,7 @@ BENCHMARKS = [
     "bench_rollback",
     "bench_enforcement",
     "parsers",
+    "hostile_inputs",
 ]
 
 

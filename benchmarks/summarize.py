@@ -153,6 +153,19 @@ def parsers(d: dict) -> list[str]:
     return lines
 
 
+def hostile_inputs(d: dict) -> list[str]:
+    t = d["targets"]
+    lines = [
+        f"| hostile input (through the CLI, /usr/bin/time -v) | exit | wall | peak RSS | met (<= {t['wall_s']:.0f} s, <= {t['peak_rss_mb']:.0f} MB, one error line) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in d["rows"].items():
+        lines.append(
+            f"| {name} | {r['exit_code']} | {r['wall_s']:.2f} s | {r['peak_rss_mb']:.0f} MB | {_ok(r['pass'])} |"
+        )
+    return lines
+
+
 def main() -> None:
     for name, render in (
         ("signing", signing),
@@ -161,6 +174,7 @@ def main() -> None:
         ("watermark_robustness", watermark),
         ("enforcement", enforcement),
         ("parsers", parsers),
+        ("hostile_inputs", hostile_inputs),
     ):
         d = _load(name)
         if d is None:

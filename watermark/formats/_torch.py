@@ -12,6 +12,7 @@ with ``torch.load`` / ``torch.jit.load`` like the original.
 
 from __future__ import annotations
 
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,7 +203,7 @@ def _is_contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
 
 
 def _view(flat: np.ndarray, ref: TensorRef) -> np.ndarray:
-    count = int(np.prod(ref.shape, dtype=np.int64)) if ref.shape else 1
+    count = math.prod(ref.shape)
     if count == 0:
         return np.zeros(ref.shape, dtype=flat.dtype)
     if _is_contiguous(ref.shape, ref.stride):
@@ -281,7 +282,7 @@ def read_tensors(
         buf = source.read(record, budget)
         for name in names:
             ref = slots[name].ref
-            count = int(np.prod(ref.shape, dtype=np.int64)) if ref.shape else 1
+            count = math.prod(ref.shape)
             out_size = 8 if ref.dtype == "float64" else 4
             contiguous = _is_contiguous(ref.shape, ref.stride)
             converts = ref.dtype not in ("float32", "float64")
