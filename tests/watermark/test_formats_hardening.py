@@ -294,3 +294,21 @@ def test_bounded_json_refuses_deep_nesting(depth: int, opener: str) -> None:
     text = (opener + ('"k":' if opener == "{" else "")) * depth + "1" + "]}"[opener == "{"] * depth
     with pytest.raises(FormatError, match="nests deeper"):
         loads_untrusted(text, what="doc", error=FormatError)
+
+
+def test_hostile_safetensors_index_beside_shards_is_ignored(tmp_path: Path) -> None:
+    import os
+
+    from safetensors.numpy import save_file
+
+    from assay.watermark.formats import find_weight_files
+
+    save_file({"x": np.ones(2, np.float32)}, str(tmp_path / "adapter.safetensors"))
+    (tmp_path / "pytorch_model-00001-of-00002.bin").write_bytes(b"\0")
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text("[" * 100_000 + "]" * 100_000)  # nested past any parser's recursion limit
+    names = [p.name for p in find_weight_files(tmp_path)]
+    assert "pytorch_model-00001-of-00002.bin" in names  # not a twin: the index is unreadable
+    index.unlink()
+    os.mkfifo(index)  # a FIFO is never opened
+    assert "pytorch_model-00001-of-00002.bin" in [p.name for p in find_weight_files(tmp_path)]

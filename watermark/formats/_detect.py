@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 import zipfile
 from pathlib import Path
 
 from assay.core.errors import FormatError, NotFoundError, UnsafeInputError
+from assay.core.safe_json import loads_untrusted
 
 FORMATS = ("safetensors", "torch", "torch-legacy", "torchscript", "onnx")
 
@@ -25,6 +25,7 @@ _NOT_WEIGHTS = {
 }
 _SKIP_DIRS = {".git", "__pycache__", ".ipynb_checkpoints", "node_modules"}
 _MAX_FOLDER_ENTRIES = 100_000
+_MAX_INDEX_BYTES = 64 * 1024**2
 
 
 def _looks_like_safetensors(head: bytes, size: int) -> bool:
@@ -152,10 +153,10 @@ def _is_hf_bin_index_twin(folder: Path, name: str) -> bool:
     if not name.startswith("pytorch_model"):
         return False
     index = folder / "model.safetensors.index.json"
-    if not index.is_file():
-        return False
     try:
-        json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        if not index.is_file() or index.stat().st_size > _MAX_INDEX_BYTES:
+            return False
+        loads_untrusted(index.read_bytes(), what=str(index), error=FormatError)
+    except (OSError, FormatError):
         return False
     return True
