@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from assay.core.errors import AssayError, IntegrityError
+from assay.core.errors import AssayError, IntegrityError, RefusedError
 from assay.core.safe_json import loads_untrusted
 from assay.registry.keys import PublicKey, SigningKey
 from assay.registry.manifest import (
@@ -114,7 +114,7 @@ def build_statement(manifest: Manifest) -> dict[str, Any]:
 
 
 def sign_manifest(manifest: Manifest, key: SigningKey) -> str:
-    """A signed OMS bundle (JSON text) for ``manifest``."""
+    """A signed OMS bundle (JSON text) for ``manifest``; RefusedError if it would be too big to read."""
     payload = json.dumps(build_statement(manifest), indent=2).encode("utf-8")
     signature = key.sign(pae(payload))
     bundle = {
@@ -129,7 +129,15 @@ def sign_manifest(manifest: Manifest, key: SigningKey) -> str:
             "signatures": [{"sig": base64.b64encode(signature).decode("ascii"), "keyid": ""}],
         },
     }
-    return json.dumps(bundle, indent=2) + "\n"
+    text = json.dumps(bundle, indent=2) + "\n"
+    if len(text) > MAX_BUNDLE_BYTES:
+        # Never write a bundle that verification would refuse to read (about 67,000 files).
+        raise RefusedError(
+            f"cannot sign {len(manifest.resources)} files in one bundle: it would be "
+            f"{len(text)} bytes, over the {MAX_BUNDLE_BYTES} bytes assay reads back; "
+            "sign sub-folders separately"
+        )
+    return text
 
 
 # -- parsing ---------------------------------------------------------------------------------

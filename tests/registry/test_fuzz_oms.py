@@ -151,3 +151,12 @@ def test_read_bundle_file_words_every_failure_as_integrity(tmp_path: Path) -> No
     bad.write_bytes(b"\xff\xfe")
     with pytest.raises(IntegrityError, match="not UTF-8"):
         read_bundle_file(bad)
+
+
+def test_signing_refuses_a_bundle_too_big_to_read_back(monkeypatch) -> None:
+    import assay.registry.oms as oms
+    from assay.core.errors import RefusedError
+
+    monkeypatch.setattr(oms, "MAX_BUNDLE_BYTES", len(_BUNDLE) - 1)
+    with pytest.raises(RefusedError, match="cannot sign 2 files in one bundle"):
+        sign_manifest(_MANIFEST, _KEY)
