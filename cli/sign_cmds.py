@@ -140,20 +140,27 @@ def verify(
 
 
 def render_report(console, report) -> None:
-    """Print a verification report: one verdict line, then every difference."""
+    """Print a verification report: one verdict line, then every difference.
+
+    Paths, file names, key names and problems come from untrusted input (a bundle's key hint, the
+    names of files in a suspect folder): they are printed with rich markup escaped.
+    """
+    from rich.markup import escape
+
+    subject = escape(str(report.subject))
     if report.ok:
         console.print(
-            f"[green]OK[/green] {report.subject}: {report.files} files match, "
-            f"signed by {report.key_name or short(report.key_id, 16)}"
+            f"[green]OK[/green] {subject}: {report.files} files match, "
+            f"signed by {escape(report.key_name or short(report.key_id, 16))}"
         )
         return
-    console.print(f"[red]FAILED[/red] {report.subject}")
+    console.print(f"[red]FAILED[/red] {subject}")
     for problem in report.problems:
-        console.print(f"  {problem}")
+        console.print(f"  {escape(str(problem))}")
     for label, names in (
         ("modified", report.modified),
         ("missing", report.missing),
         ("extra", report.extra),
     ):
         for name in names:
-            console.print(f"  {label:9} {name}")
+            console.print(f"  {label:9} {escape(str(name))}")

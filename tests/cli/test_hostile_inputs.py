@@ -210,3 +210,17 @@ def test_d10_garbage_embedded_key(run_sample, corpus: Path, bundle: str) -> None
 def test_d11_embed_unwritable_output(run_sample, corpus: Path, home: Path) -> None:
     run_sample(H.make_d11_embed_unwritable_output(corpus), "does not exist")
     assert not list((home / "keys").glob("watermark-*.secret"))
+
+
+def test_d9_markup_in_key_hint_is_printed_as_text(
+    invoke, home: Path, bundle: str, corpus: Path, expect_error
+) -> None:
+    doc = json.loads(bundle)
+    doc["verificationMaterial"]["publicKey"] = {"hint": "[/]"}
+    model = corpus / "markup"
+    model.mkdir()
+    (model / "weights.bin").write_bytes(b"weights")
+    (model / "model.sig").write_text(json.dumps(doc))
+    result = invoke("verify", model)
+    expect_error(result, 3)
+    assert "hint [/]" in result.stdout
