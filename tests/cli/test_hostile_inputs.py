@@ -148,6 +148,11 @@ def test_d5_onnx_duplicate_initializer_names(run_sample, corpus: Path) -> None:
     run_sample(H.make_d5_onnx_duplicate_initializer_names(corpus), "no floating-point weights")
 
 
+def test_onnx_node_flood(run_sample, corpus: Path) -> None:
+    pytest.importorskip("onnx")
+    run_sample(H.make_onnx_node_flood(corpus), "over 1000000 nodes")
+
+
 # -- JSON headers -----------------------------------------------------------------------------
 
 

@@ -211,6 +211,24 @@ def make_d5_onnx_duplicate_initializer_names(folder: Path) -> Sample:
     return Sample("d5_onnx_duplicate_initializer_names", detect(path))
 
 
+def _varint(n: int) -> bytes:
+    out = b""
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out += bytes([byte | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def make_onnx_node_flood(folder: Path) -> Sample:
+    """1.2 M empty nodes in 2.4 MB of protobuf (each node costs Python work when walked)."""
+    graph = b"\x0a\x00" * 1_200_000
+    model = b"\x08\x07" + b"\x3a" + _varint(len(graph)) + graph
+    path = folder / "node-flood.onnx"
+    path.write_bytes(model)
+    return Sample("onnx_node_flood", detect(path))
+
+
 def make_d6_stride0_tensor(folder: Path) -> Sample:
     entry = tensor_entry("w", "0", numel=1, shape=(2**28,), stride=(0,))
     path = torch_zip(folder / "d6-stride0.pt", state_dict_pickle([entry]), {"0": b"\0" * 4})
@@ -504,6 +522,7 @@ FILE_SAMPLES: list[Callable[[Path], Sample]] = [
     make_d1_legacy_memo_tuple_hash_bomb,
     make_d2_memo_list_persistent_id,
     make_d5_onnx_duplicate_initializer_names,
+    make_onnx_node_flood,
     make_d6_stride0_tensor,
     make_d6_overlapping_views,
     make_d6_stored_entry_false_size,

@@ -34,7 +34,8 @@ class Limits:
     max_tensor_elements: int = 16 * GiB
     #: dimensions of one tensor (numpy's own maximum is 64)
     max_tensor_dims: int = 32
-    #: safetensors JSON header, torch ``data.pkl`` and the ONNX protobuf (without external data).
+    #: safetensors JSON header and torch pickles (an ONNX protobuf is bounded by its 2 GiB format
+    #: limit, its graph by ``max_graph_nodes``)
     max_header_bytes: int = 100 * 1024**2
     #: pickle opcodes executed plus dict-key / set-item nodes hashed, per pickle
     max_pickle_ops: int = 10_000_000
@@ -48,6 +49,8 @@ class Limits:
     alloc_slack_bytes: int = 64 * 1024**2
     #: characters of a flattened tensor name
     max_name_chars: int = 4096
+    #: nodes of an ONNX model, subgraphs and functions included
+    max_graph_nodes: int = 1_000_000
 
 
 class Budget:

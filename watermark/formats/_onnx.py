@@ -121,10 +121,22 @@ def _named_tensors(model) -> list[tuple[str, Any]]:
     return out
 
 
-def _all_protos(model) -> Iterator[Any]:
-    """Every TensorProto anywhere in the model, for external-data checks and rewriting."""
+def _all_protos(model, max_nodes: int | None = None, where: object = "model") -> Iterator[Any]:
+    """Every TensorProto anywhere in the model, for external-data checks and rewriting.
+
+    With ``max_nodes``, FormatError as soon as the graphs (subgraphs included) hold more nodes,
+    before walking them.
+    """
+    nodes_seen = 0
+
+    def count(n: int) -> None:
+        nonlocal nodes_seen
+        nodes_seen += n
+        if max_nodes is not None and nodes_seen > max_nodes:
+            raise FormatError(f"{where}: its graphs hold over {max_nodes} nodes")
 
     def graph_protos(graph) -> Iterator[Any]:
+        count(len(graph.node))
         yield from graph.initializer
         for sparse in graph.sparse_initializer:
             yield sparse.values
@@ -147,6 +159,7 @@ def _all_protos(model) -> Iterator[Any]:
 
     yield from graph_protos(model.graph)
     for fn in model.functions:
+        count(len(fn.node))
         yield from nodes_protos(fn.node)
 
 
@@ -266,7 +279,8 @@ def load(path: Path, limits: Limits) -> WeightFile:
     model = _load_model(path, limits)
     external = False
     real_bytes = {path: path.stat().st_size}
-    for count_all, tp in enumerate(_all_protos(model), 1):  # validate every external reference
+    # validate every external reference (and bound the graph before any other walk)
+    for count_all, tp in enumerate(_all_protos(model, limits.max_graph_nodes, path), 1):
         if count_all > limits.max_tensors:
             raise FormatError(f"{path} holds over {limits.max_tensors} tensors")
         if tp.data_location == _EXTERNAL:
