@@ -37,7 +37,8 @@ class Limits:
     #: safetensors JSON header and torch pickles (an ONNX protobuf is bounded by its 2 GiB format
     #: limit, its graph by ``max_graph_nodes``)
     max_header_bytes: int = 100 * 1024**2
-    #: pickle opcodes executed plus dict-key / set-item nodes hashed, per pickle
+    #: pickle opcodes executed plus the items its stand-ins copy (REDUCE arguments, BUILD state,
+    #: set and dict items), per pickle
     max_pickle_ops: int = 10_000_000
     #: pickle memo entries (PUT / MEMOIZE), per pickle
     max_pickle_memo: int = 2_000_000
