@@ -312,3 +312,13 @@ def test_hostile_safetensors_index_beside_shards_is_ignored(tmp_path: Path) -> N
     index.unlink()
     os.mkfifo(index)  # a FIFO is never opened
     assert "pytorch_model-00001-of-00002.bin" in [p.name for p in find_weight_files(tmp_path)]
+
+
+def test_opcodes_that_preallocate_or_import_are_refused() -> None:
+    for body in (
+        b"\x96" + struct.pack("<Q", 10**12),  # BYTEARRAY8: bytearray(claimed size) up front
+        b"\x82\x01",  # EXT1: the copyreg extension registry
+        b"(i__main__\nX\n",  # INST
+    ):
+        with pytest.raises(FormatError, match="opcode"):
+            safe_unpickle(b"\x80\x05" + body + b".", script=False, max_storages=1)

@@ -615,6 +615,7 @@ _install(
         pickle.EXT2[0]: _U._op_refused,
         pickle.EXT4[0]: _U._op_refused,
         pickle.NEXT_BUFFER[0]: _U._op_refused,
+        pickle.BYTEARRAY8[0]: _U._op_refused,  # preallocates the size it claims
         pickle.READONLY_BUFFER[0]: _U._op_refused,
     }
 )
