@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -139,14 +140,22 @@ def verify(
     report.raise_for_failure()
 
 
+_MARKUP_TAG = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")
+
+
+def _escape_markup(text: str) -> str:
+    """``rich.markup.escape`` without importing rich (verify's fast path prints plain text)."""
+    text = _MARKUP_TAG.sub(lambda m: f"{m.group(1)}{m.group(1)}\\{m.group(2)}", text)
+    return text + "\\" if text.endswith("\\") and not text.endswith("\\\\") else text
+
+
 def render_report(console, report) -> None:
     """Print a verification report: one verdict line, then every difference.
 
     Paths, file names, key names and problems come from untrusted input (a bundle's key hint, the
     names of files in a suspect folder): they are printed with rich markup escaped.
     """
-    from rich.markup import escape
-
+    escape = _escape_markup
     subject = escape(str(report.subject))
     if report.ok:
         console.print(

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import hostile_samples as H
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 pytest.importorskip("numpy")
 
@@ -229,3 +231,15 @@ def test_d9_markup_in_key_hint_is_printed_as_text(
     result = invoke("verify", model)
     expect_error(result, 3)
     assert "hint [/]" in result.stdout
+
+
+@given(st.text(alphabet="[]/\\ab#@=", max_size=24))
+def test_verify_escapes_markup_as_rich_does(text: str) -> None:
+    from rich.markup import escape
+
+    from assay.cli.context import plain_text
+    from assay.cli.sign_cmds import _escape_markup
+
+    assert _escape_markup(text) == escape(text)
+    if not text.endswith("\\"):
+        assert plain_text(_escape_markup(text)) == text
