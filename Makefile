@@ -7,7 +7,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.assay-installed
 PIP     = $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: install test test-fast lint format demo bench clean
+.PHONY: install test test-fast fuzz lint format demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ test: lint
 ## Skip the tests marked slow.
 test-fast: install
 	$(BIN)/pytest -m "not slow"
+
+## Property/fuzz tests of every parser of attacker files with many more examples (a few minutes).
+FUZZ_TESTS = tests/watermark/test_fuzz_formats.py tests/watermark/test_formats_hardening.py \
+	tests/registry/test_fuzz_oms.py
+fuzz: install
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -p no:cacheprovider $(FUZZ_TESTS)
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -139,21 +140,36 @@ def verify(
     report.raise_for_failure()
 
 
+_MARKUP_TAG = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")
+
+
+def _escape_markup(text: str) -> str:
+    """``rich.markup.escape`` without importing rich (verify's fast path prints plain text)."""
+    text = _MARKUP_TAG.sub(lambda m: f"{m.group(1)}{m.group(1)}\\{m.group(2)}", text)
+    return text + "\\" if text.endswith("\\") and not text.endswith("\\\\") else text
+
+
 def render_report(console, report) -> None:
-    """Print a verification report: one verdict line, then every difference."""
+    """Print a verification report: one verdict line, then every difference.
+
+    Paths, file names, key names and problems come from untrusted input (a bundle's key hint, the
+    names of files in a suspect folder): they are printed with rich markup escaped.
+    """
+    escape = _escape_markup
+    subject = escape(str(report.subject))
     if report.ok:
         console.print(
-            f"[green]OK[/green] {report.subject}: {report.files} files match, "
-            f"signed by {report.key_name or short(report.key_id, 16)}"
+            f"[green]OK[/green] {subject}: {report.files} files match, "
+            f"signed by {escape(report.key_name or short(report.key_id, 16))}"
         )
         return
-    console.print(f"[red]FAILED[/red] {report.subject}")
+    console.print(f"[red]FAILED[/red] {subject}")
     for problem in report.problems:
-        console.print(f"  {problem}")
+        console.print(f"  {escape(str(problem))}")
     for label, names in (
         ("modified", report.modified),
         ("missing", report.missing),
         ("extra", report.extra),
     ):
         for name in names:
-            console.print(f"  {label:9} {name}")
+            console.print(f"  {label:9} {escape(str(name))}")
