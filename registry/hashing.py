@@ -51,7 +51,7 @@ BUFFER_SIZE = 1 << 20
 HASH_TYPES: dict[str, int] = {"sha256": 64, "blake2b": 128, "blake3": 64}
 SUPPORTED_HASHES = frozenset(HASH_TYPES)
 #: BLAKE3 maps this much of a file at a time (bounded RSS; large enough for its threads).
-MMAP_WINDOW = 64 << 20
+MMAP_WINDOW = 16 << 20
 #: Spans at least this long are hashed by BLAKE3 on every core, one after another.
 BLAKE3_PARALLEL_MIN = 8 << 20
 
