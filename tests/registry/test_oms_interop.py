@@ -189,10 +189,16 @@ def test_model_signing_api_verifies_assay_bundle_in_every_mode(
         verify(explicit=True)
 
 
-def test_model_signing_cli_verifies_only_sha256_files(model, tmp_path):
+@pytest.mark.parametrize(
+    "hash_type, shard_size", [("blake3", None), ("blake2b", None), ("sha256", 1000)]
+)
+def test_model_signing_cli_verifies_only_sha256_files(model, tmp_path, hash_type, shard_size):
     key = generate_key("ecdsa-p256")
     (tmp_path / "pub.pem").write_text(key.public_key.pem)
     sig = tmp_path / "model.sig"
-    sig.write_text(sign_manifest(build_manifest(model, hash_type="blake3"), key))
+    manifest = build_manifest(model, hash_type=hash_type, shard_size=shard_size)
+    sig.write_text(sign_manifest(manifest, key))
     out = _run("verify", "key", "--signature", sig, "--public_key", tmp_path / "pub.pem", model)
-    assert out.returncode != 0  # its CLI re-hashes with sha256 files whatever the bundle says
+    # its CLI re-hashes with sha256 files whatever the bundle says
+    assert out.returncode != 0
+    assert "Signature mismatch" in out.stdout + out.stderr
