@@ -49,6 +49,10 @@ def requested_mode(hash_type: str | None, shard_size: int | None) -> tuple[str, 
     return (hash_type or "sha256", shard_size)
 
 
+class _Cancelled(Exception):
+    """Raised inside the hashing threads of a cancelled pre-hash."""
+
+
 @dataclass
 class Prehash:
     """A manifest being built on a background thread."""
@@ -58,8 +62,13 @@ class Prehash:
     hash_type: str
     shard_size: int | None
     _done: threading.Event = field(default_factory=threading.Event)
+    _cancelled: threading.Event = field(default_factory=threading.Event)
     _manifest: Manifest | None = None
     _error: BaseException | None = None
+
+    def cancel(self) -> None:
+        """Stop hashing at the next chunk (the manifest is not wanted: another mode applies)."""
+        self._cancelled.set()
 
     def matches(self, path: Path, ignore_paths: tuple[str, ...], hash_type: str, shard_size):
         """Whether this is the manifest ``sign_path`` would build."""
@@ -90,13 +99,19 @@ def start_manifest(
     """Build ``path``'s manifest on a daemon thread (a failed store open does not wait for it)."""
     job = Prehash(Path(path), tuple(ignore_paths), hash_type, shard_size)
 
+    def advance(done: int) -> None:
+        if job._cancelled.is_set():
+            raise _Cancelled
+        if progress is not None:
+            progress(done)
+
     def run() -> None:
         try:
             job._manifest = build_manifest(
                 path,
                 ignore_paths=ignore_paths,
                 cache=cache,
-                progress=progress,
+                progress=advance,
                 hash_type=hash_type,
                 shard_size=shard_size,
             )

@@ -78,6 +78,8 @@ def sign_path(
     if prehash is not None and prehash.matches(path, ignores, *mode):
         manifest = prehash.result()
     else:
+        if prehash is not None:
+            prehash.cancel()
         manifest = build_manifest(
             path,
             ignore_paths=list(ignores),
