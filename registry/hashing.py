@@ -5,6 +5,8 @@ memory) and hash with :mod:`hashlib`, which releases the GIL on large updates, s
 hashes several files (or shards of one file) on several cores at once. BLAKE3 (the ``blake3``
 package, imported lazily) hashes memory-mapped windows of :data:`MMAP_WINDOW` bytes with its own
 threads (``max_threads=AUTO``) for large inputs: no copy, and only one window mapped at a time.
+(As with any mmap, a file truncated by another process while its window is mapped ends the
+process with SIGBUS: it fails, never passes.)
 
 A unit of work is a :class:`Span`: a file, or the byte range ``[start, end)`` of one (an OMS
 shard). A range that runs past the end of its file fails naming the file and the range.

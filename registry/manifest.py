@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 GIT_IGNORE_PATHS: tuple[str, ...] = (".git", ".gitattributes", ".github", ".gitignore")
 SIGNATURE_FILE_NAME = "model.sig"
 DEFAULT_IGNORE_PATHS: tuple[str, ...] = (*GIT_IGNORE_PATHS, SIGNATURE_FILE_NAME)
-#: The most resources (files or shards) one manifest may list: a bundle of 16 MiB holds ~100k.
+#: The most shards one manifest may list (a bundle of at most 16 MiB holds about 100k resources).
 MAX_RESOURCES = 100_000
 
 
@@ -370,8 +370,6 @@ def _units(
     """(resource name, span, stat, cache part[, file name]) of everything to digest."""
     shard_size = serialization.shard_size
     if shard_size is None:
-        if len(files) > MAX_RESOURCES:
-            raise AssayError(f"{len(files)} files: over the limit of {MAX_RESOURCES} per manifest")
         return [(name, Span(path), st, "") for name, path, st in files]
     units: list[tuple] = []
     for name, path, st in files:
