@@ -39,7 +39,8 @@ from assay.cli.progress import byte_progress
     "--hash",
     "hash_type",
     type=click.Choice(["sha256", "blake2b", "blake3"]),
-    help="Digest algorithm (default: the policy's signing.hash, else sha256).",
+    help="Digest algorithm (default: sha256 with --shard-size, else the policy's signing "
+    "default, else sha256).",
 )
 @click.option(
     "--shard-size",
@@ -62,8 +63,9 @@ def sign(
 ) -> None:
     """Hash every file under PATH and write an OMS v1.0 signature bundle.
 
-    Modes (all verified by model_signing 1.1.1's library; its CLI verifies sha256 files only):
-    sha256, blake2b or blake3 per file, or sha256/blake2b per shard with --shard-size.
+    Modes: sha256, blake2b or blake3 per file, or sha256/blake2b per shard with --shard-size.
+    model_signing 1.1.1's library verifies them all (blake2b only given its hashing config);
+    its CLI verifies sha256 files only.
     """
     from assay.core.errors import ConfigError
     from assay.registry.prehash import check_mode, requested_mode, start_manifest
