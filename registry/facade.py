@@ -257,8 +257,10 @@ class Registry:
         reuse_digests: bool = False,
         ignore_paths: tuple[str, ...] = (),
         progress: ProgressCallback | None = None,
+        **mode: Any,
     ) -> SignResult:
-        """Sign a local file or folder (see ``assay.registry.signing.sign_path``)."""
+        """Sign a local file or folder (see ``assay.registry.signing.sign_path``; ``mode``:
+        ``hash_type``, ``shard_size``, ``prehash``)."""
         from assay.registry.signing import sign_path
 
         return sign_path(
@@ -269,6 +271,7 @@ class Registry:
             reuse_digests=reuse_digests,
             ignore_paths=ignore_paths,
             progress=progress,
+            **mode,
         )
 
     def verify_path(
