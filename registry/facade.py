@@ -168,11 +168,11 @@ class Registry:
         from assay.registry.signed_changes import actor_label, policy_action
 
         payload = payload or {}
-        action_name = policy_action(action, payload)
-        if action_name is None:
+        if policy_action(action, payload) is None:
             actor = actor_label(self._acting_key_id(), self.settings.actor)
         else:
             policy = self.policy(session)
+            action_name = policy_action(action, payload, policy) or "promote"
             key, _ = self.keys.signing_key(role=policy.role_for(action_name))
             self._sign_change(session, key, action, subject, payload)
             actor = actor_label(key.key_id, self.settings.actor)
