@@ -241,7 +241,9 @@ class Guard:
         try:
             return check()
         except AssayError as exc:
-            return _refuse("store-unreachable", f"cannot read assay's store ({exc}); refusing")
+            return _refuse(
+                "store-unreachable", f"cannot read assay's store ({exc}); refusing (fail closed)"
+            )
         except Exception as exc:  # noqa: BLE001 - any failure must refuse, never let through
             return _refuse(
                 "guard-error", f"could not check this call ({type(exc).__name__}: {exc})"
