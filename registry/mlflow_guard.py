@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from assay.core.errors import AssayError
+from assay.core.errors import AssayError, IntegrityError
 from assay.core.settings import Settings
 from assay.registry.facade import Registry
 from assay.registry.guard import Guard, Refusal
@@ -88,24 +88,39 @@ class ServerBackend(EmbeddedBackend):
     """assay's MLflow backend inside the server: the server's backend store, and
     ``mlflow-artifacts:/`` URIs read through the server's artifact repository."""
 
-    def download_uri(self, uri: str, dest_dir: str | os.PathLike[str]) -> Path:
-        if not uri.startswith("mlflow-artifacts:"):
-            return super().download_uri(uri, dest_dir)
+    def _repo_path(self, uri: str) -> tuple[Any, str]:
+        """The server's artifact repository and the path of ``uri`` in it (checked as the
+        server's own download handler checks it)."""
         from mlflow.server import handlers
         from mlflow.utils.uri import validate_path_is_safe
-
-        from assay.registry.mlflow_backend import _copy_local
 
         path = validate_path_is_safe(urlparse(uri).path.lstrip("/"))
         scoped = getattr(handlers, "_get_workspace_scoped_repo_path_if_enabled", None)
         if scoped is not None:
             path = scoped(path)
-        repo = handlers._get_artifact_repo_mlflow_artifacts()
+        return handlers._get_artifact_repo_mlflow_artifacts(), path
+
+    def local_artifact_path(self, uri: str) -> Path | None:
+        """The folder behind a ``mlflow-artifacts:/`` URI when the server stores it locally:
+        verified in place, exactly the bytes the server serves."""
+        if not uri.startswith("mlflow-artifacts:"):
+            return None
+        from mlflow.exceptions import MlflowException
+
+        repo, path = self._repo_path(uri)
+        try:
+            local = getattr(repo, "get_local_path", lambda _p: None)(path)
+        except MlflowException as exc:
+            if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+                raise IntegrityError(f"{uri}: its files are gone from the artifact store") from exc
+            raise
+        return Path(local) if local is not None else None
+
+    def download_uri(self, uri: str, dest_dir: str | os.PathLike[str]) -> Path:
+        if not uri.startswith("mlflow-artifacts:"):
+            return super().download_uri(uri, dest_dir)
+        repo, path = self._repo_path(uri)
         dest = prepare_dest(dest_dir)
-        local = getattr(repo, "get_local_path", lambda _p: None)(path)
-        if local is not None:
-            _copy_local(Path(local), dest, uri)
-            return dest
         with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".assay-dl-") as tmp:
             got = Path(repo.download_artifacts(path, dst_path=tmp))
             for child in got.iterdir() if got.is_dir() else [got]:

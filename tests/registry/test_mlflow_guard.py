@@ -116,14 +116,22 @@ def raw(g: Guarded, method: str, path: str, body: dict[str, Any]) -> tuple[int, 
         return exc.code, json.loads(text)
 
 
+def weights(g: Guarded, name: str, version: str) -> Path:
+    """The version's weights file in the server's artifact store."""
+    source = g.registry.backend.get_version(name, version).source
+    return (
+        g.server.artifacts_path
+        / source.removeprefix("mlflow-artifacts:").lstrip("/")
+        / "weights.bin"
+    )
+
+
 def tamper(g: Guarded, name: str, version: str) -> None:
     """Flip one byte of the version's weights in the server's artifact store."""
-    source = g.registry.backend.get_version(name, version).source
-    rel = source.removeprefix("mlflow-artifacts:").lstrip("/")
-    weights = g.server.artifacts_path / rel / "weights.bin"
-    data = bytearray(weights.read_bytes())
+    path = weights(g, name, version)
+    data = bytearray(path.read_bytes())
     data[0] ^= 0x01
-    weights.write_bytes(bytes(data))
+    path.write_bytes(bytes(data))
 
 
 # --- protected aliases -------------------------------------------------------------------------
@@ -134,11 +142,13 @@ def test_production_moves_only_to_a_version_that_passes_the_decision(guarded: Gu
     plain = registered(g, name)
     compromised = registered(g, name, "compromised")
     tampered = registered(g, name, "known-good")
+    gone = registered(g, name, "known-good")
     good = registered(g, name, "known-good")
     tamper(g, name, tampered)
+    weights(g, name, gone).unlink()
     client = g.client
 
-    for version in (plain, compromised, tampered):
+    for version in (plain, compromised, tampered, gone):
         message = refused(client.set_registered_model_alias, name, "production", version)
         assert message.startswith(
             f"assay guard: refusing to point {name}@production at version {version}: "
