@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import select
 
-from assay.core.errors import AssayError
+from assay.core.errors import AssayError, NotFoundError
 from assay.registry.models import Artifact, ArtifactState, AuditEvent, Freeze
 from assay.registry.states import ALIAS_ABANDONED, ALIAS_INTENT, ALIAS_MOVE, FREEZE_EXEMPT
 
@@ -240,6 +240,8 @@ class Guard:
         """Run one rule; a failure to read the store or MLflow refuses (fail closed)."""
         try:
             return check()
+        except NotFoundError as exc:  # e.g. MLflow has no such version: nothing to decide on
+            return _refuse("not-found", f"refusing: {exc}")
         except AssayError as exc:
             return _refuse(
                 "store-unreachable", f"cannot read assay's store ({exc}); refusing (fail closed)"
@@ -250,6 +252,9 @@ class Guard:
             )
 
     def _policy_aliases(self) -> tuple[str, ...]:
+        policy_of = getattr(self.registry, "policy", None)
+        if callable(policy_of):  # the signed policy in force (Registry.policy)
+            return tuple(policy_of().protected_aliases)
         from assay.registry.policy import load_policy
 
         return tuple(load_policy(self.registry).protected_aliases)

@@ -253,6 +253,20 @@ def test_a_store_that_cannot_be_read_refuses(
         assert refused.message.startswith("assay guard: cannot read assay's store (store error")
 
 
+def test_a_version_mlflow_does_not_have_is_refused(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from assay.core.errors import NotFoundError
+
+    def missing(*_: Any, **__: Any) -> Any:
+        raise NotFoundError("model 'm' has no version 9")
+
+    monkeypatch.setattr(enforcement, "decide", missing, raising=False)
+    refused = guard(registry, View({"m": {}})).set_alias("m", "production", "9")
+    assert refused is not None and refused.code == "not-found"
+    assert refused.message == "assay guard: refusing: model 'm' has no version 9"
+
+
 def test_any_failure_refuses(registry: Registry, decisions: list[Any]) -> None:
     class Broken(View):
         def aliases(self, name: str) -> Mapping[str, str]:
