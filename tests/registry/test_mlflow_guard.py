@@ -3,19 +3,22 @@
 A plain ``MlflowClient`` (what anyone with MLflow write access has) tries each refused call and
 gets an ``MlflowException`` with PERMISSION_DENIED and the guard's one-line reason; assay's own
 ``promote`` and ``rollback`` (the CLI, ``MLFLOW_TRACKING_URI`` = the guarded server) pass through
-it. Two more guarded servers whose store cannot be read (an empty ``ASSAY_HOME``, a PostgreSQL
-port nobody listens on) refuse every guarded call.
+it, with assay's store on SQLite and on PostgreSQL. Two more guarded servers whose store cannot
+be read (an empty ``ASSAY_HOME``, a PostgreSQL port nobody listens on) refuse every guarded call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,18 @@ import registry_fixtures as fx
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 ASSAY = str(Path(sys.executable).with_name("assay"))
+PG_URL = os.environ.get("ASSAY_TEST_PG_URL")
+#: assay's store behind the guard: SQLite, and PostgreSQL when ``ASSAY_TEST_PG_URL`` is set.
+STORE_BACKENDS = [
+    "sqlite",
+    pytest.param(
+        "postgresql",
+        marks=[
+            pytest.mark.postgres,
+            pytest.mark.skipif(not PG_URL, reason="ASSAY_TEST_PG_URL is not set"),
+        ],
+    ),
+]
 #: Blanked in the guarded server's environment, so only what a test gives it counts.
 SERVER_CLEARED = {"ASSAY_DB_URL": "", "ASSAY_KEY": "", "ASSAY_KEY_PASSPHRASE": ""}
 
@@ -53,22 +68,48 @@ class Guarded:
         return {a: str(v) for a, v in self.client.get_registered_model(name).aliases.items()}
 
 
-@pytest.fixture(scope="module")
-def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guarded]:
-    """A guarded server over an assay home initialised through it; the env points at both."""
+@contextmanager
+def fresh_postgres() -> Iterator[str]:
+    """A database of its own next to ``ASSAY_TEST_PG_URL``'s, dropped afterwards."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    assert PG_URL
+    base = make_url(PG_URL)
+    name = f"assay_guard_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield base.set(database=name).render_as_string(hide_password=False)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture(scope="module", params=STORE_BACKENDS)
+def guarded(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Guarded]:
+    """A guarded server over an assay store (SQLite in ASSAY_HOME, or PostgreSQL) initialised
+    through it; the environment points at both."""
     from assay.core.settings import Settings
     from assay.registry.facade import Registry
 
     root = tmp_path_factory.mktemp("guard")
     home = root / "home"
-    server_env = {**SERVER_CLEARED, "ASSAY_HOME": str(home)}
-    with (
-        server_helper.MlflowServer(root / "server", app_name="assay-guard", env=server_env) as srv,
-        pytest.MonkeyPatch.context() as mp,
-    ):
+    env = {"ASSAY_HOME": str(home), "ASSAY_ACTOR": "test@assay", "HF_HUB_OFFLINE": "1"}
+    with contextlib.ExitStack() as stack:
+        if request.param == "postgresql":
+            env["ASSAY_DB_URL"] = stack.enter_context(fresh_postgres())
+        server_env = {**SERVER_CLEARED, **env}
+        srv = stack.enter_context(
+            server_helper.MlflowServer(root / "server", app_name="assay-guard", env=server_env)
+        )
+        mp = stack.enter_context(pytest.MonkeyPatch.context())
         for var in fx.CLEARED:
             mp.delenv(var, raising=False)
-        env = {"ASSAY_HOME": str(home), "ASSAY_ACTOR": "test@assay", "HF_HUB_OFFLINE": "1"}
         env["MLFLOW_TRACKING_URI"] = srv.url
         for key, value in env.items():
             mp.setenv(key, value)
