@@ -252,9 +252,6 @@ class Guard:
             )
 
     def _policy_aliases(self) -> tuple[str, ...]:
-        policy_of = getattr(self.registry, "policy", None)
-        if callable(policy_of):  # the signed policy in force (Registry.policy)
-            return tuple(policy_of().protected_aliases)
         from assay.registry.policy import load_policy
 
         return tuple(load_policy(self.registry).protected_aliases)

@@ -51,7 +51,11 @@ class FakeDecision:
 
 @pytest.fixture
 def registry(settings: Settings, store: Store) -> Registry:
-    return Registry(settings, store)
+    from trust_helpers import bootstrap_admin
+
+    registry = Registry(settings, store)
+    bootstrap_admin(registry)  # audit events are signed by the acting key
+    return registry
 
 
 @pytest.fixture
