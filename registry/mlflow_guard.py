@@ -51,15 +51,23 @@ ERROR_CODE = "PERMISSION_DENIED"
 class ServerView:
     """:class:`assay.registry.guard.MlflowView` over the server's own model registry store."""
 
+    #: Backends whose name comparison is exact (binary collation): a request's name is the name
+    #: MLflow acts on, so no lookup is needed to find it (MySQL and SQL Server compare names
+    #: case-insensitively by default: there the stored spelling is looked up).
+    EXACT_NAMES = ("sqlite", "postgresql")
+
     def __init__(self) -> None:
         from mlflow.server import handlers
 
         self._store = handlers._get_model_registry_store()
+        self._exact = getattr(self._store, "db_type", None) in self.EXACT_NAMES
 
     def _missing(self, exc: Exception) -> bool:
         return getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
 
     def canonical_name(self, name: str) -> str | None:
+        if self._exact:
+            return name
         from mlflow.exceptions import MlflowException
 
         try:
@@ -70,7 +78,14 @@ class ServerView:
             raise
 
     def aliases(self, name: str) -> Mapping[str, str]:
-        model = self._store.get_registered_model(name)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            model = self._store.get_registered_model(name)
+        except MlflowException as exc:
+            if self._missing(exc):
+                return {}  # MLflow answers the call itself with RESOURCE_DOES_NOT_EXIST
+            raise
         return {alias: str(version) for alias, version in (model.aliases or {}).items()}
 
     def stage(self, name: str, version: str) -> str | None:
