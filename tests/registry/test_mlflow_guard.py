@@ -140,8 +140,10 @@ def refused(call: Any, *args: Any) -> str:
     return message.removeprefix("PERMISSION_DENIED: ")
 
 
-def raw(g: Guarded, method: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    """One REST call with urllib: (HTTP status, JSON body)."""
+def raw(
+    g: Guarded, method: str, path: str, body: dict[str, Any] | str
+) -> tuple[int, dict[str, Any]]:
+    """One REST call with urllib (``body`` encoded as JSON): (HTTP status, JSON answer)."""
     req = urllib.request.Request(
         g.server.url + path,
         data=json.dumps(body).encode(),
@@ -364,3 +366,27 @@ def test_a_guard_whose_store_cannot_be_read_refuses(
             assert "assay's store" in message and message.endswith("refusing (fail closed)")
         assert client.get_registered_model("m").aliases == {}
         assert "refused POST /api/2.0/mlflow/registered-models/alias" in srv.log_tail(20000)
+
+
+def test_the_guard_reads_a_request_as_mlflow_does(guarded: Guarded) -> None:
+    g, name = guarded, fx.unique("guard-parse")
+    plain = registered(g, name)
+    alias_path = "/api/2.0/mlflow/registered-models/alias"
+
+    # A body older clients double-encode (a JSON string holding the JSON): MLflow decodes it
+    # twice, and so does the guard.
+    doc = json.dumps({"name": name, "alias": "production", "version": plain})
+    status, body = raw(g, "POST", alias_path, doc)
+    assert (status, body["error_code"], body["assay_code"]) == (
+        403,
+        "PERMISSION_DENIED",
+        "not-known-good",
+    )
+
+    # What MLflow itself refuses stays MLflow's own answer.
+    status, body = raw(g, "POST", alias_path, {"name": name, "alias": "production"})
+    assert (status, body["error_code"]) == (400, "INVALID_PARAMETER_VALUE")
+    assert "assay_code" not in body
+    status, body = raw(g, "POST", alias_path, {"name": name, "alias": "production", "version": "x"})
+    assert (status, body["assay_code"]) == (403, "invalid")
+    assert g.aliases(name) == {}
