@@ -75,6 +75,17 @@ def guard(d: dict) -> list[str]:
             f"(p90 {row['plain']['p90_ms']:.1f}) | {row['guard']['median_ms']:.1f} ms (p90 {row['guard']['p90_ms']:.1f}) | "
             f"{row['added_median_ms']:.1f} ms | {target} | {met} |"
         )
+    alone = d.get("guard_check_in_process")
+    if alone:
+        lines += [
+            "",
+            "The guard's check alone, timed in process against the same stores (median / p90): "
+            + "; ".join(
+                f"`{alias}` {row['median_ms']:.1f} / {row['p90_ms']:.1f} ms"
+                for alias, row in alone.items()
+            )
+            + ".",
+        ]
     if d.get("status"):
         lines += ["", f"Run notes: {d['status']}"]
     return lines
