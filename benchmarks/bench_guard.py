@@ -108,6 +108,7 @@ def guard_in_process(shared: Path, home: Path, name: str) -> dict[str, dict[str,
 
 
 def main() -> int:
+    load_before = os.getloadavg()[0]
     helper = test_helper("mlflow_server")
     work = WORK / "guard"
     shutil.rmtree(work, ignore_errors=True)
@@ -159,6 +160,10 @@ def main() -> int:
             "model_bytes": MODEL_BYTES,
             "store": "sqlite",
             "mlflow_backend": "sqlite, proxied local artifacts",
+            "load_average_1m": {
+                "before": round(load_before, 2),
+                "after": round(os.getloadavg()[0], 2),
+            },
             "aliases": results,
             "guard_check_in_process": in_process,
             "target_added_ms": TARGET_ADDED_MS,

@@ -75,6 +75,12 @@ def guard(d: dict) -> list[str]:
             f"(p90 {row['plain']['p90_ms']:.1f}) | {row['guard']['median_ms']:.1f} ms (p90 {row['guard']['p90_ms']:.1f}) | "
             f"{row['added_median_ms']:.1f} ms | {target} | {met} |"
         )
+    load = d.get("load_average_1m")
+    if load:
+        lines += [
+            "",
+            f"Load average (1 min) on the machine, before / after: {load['before']:.1f} / {load['after']:.1f}.",
+        ]
     alone = d.get("guard_check_in_process")
     if alone:
         lines += [
