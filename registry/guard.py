@@ -13,8 +13,8 @@ Rules (protected aliases come from the policy, compared case-insensitively):
 * a protected alias is never deleted (move it with ``assay promote`` or ``assay rollback``);
 * no alias of a frozen model moves, except the move an open ``assay rollback`` committed its
   intent for (same model, alias and target, recorded in the store before MLflow is touched);
-* a version that is known-good or behind any alias is not deleted, nor a registered model that
-  has such a version, an alias, or a freeze;
+* a version that is known-good (its state row, or its newest signed state statement) or behind
+  any alias is not deleted, nor a registered model that has such a version, an alias, or a freeze;
 * a model assay manages is not renamed, and no model is renamed to a name assay manages;
 * a stage transition into a stage named like a protected alias (``Production``) is decided like
   setting that alias, and none leaves such a stage or touches a frozen model.
@@ -176,8 +176,9 @@ class Guard:
                 f"refusing to delete {subject}: it serves behind alias {', '.join(serving)}",
             )
         with self.registry.store.session(readonly=True) as session:
-            if number in self._known_good(session, name):
-                return _refuse("known-good", f"refusing to delete {subject}: it is known-good")
+            good = self._known_good(session, name)
+        if number in good or self._signed_known_good(name, [number]):
+            return _refuse("known-good", f"refusing to delete {subject}: it is known-good")
         return None
 
     def _delete_model(self, name: str) -> Refusal | None:
@@ -191,13 +192,15 @@ class Guard:
             if freeze is not None:
                 return self._frozen(name, freeze, what)
             good = self._known_good(session, name)
+            versions = self._versions(session, name)
+        good |= self._signed_known_good(name, sorted(versions - good))
         if aliases:
             listed = ", ".join(f"{a} -> {v}" for a, v in sorted(aliases.items()))
             return _refuse("serving", f"{what}: it has aliases ({listed})")
         if good:
-            return _refuse(
-                "known-good", f"{what}: version {', '.join(sorted(good, key=int))} is known-good"
-            )
+            listed = ", ".join(sorted(good, key=int))
+            verb = "version {} is" if len(good) == 1 else "versions {} are"
+            return _refuse("known-good", f"{what}: {verb.format(listed)} known-good")
         return None
 
     def _rename_model(self, name: str, new_name: str) -> Refusal | None:
@@ -300,6 +303,36 @@ class Guard:
             )
         )
         return {str(v) for v in rows if v}
+
+    @staticmethod
+    def _versions(session: Session, name: str) -> set[str]:
+        rows = session.scalars(
+            select(Artifact.version).where(Artifact.kind == "model", Artifact.name == name)
+        )
+        return {str(v) for v in rows if v}
+
+    def _signed_known_good(self, name: str, versions: list[str]) -> set[str]:
+        """Versions whose newest signed state statement says known-good, whatever the state row
+        says (a row edited in the database does not make a known-good version deletable)."""
+        if not versions:
+            return set()
+        from assay.registry.signed_changes import signed_state
+        from assay.registry.uri_verify import RegistryReads
+
+        reads = RegistryReads(self.registry)
+        trust = reads.trust.trust_list()
+        found = set()
+        for version in versions:
+            subject = f"models:/{name}/{version}"
+            change = signed_state(
+                reads.change_envelopes(subject),
+                trust,
+                subject=subject,
+                manifest_root=reads.manifest_root("model", name, version),
+            )
+            if change is not None and change.payload.get("to") == "known-good":
+                found.add(version)
+        return found
 
     @staticmethod
     def _rollback_in_progress(session: Session, name: str, alias: str, version: str) -> bool:

@@ -26,6 +26,7 @@ from typing import Any
 import mlflow_server as server_helper
 import pytest
 import registry_fixtures as fx
+from sqlalchemy import select
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
@@ -312,12 +313,29 @@ def test_known_good_and_serving_versions_and_their_models_are_not_deleted(
     assert (status, body["assay_code"]) == (403, "known-good")
     client.delete_model_version(name, spare)  # neither known-good nor serving
 
+    # A state row edited in the database does not make a known-good version deletable: its
+    # newest signed state statement still says known-good.
+    edited = registered(g, name, "known-good")
+    with g.registry.store.session() as session:
+        from assay.registry.models import Artifact, ArtifactState
+
+        artifact = session.scalars(
+            select(Artifact).where(Artifact.name == name, Artifact.version == edited)
+        ).one()
+        session.get(ArtifactState, artifact.id).state = "registered"
+    assert refused(client.delete_model_version, name, edited) == (
+        f"assay guard: refusing to delete models:/{name}/{edited}: it is known-good"
+    )
+
     assert "it has aliases (staging" in refused(client.delete_registered_model, name)
     client.delete_registered_model_alias(name, "staging")
-    assert f"version {good} is known-good" in refused(client.delete_registered_model, name)
+    assert f"versions {good}, {edited} are known-good" in refused(
+        client.delete_registered_model, name
+    )
     assert {mv.version for mv in client.search_model_versions(f"name='{name}'")} == {
         good,
         serving,
+        edited,
     }
 
 
