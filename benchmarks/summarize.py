@@ -81,6 +81,43 @@ def rollback(d: dict) -> list[str]:
     ]
 
 
+def guard(d: dict) -> list[str]:
+    lines = [
+        f"| alias set over REST (median of {d['n']}, same backend, same run) | plain mlflow server | `--app-name assay-guard` | added | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for alias, row in d["aliases"].items():
+        protected = alias == "production"
+        what = "decision: state, signature, bytes re-hashed" if protected else "freeze check only"
+        target = f"<= {d['target_added_ms']:.0f} ms" if protected else ""
+        met = _ok(row["added_median_ms"] <= d["target_added_ms"]) if protected else "-"
+        lines.append(
+            f"| `{alias}` ({what}; {d['model_bytes'] // 2**20} MiB model) | {row['plain']['median_ms']:.1f} ms "
+            f"(p90 {row['plain']['p90_ms']:.1f}) | {row['guard']['median_ms']:.1f} ms (p90 {row['guard']['p90_ms']:.1f}) | "
+            f"{row['added_median_ms']:.1f} ms | {target} | {met} |"
+        )
+    load = d.get("load_average_1m")
+    if load:
+        lines += [
+            "",
+            f"Load average (1 min) on the machine, before / after: {load['before']:.1f} / {load['after']:.1f}.",
+        ]
+    alone = d.get("guard_check_in_process")
+    if alone:
+        lines += [
+            "",
+            "The guard's check alone, timed in process against the same stores (median / p90): "
+            + "; ".join(
+                f"`{alias}` {row['median_ms']:.1f} / {row['p90_ms']:.1f} ms"
+                for alias, row in alone.items()
+            )
+            + ".",
+        ]
+    if d.get("status"):
+        lines += ["", f"Run notes: {d['status']}"]
+    return lines
+
+
 def _num(x: float | None, fmt: str) -> str:
     return "" if x is None else format(x, fmt)
 
@@ -192,6 +229,7 @@ def main() -> None:
         ("signing", signing),
         ("registry", registry),
         ("rollback", rollback),
+        ("guard", guard),
         ("watermark_robustness", watermark),
         ("enforcement", enforcement),
         ("parsers", parsers),
