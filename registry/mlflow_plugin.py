@@ -210,6 +210,7 @@ class VerifyingModelsArtifactRepository(ModelsArtifactRepository):
                 verifier(name, version, local)
         except Exception as exc:  # any failure of the check refuses the model
             detail = " ".join(str(exc).split()) or type(exc).__name__
+            detail = detail.removeprefix(f"refusing models:/{name}/{version}: ")
             text = f"models:/{name}/{version} failed assay verification: {detail}"
             if mode == "warn":
                 logger.warning("%s (ASSAY_ENFORCE=warn: loading anyway)", text)
