@@ -45,9 +45,7 @@ CHANGE_PREFIX = "change:"
 STATE_ACTIONS = ("model.state", "dataset.state")
 
 
-def policy_action(
-    action: str, payload: dict[str, Any], policy: Policy | None = None
-) -> str | None:
+def policy_action(action: str, payload: dict[str, Any], policy: Policy | None = None) -> str | None:
     """The policy action (see ``assay.registry.policy.ACTIONS``) an audit action is, or None
     when the event is not a state change and is not signed.
 
