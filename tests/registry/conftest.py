@@ -3,12 +3,12 @@ store on SQLite and (when ``ASSAY_TEST_PG_URL`` is set, as ``.ci/run`` does) on 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow_server as server_helper  # tests/mlflow_server.py, on pytest's pythonpath
 import pytest
+from pg_helpers import PG_URL, STORE_BACKENDS, reset_postgres  # tests/pg_helpers.py
 
 from assay.core.settings import Settings
 from assay.registry.store import Store
@@ -16,31 +16,6 @@ from assay.registry.store import Store
 # URL of an ``mlflow server`` on 127.0.0.1 (sqlite backend, proxied artifacts), one per session.
 # Tests that use it are marked ``server`` and ``slow``.
 mlflow_server = server_helper.mlflow_server_fixture(scope="session")
-
-PG_URL = os.environ.get("ASSAY_TEST_PG_URL")
-STORE_BACKENDS = [
-    "sqlite",
-    pytest.param(
-        "postgresql",
-        marks=[
-            pytest.mark.postgres,
-            pytest.mark.skipif(not PG_URL, reason="ASSAY_TEST_PG_URL is not set"),
-        ],
-    ),
-]
-
-
-def reset_postgres(url: str) -> None:
-    """An empty database: every table of every migration goes, whatever later ones added."""
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture(params=STORE_BACKENDS)

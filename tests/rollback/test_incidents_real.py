@@ -1,5 +1,5 @@
 """Every built-in playbook end to end through `assay incident run` on a real registry (embedded
-MLflow, SQLite store), playbooks refused before anything runs, and approval gates on a
+MLflow; the store on SQLite and on PostgreSQL), playbooks refused before anything runs, and approval gates on a
 non-terminal. One ASSAY_HOME per module (the signing-key drill gets its own: it revokes the key
 everything else is signed with)."""
 
@@ -245,7 +245,15 @@ def test_model_theft_traces_a_noised_copy(world):
     assert "p_value" in json.dumps(report)
 
 
-def test_signing_key_compromise(tmp_path, monkeypatch):
+@pytest.fixture(params=rb.STORE_BACKENDS)
+def own_home(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A home of the test's own, on each store backend."""
+    for home in rb.backend_home(request.param, tmp_path / "home"):
+        rb.open_in(monkeypatch, home)
+        yield home
+
+
+def test_signing_key_compromise(own_home, tmp_path):
     """Own home: the drill revokes the key everything is signed with."""
     import time
     from datetime import datetime, timezone
@@ -254,8 +262,7 @@ def test_signing_key_compromise(tmp_path, monkeypatch):
 
     from assay.registry.models import Signature
 
-    home = tmp_path / "home"
-    monkeypatch.setenv("ASSAY_HOME", str(home))
+    home = own_home
     reg = rb.init_home(home)
     old_key = reg.keys.signing_key()[1].key_id
     ds, name = rb.unique("kds"), rb.unique("keyed")

@@ -1,0 +1,113 @@
+"""PostgreSQL for the store tests: every test that touches the store runs on SQLite and, when
+``ASSAY_TEST_PG_URL`` names a database whose user may create databases (``.ci/run`` starts one),
+on PostgreSQL too. Without it the PostgreSQL variants are skipped, never faked.
+
+Import it by name (``tests`` is on pytest's ``pythonpath``)::
+
+    from pg_helpers import STORE_BACKENDS, fresh_database, drop_database
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import threading
+import uuid
+
+import pytest
+
+PG_URL = os.environ.get("ASSAY_TEST_PG_URL")
+
+#: ``@pytest.fixture(params=STORE_BACKENDS)``: "sqlite", then "postgresql" (skipped without PG).
+STORE_BACKENDS = [
+    "sqlite",
+    pytest.param(
+        "postgresql",
+        marks=[
+            pytest.mark.postgres,
+            pytest.mark.skipif(not PG_URL, reason="ASSAY_TEST_PG_URL is not set"),
+        ],
+    ),
+]
+
+_clone_lock = threading.Lock()  # PostgreSQL copies a template database for one client at a time
+_created: set[str] = set()  # databases this session made and has not dropped yet
+
+
+def _admin():  # type: ignore[no-untyped-def]
+    from sqlalchemy import create_engine
+
+    assert PG_URL, "ASSAY_TEST_PG_URL is not set"
+    return create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+
+
+def _url_of(name: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    assert PG_URL
+    return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def reset_postgres(url: str) -> None:
+    """An empty database: every table of every migration goes, whatever later ones added."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+    finally:
+        engine.dispose()
+
+
+def fresh_database(template: str | None = None) -> str:
+    """URL of a new database beside ``ASSAY_TEST_PG_URL``'s: empty, or a copy of ``template``
+    (a URL from this function; its open connections are closed first, as PostgreSQL requires)."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    name = f"assay_t_{uuid.uuid4().hex[:12]}"
+    admin = _admin()
+    try:
+        with _clone_lock, admin.connect() as conn:
+            if template is None:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+            else:
+                source = make_url(template).database
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = :db AND pid <> pg_backend_pid()"
+                    ),
+                    {"db": source},
+                )
+                conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{source}"'))
+    finally:
+        admin.dispose()
+    _created.add(name)
+    return _url_of(name)
+
+
+def drop_database(url: str) -> None:
+    """Drop a database made by :func:`fresh_database` (closing whatever is still connected)."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    admin = _admin()
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+    _created.discard(name)
+
+
+@atexit.register
+def _drop_leftovers() -> None:
+    """Copies made for crash tests live until the end of the session: drop them then."""
+    for name in sorted(_created):
+        with contextlib.suppress(Exception):  # the server may be gone already
+            drop_database(_url_of(name))
