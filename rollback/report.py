@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from assay.core.errors import FormatError
+from assay.registry.fsutil import atomic_write
 from assay.rollback.actions import SPECS, ActionContext, SpecAction
 from assay.rollback.incident import FAILED, SUCCEEDED_WITH_WARNINGS, Incident, StepRecord
 from assay.rollback.playbook import Playbook, threat_name
@@ -271,24 +270,13 @@ def render_report(
     raise FormatError(f"unknown report format '{fmt}' (use {', '.join(FORMATS)})")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class ReportWriteAction(SpecAction):
     """Write ``incident-<id>.<fmt>`` files. Params: ``formats`` (list or "md,json"; default md and
     json), ``directory`` (default ``$ASSAY_HOME/incidents/<incident id>``). Extra evidence comes from
-    ``ctx.services["report_evidence"]``: a mapping, or a callable taking the incident id."""
+    ``ctx.services["report_evidence"]``: a mapping, or a callable taking the incident id.
+
+    The step runs while the incident is still running; when the incident stops, the engine calls
+    :meth:`finalize`, which writes the same files again (atomically) with the final status."""
 
     spec = SPECS["report.write"]
 
@@ -296,9 +284,12 @@ class ReportWriteAction(SpecAction):
         formats = params.get("formats") or ["md", "json"]
         if isinstance(formats, str):
             formats = [f.strip() for f in formats.split(",") if f.strip()]
+        if not isinstance(formats, (list, tuple)):
+            raise FormatError("report formats must be a list such as [md, json, html]")
         bad = [f for f in formats if f not in FORMATS]
         if bad:
-            raise FormatError(f"unknown report format(s) {', '.join(bad)} (use md, json, html)")
+            shown = ", ".join(str(f) for f in bad)
+            raise FormatError(f"unknown report format(s) {shown} (use md, json, html)")
         directory = params.get("directory")
         if directory:
             folder = Path(str(directory)).expanduser()
@@ -312,6 +303,26 @@ class ReportWriteAction(SpecAction):
 
                 home = Settings.from_env().home
             folder = home / "incidents" / ctx.incident_id
+        paths = self._write(ctx, folder, list(formats))
+        return {
+            "paths": paths,
+            "formats": list(formats),
+            "directory": str(folder),
+            "summary": f"report: {', '.join(paths)}",
+        }
+
+    def finalize(self, ctx: ActionContext, outputs: Mapping[str, Any]) -> None:
+        """Write the files of ``outputs`` (a finished run's) again, as the incident is now."""
+        folder = outputs.get("directory")
+        formats = outputs.get("formats")
+        if formats is None:  # a record written before formats were kept
+            formats = [Path(str(p)).suffix.lstrip(".") for p in outputs.get("paths") or ()]
+        formats = [f for f in formats if f in FORMATS]
+        if folder and formats:
+            self._write(ctx, Path(str(folder)), formats)
+
+    @staticmethod
+    def _write(ctx: ActionContext, folder: Path, formats: list[str]) -> list[str]:
         extra = ctx.services.get("report_evidence")
         if callable(extra):
             extra = extra(ctx.incident_id)
@@ -320,6 +331,8 @@ class ReportWriteAction(SpecAction):
         paths = []
         for fmt in formats:
             path = folder / f"incident-{ctx.incident_id}.{fmt}"
-            _write_atomic(path, render_report(incident, steps, ctx.playbook, extra, fmt))
+            atomic_write(
+                path, render_report(incident, steps, ctx.playbook, extra, fmt).encode("utf-8")
+            )
             paths.append(str(path))
-        return {"paths": paths, "directory": str(folder), "summary": f"report: {', '.join(paths)}"}
+        return paths

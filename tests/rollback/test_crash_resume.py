@@ -178,7 +178,7 @@ def test_crash_then_resume_ends_like_an_uninterrupted_run(point, runs, baseline)
     # The notification went out once, the report exists.
     assert len((out.home / "notify.jsonl").read_text().splitlines()) == 1
     report = out.home / "incidents" / out.incident_id / f"incident-{out.incident_id}.json"
-    assert report.is_file()
+    assert json.loads(report.read_text())["incident"]["status"] == "completed"
     verified = CliRunner().invoke(cli, ["audit", "verify"], env=rb.env_for(out.home))
     assert verified.exit_code == 0, verified.output
 

@@ -48,6 +48,8 @@ def check_report(home: Path, incident_id: str, threats: list[str], *steps: str) 
         assert threat in text
     md = (folder / f"incident-{incident_id}.md").read_text()
     assert "imeline" in md, md[:500]
+    assert "- **Status:** completed" in md  # written while running, brought up to date at the end
+    assert report["incident"]["status"] == "completed"
     for step in steps:
         assert step in md
     # The CLI renders the same report on demand.
