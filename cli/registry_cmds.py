@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import click
 
 from assay.cli.common import esc, open_registry, short, styled
@@ -348,19 +351,50 @@ def _render_lineage(console, report) -> None:
 
 @click.command("lineage")
 @click.argument("ref", metavar="REF")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "svg"]),
+    default="text",
+    show_default=True,
+    help="svg: the blast radius as a picture (datasets -> versions -> serving aliases).",
+)
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a new file."
+)
 @json_option
 @click.pass_obj
-def lineage_cmd(app: AppContext, ref: str, as_json: bool) -> None:
+def lineage_cmd(app: AppContext, ref: str, fmt: str, output: Path | None, as_json: bool) -> None:
     """Lineage of REF: dataset:NAME@V or models:/NAME/V (or models:/NAME@ALIAS).
 
     For a dataset version: every model version trained on it, transitively through fine-tuned
     children, with the aliases serving each: the blast radius if it was poisoned. For a model
     version: its datasets and parents upward, and what was fine-tuned from it downward.
+    --format svg draws it as a self-contained SVG (affected versions and aliases in red).
     """
     from assay.registry.lineage import lineage
 
+    if as_json:
+        fmt = "json"
+    if fmt == "text" and output is not None:
+        raise click.UsageError("-o needs --format svg or --format json")
     report = lineage(open_registry(app), ref)
-    app.emit(report.to_dict(), as_json, lambda c: _render_lineage(c, report))
+    if fmt == "text":
+        app.emit(report.to_dict(), False, lambda c: _render_lineage(c, report))
+        return
+    if fmt == "svg":
+        from assay.registry.lineage_svg import lineage_svg
+
+        text = lineage_svg(report.to_dict())
+    else:
+        text = json.dumps(report.to_dict(), indent=2, sort_keys=True, default=str) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    from assay.registry.fsutil import write_new_file
+
+    write_new_file(output, text.encode("utf-8"))
+    click.echo(f"wrote {output}", err=True)
 
 
 #: The commands this module adds to the ``assay`` group.

@@ -1,9 +1,11 @@
 """Incident reports in Markdown, JSON and self-contained HTML, and the ``report.write`` action.
 
-A report holds: the incident (playbook, severity, threat ids with names, inputs, status), the timeline
-of every step and foreach item, what changed (results of state-changing steps), the evidence found in
-step outputs (verification results, trace matches with p-values, audit inclusion proofs and
-checkpoints) plus any evidence the caller adds, and the failures and warnings.
+A report holds: the incident (playbook, severity, threat ids with names, inputs, status), the
+timeline of every step and foreach item, the blast radius as an inline SVG picture (HTML only:
+datasets -> versions -> serving aliases, affected ones in red), what changed (results of
+state-changing steps), the evidence found in step outputs (verification results, trace matches with
+p-values, audit inclusion proofs and checkpoints) plus any evidence the caller adds, and the
+failures and warnings.
 """
 
 from __future__ import annotations
@@ -192,7 +194,20 @@ _CSS = (
 )
 
 
-def _render_html(data: dict[str, Any]) -> str:
+def _blast_radii(steps: list[StepRecord], playbook: Playbook | None) -> list[tuple[str, dict]]:
+    """(step label, lineage outputs) of every finished ``lineage.blast_radius`` step."""
+    out = []
+    for rec in steps:
+        outputs = rec.outputs or {}
+        action = _action_of(playbook, rec.step_id)
+        if rec.status == FAILED or not isinstance(outputs.get("subject"), dict):
+            continue
+        if action == "lineage.blast_radius" or (not action and "downstream" in outputs):
+            out.append((_label(rec), outputs))
+    return out
+
+
+def _render_html(data: dict[str, Any], radii: list[tuple[str, dict]] = ()) -> str:
     e = html.escape
     inc, pb = data["incident"], data["playbook"]
 
@@ -230,7 +245,18 @@ def _render_html(data: dict[str, Any]) -> str:
             f'<td class="{e(t["status"])}">{e(t["status"])}</td>'
             f"<td>{cell(t['error'] or t['summary'])}</td></tr>"
         )
-    parts.append("</table><h2>What changed</h2><ul>")
+    parts.append("</table>")
+    if radii:
+        from assay.registry.lineage_svg import lineage_svg
+
+        parts.append("<h2>Blast radius</h2>")
+        for label, outputs in radii:
+            source = outputs.get("source") or ""
+            parts.append(
+                f"<figure>{lineage_svg(outputs, f'blast radius of {source} (step {label})')}"
+                f"<figcaption>{e(str(outputs.get('summary') or ''))}</figcaption></figure>"
+            )
+    parts.append("<h2>What changed</h2><ul>")
     parts += [f"<li><b>{e(c['step'])}</b>: {cell(c['summary'])}</li>" for c in data["changes"]]
     if not data["changes"]:
         parts.append("<li>Nothing was changed.</li>")
@@ -266,7 +292,7 @@ def render_report(
     if fmt == "json":
         return json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
     if fmt == "html":
-        return _render_html(data)
+        return _render_html(data, _blast_radii(steps, playbook))
     raise FormatError(f"unknown report format '{fmt}' (use {', '.join(FORMATS)})")
 
 

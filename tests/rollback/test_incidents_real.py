@@ -6,6 +6,7 @@ everything else is signed with)."""
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,22 @@ def test_data_poisoning_drill(world):
         "rollback",
         "mark",
     )
+    # The HTML report draws the blast radius: poisoned dataset -> affected versions -> aliases.
+    page = (world.home / "incidents" / incident_id / f"incident-{incident_id}.html").read_text()
+    svg = ET.fromstring(page[page.index("<svg") : page.index("</svg>") + len("</svg>")])
+    marked = {
+        g.get("data-ref"): g.get("data-affected") for g in svg.iter("{http://www.w3.org/2000/svg}g")
+    }
+    assert marked[f"dataset:{drill.dataset}@2"] == "true"
+    assert marked[f"models:/{name}/3"] == marked[f"models:/{other}/2"] == "true"
+    assert marked[f"alias:{name}@production"] == marked[f"alias:{other}@production"] == "true"
+    assert f"models:/{name}/1" not in marked  # trained on the clean version: not in the radius
+    # `assay lineage --format svg` draws the same picture now.
+    drawn = invoke("lineage", f"dataset:{drill.dataset}@2", "--format", "svg")
+    assert drawn.exit_code == 0, drawn.stderr
+    now = {g.get("data-ref") for g in ET.fromstring(drawn.stdout).iter()}
+    assert {f"models:/{name}/3", f"models:/{other}/2"} <= now
+
     listed = json.loads(invoke("incident", "list", "--json").stdout)
     assert any(i["id"] == incident_id and i["status"] == "completed" for i in listed)
     shown = json.loads(invoke("incident", "show", incident_id, "--json").stdout)
