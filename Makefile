@@ -7,7 +7,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.assay-installed
 PIP     = $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: install test test-fast lint format demo bench clean
+.PHONY: install test test-fast fuzz lint format demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test: lint
 ## Skip the tests marked slow.
 test-fast: install
 	$(BIN)/pytest -m "not slow"
+
+## Property-based tests (hypothesis) of the parsers with many more examples than `make test`.
+FUZZ_EXAMPLES ?= 5000
+fuzz: install
+	ASSAY_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -p no:cacheprovider tests/rollback/test_fuzz_playbooks.py
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from assay.cli.common import open_registry, short
+from assay.cli.common import esc, open_registry, short
 from assay.cli.context import AppContext, json_option
 from assay.cli.progress import byte_progress
 
@@ -60,8 +60,8 @@ def sign(
         result.to_dict(),
         as_json,
         lambda c: c.print(
-            f"signed {result.files} files ({result.total_bytes:,} bytes) of {path} "
-            f"with key {short(result.key_id, 16)} -> {result.signature_path}"
+            f"signed {result.files} files ({result.total_bytes:,} bytes) of {esc(path)} "
+            f"with key {short(result.key_id, 16)} -> {esc(result.signature_path)}"
         ),
     )
 
@@ -143,17 +143,17 @@ def render_report(console, report) -> None:
     """Print a verification report: one verdict line, then every difference."""
     if report.ok:
         console.print(
-            f"[green]OK[/green] {report.subject}: {report.files} files match, "
-            f"signed by {report.key_name or short(report.key_id, 16)}"
+            f"[green]OK[/green] {esc(report.subject)}: {report.files} files match, "
+            f"signed by {esc(report.key_name or short(report.key_id, 16))}"
         )
         return
-    console.print(f"[red]FAILED[/red] {report.subject}")
+    console.print(f"[red]FAILED[/red] {esc(report.subject)}")
     for problem in report.problems:
-        console.print(f"  {problem}")
+        console.print(f"  {esc(problem)}")
     for label, names in (
         ("modified", report.modified),
         ("missing", report.missing),
         ("extra", report.extra),
     ):
         for name in names:
-            console.print(f"  {label:9} {name}")
+            console.print(f"  {label:9} {esc(name)}")
