@@ -1,6 +1,6 @@
 """Every built-in playbook end to end through `assay incident run` on a real registry (embedded
-MLflow; the store on SQLite and on PostgreSQL), playbooks refused before anything runs, and approval gates on a
-non-terminal. One ASSAY_HOME per module (the signing-key drill gets its own: it revokes the key
+MLflow; the store on SQLite and on PostgreSQL), playbooks refused before anything runs, and
+approval gates on a non-terminal. One ASSAY_HOME per module (the signing-key drill gets its own: it revokes the key
 everything else is signed with)."""
 
 from __future__ import annotations
@@ -295,7 +295,9 @@ def test_signing_key_compromise(own_home, tmp_path):
     time.sleep(1.1)
     rb.model(reg, name, tmp_path, datasets=(f"{ds}@1",), alias="production")
     rb.mark(reg, name, "3", "known-good")
-    new_key = reg.keys.generate(name="replacement").key_id
+    # The responder acts with a key of their own: the compromised key cannot sign the quarantine.
+    new_key = reg.keys.generate(name="replacement", roles=["admin"]).key_id
+    reg.keys.keyring.set_default("replacement")
 
     args = [
         "incident",
