@@ -30,10 +30,11 @@ test: lint
 test-fast: install
 	$(BIN)/pytest -m "not slow"
 
-## Property-based tests (hypothesis) of the parsers with many more examples than `make test`.
-FUZZ_EXAMPLES ?= 5000
+## Property/fuzz tests of every parser of attacker files with many more examples (a few minutes).
+FUZZ_TESTS = tests/watermark/test_fuzz_formats.py tests/watermark/test_formats_hardening.py \
+	tests/registry/test_fuzz_oms.py tests/rollback/test_fuzz_playbooks.py
 fuzz: install
-	ASSAY_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -p no:cacheprovider tests/rollback/test_fuzz_playbooks.py
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -p no:cacheprovider $(FUZZ_TESTS)
 
 format: install
 	$(BIN)/ruff check --fix .

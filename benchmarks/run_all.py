@@ -13,6 +13,8 @@ BENCHMARKS = [
     "watermark_robustness",
     "bench_rollback",
     "bench_enforcement",
+    "parsers",
+    "hostile_inputs",
 ]
 
 

@@ -133,6 +133,39 @@ def enforcement(d: dict) -> list[str]:
     return lines
 
 
+def parsers(d: dict) -> list[str]:
+    lines = [
+        f"| reader (best of {d['reps']} x {d['rounds']}, CPU time; before = {d['before_ref']}) | file | before | after | after / before | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, r in d["rows"].items():
+        size = f"{r['bytes'] / 1e6:.1f} MB"
+        before = (
+            f"{r['before_cpu_s'] * 1000:.1f} ms ({r['before_mb_per_cpu_s']:.0f} MB/s)"
+            if "before_cpu_s" in r
+            else "refused"
+        )
+        after = f"{r['after_cpu_s'] * 1000:.1f} ms ({r['after_mb_per_cpu_s']:.0f} MB/s)"
+        ratio = f"{r['slowdown']:.3f}" if "slowdown" in r else ""
+        lines.append(
+            f"| {label} | {size} | {before} | {after} | {ratio} | <= {d['target_slowdown']:.2f} | {_ok(r.get('pass'))} |"
+        )
+    return lines
+
+
+def hostile_inputs(d: dict) -> list[str]:
+    t = d["targets"]
+    lines = [
+        f"| hostile input (through the CLI, /usr/bin/time -v) | exit | wall | peak RSS | met (<= {t['wall_s']:.0f} s, <= {t['peak_rss_mb']:.0f} MB, one error line) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in d["rows"].items():
+        lines.append(
+            f"| {name} | {r['exit_code']} | {r['wall_s']:.2f} s | {r['peak_rss_mb']:.0f} MB | {_ok(r['pass'])} |"
+        )
+    return lines
+
+
 def main() -> None:
     for name, render in (
         ("signing", signing),
@@ -140,6 +173,8 @@ def main() -> None:
         ("rollback", rollback),
         ("watermark_robustness", watermark),
         ("enforcement", enforcement),
+        ("parsers", parsers),
+        ("hostile_inputs", hostile_inputs),
     ):
         d = _load(name)
         if d is None:

@@ -140,7 +140,11 @@ def verify(
 
 
 def render_report(console, report) -> None:
-    """Print a verification report: one verdict line, then every difference."""
+    """Print a verification report: one verdict line, then every difference.
+
+    Paths, file names, key names and problems come from untrusted input (a bundle's key hint, the
+    names of files in a suspect folder): they are printed with rich markup escaped.
+    """
     if report.ok:
         console.print(
             f"[green]OK[/green] {esc(report.subject)}: {report.files} files match, "

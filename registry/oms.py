@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from assay.core.errors import IntegrityError
+from assay.core.errors import AssayError, IntegrityError, RefusedError
+from assay.core.safe_json import loads_untrusted
 from assay.registry.keys import PublicKey, SigningKey
 from assay.registry.manifest import (
     DEFAULT_IGNORE_PATHS,
@@ -66,6 +67,8 @@ STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 SUPPORTED_METHODS = ("files",)
 SUPPORTED_HASHES = ("sha256",)
+#: The largest bundle assay reads (a bundle lists ~150 bytes per file: ~100k files).
+MAX_BUNDLE_BYTES = 16 * 1024**2
 
 
 class InvalidBundleError(IntegrityError):
@@ -111,7 +114,7 @@ def build_statement(manifest: Manifest) -> dict[str, Any]:
 
 
 def sign_manifest(manifest: Manifest, key: SigningKey) -> str:
-    """A signed OMS bundle (JSON text) for ``manifest``."""
+    """A signed OMS bundle (JSON text) for ``manifest``; RefusedError if it would be too big to read."""
     payload = json.dumps(build_statement(manifest), indent=2).encode("utf-8")
     signature = key.sign(pae(payload))
     bundle = {
@@ -126,7 +129,15 @@ def sign_manifest(manifest: Manifest, key: SigningKey) -> str:
             "signatures": [{"sig": base64.b64encode(signature).decode("ascii"), "keyid": ""}],
         },
     }
-    return json.dumps(bundle, indent=2) + "\n"
+    text = json.dumps(bundle, indent=2) + "\n"
+    if len(text) > MAX_BUNDLE_BYTES:
+        # Never write a bundle that verification would refuse to read (about 67,000 files).
+        raise RefusedError(
+            f"cannot sign {len(manifest.resources)} files in one bundle: it would be "
+            f"{len(text)} bytes, over the {MAX_BUNDLE_BYTES} bytes assay reads back; "
+            "sign sub-folders separately"
+        )
+    return text
 
 
 # -- parsing ---------------------------------------------------------------------------------
@@ -197,13 +208,18 @@ def _is_hex_digest(value: Any) -> bool:
 
 
 def parse_bundle(text: str | bytes) -> Bundle:
-    """Parse an OMS bundle. Raises :class:`InvalidBundleError` (exit 3) on anything malformed."""
-    try:
-        doc = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    """Parse an OMS bundle. Raises :class:`InvalidBundleError` (exit 3) on anything malformed.
+
+    Bounded on any input: at most :data:`MAX_BUNDLE_BYTES`, JSON nested at most 64 deep, no
+    over-long integers, no duplicate keys, and an embedded public key must be a valid key.
+    """
+    if len(text) > MAX_BUNDLE_BYTES:
         raise InvalidBundleError(
-            "corrupt signature bundle: not valid JSON (truncated or damaged?)"
-        ) from exc
+            f"corrupt signature bundle: {len(text)} bytes, over the limit of {MAX_BUNDLE_BYTES}"
+        )
+    doc = loads_untrusted(
+        text, what="corrupt signature bundle: the document", error=InvalidBundleError
+    )
     if not isinstance(doc, dict):
         raise InvalidBundleError("corrupt signature bundle: not a JSON object")
     media_type = doc.get("mediaType")
@@ -225,6 +241,12 @@ def parse_bundle(text: str | bytes) -> Bundle:
         if pk.get("rawBytes"):
             raw = _b64(pk["rawBytes"], "verificationMaterial.publicKey.rawBytes")
             embedded_pem = raw.decode("utf-8", errors="replace")
+            try:
+                PublicKey.from_pem(embedded_pem)
+            except AssayError as exc:
+                raise InvalidBundleError(
+                    "corrupt signature bundle: the embedded public key is not a valid key"
+                ) from exc
 
     env = _get(doc, "dsseEnvelope", "dsseEnvelope")
     payload_type = _get(env, "payloadType", "dsseEnvelope.payloadType", str)
@@ -240,10 +262,9 @@ def parse_bundle(text: str | bytes) -> Bundle:
         _b64(_get(s, "sig", "dsseEnvelope.signatures[].sig", str), "signature") for s in sigs
     )
 
-    try:
-        statement = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidBundleError("corrupt signature bundle: the payload is not JSON") from exc
+    statement = loads_untrusted(
+        payload, what="corrupt signature bundle: the payload", error=InvalidBundleError
+    )
     if not isinstance(statement, dict):
         raise InvalidBundleError("corrupt signature bundle: the payload is not a JSON object")
     if statement.get("_type") != STATEMENT_TYPE:

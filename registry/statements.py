@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from assay.core.errors import IntegrityError
+from assay.core.safe_json import loads_untrusted
 from assay.registry.canonical import canonical_json
 from assay.registry.keys import PublicKey, SigningKey
 from assay.registry.oms import PAYLOAD_TYPE, STATEMENT_TYPE, pae
@@ -82,13 +83,13 @@ def open_statement(envelope_text: str, predicate_type: str, *, what: str) -> Sta
     if not isinstance(envelope_text, str) or len(envelope_text) > MAX_ENVELOPE_BYTES:
         raise IntegrityError(f"corrupt {what} in the store (missing or oversized)")
     try:
-        envelope = json.loads(envelope_text)
+        envelope = loads_untrusted(envelope_text, what=what, error=IntegrityError)
         payload = base64.b64decode(envelope["payload"], validate=True)
         signatures = tuple(
             (str(s["keyid"]), base64.b64decode(s["sig"], validate=True))
             for s in envelope["signatures"]
         )
-        statement = json.loads(payload)
+        statement = loads_untrusted(payload, what=what, error=IntegrityError)
         first = statement["subject"][0]
         subject, digest = first["name"], first["digest"]["sha256"]
         predicate = statement.get("predicate")

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from assay.core.errors import IntegrityError, NotFoundError
 from assay.registry.digest_cache import DigestCache
+from assay.registry.fsutil import read_regular_file
 from assay.registry.hashing import ProgressCallback
 from assay.registry.manifest import SIGNATURE_FILE_NAME
-from assay.registry.oms import parse_bundle, verify_bundle
+from assay.registry.oms import MAX_BUNDLE_BYTES, parse_bundle, verify_bundle
 from assay.registry.trust import signature_time_problem
 
 if TYPE_CHECKING:
@@ -66,6 +67,25 @@ class VerifyReport:
 def default_signature_path(path: Path) -> Path:
     """``PATH/model.sig`` for a folder, ``PATH.sig`` beside a single file (as OMS tools do)."""
     return path / SIGNATURE_FILE_NAME if path.is_dir() else path.with_name(path.name + ".sig")
+
+
+def read_bundle_file(signature: Path, *, subject: Path | None = None) -> str:
+    """The text of a signature bundle file: a regular file of at most ``MAX_BUNDLE_BYTES``.
+
+    Every reader of bundle files goes through here (no FIFO, device or oversized file is ever
+    read); any problem is an :class:`IntegrityError` (exit 3).
+    """
+    try:
+        data = read_regular_file(
+            signature, max_bytes=MAX_BUNDLE_BYTES, what="signature", error=IntegrityError
+        )
+    except FileNotFoundError as exc:
+        target = subject if subject is not None else signature
+        raise IntegrityError(f"{target} is not signed: no signature at {signature}") from exc
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise IntegrityError(f"cannot read signature {signature}: not UTF-8 text") from exc
 
 
 def _inner_ignores(path: Path, signature: Path) -> list[str]:
@@ -143,12 +163,7 @@ def verify_path(
     if not path.exists():
         raise NotFoundError(f"{path} does not exist")
     signature = Path(signature) if signature else default_signature_path(path)
-    try:
-        bundle_text = signature.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise IntegrityError(f"{path} is not signed: no signature at {signature}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise IntegrityError(f"cannot read signature {signature}: {exc}") from exc
+    bundle_text = read_bundle_file(signature, subject=path)
     return verify_bundle_text(
         trust,
         settings,

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from assay.core.errors import NotFoundError
+from assay.core.errors import FormatError, NotFoundError
 
 if TYPE_CHECKING:
     from assay.registry.facade import Registry
@@ -36,6 +36,24 @@ def _secret(registry: Registry, key: str | None) -> bytes:
     return matches[0]
 
 
+def _check_writable(output: Path) -> None:
+    """Fail now, before any secret or audit event exists, if ``output`` cannot be created."""
+    import contextlib
+    import os
+    import tempfile
+
+    from assay.watermark.formats._common import check_out_path
+
+    out = check_out_path(output)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=out.parent)
+    except OSError as exc:
+        raise FormatError(f"cannot write {output}: {exc.strerror or exc}") from exc
+    os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(probe)
+
+
 def embed_file(
     registry: Registry,
     source: Path,
@@ -44,27 +62,39 @@ def embed_file(
     key: str | None = None,
     strength: float | None = None,
 ) -> EmbedSummary:
-    """Write a watermarked copy of the weight file ``source`` to the new file ``output``."""
+    """Write a watermarked copy of the weight file ``source`` to the new file ``output``.
+
+    Order: read the source and check that ``output`` can be created, then take (or make) the
+    secret, write the output, and only then record the audit event; if recording fails the output
+    is removed. A failure at any step leaves no output, and an unwritable output no secret.
+    """
     from assay.watermark.formats import load_weights, save_weights
     from assay.watermark.scheme import DEFAULT_STRENGTH, embed
 
     if output.exists():
         raise NotFoundError(f"{output} already exists; refusing to overwrite it") from None
     weights = load_weights(source)
+    _check_writable(output)
     used = strength if strength is not None else DEFAULT_STRENGTH
     result = embed(weights.tensors, _secret(registry, key), strength=used)
-    save_weights(weights, result.tensors, output)
-    with registry.store.session() as session:
-        registry.record(
-            session,
-            "watermark.embed",
-            f"file:{output.resolve()}",
-            {
-                "source": str(source.resolve()),
-                "secret_fingerprint": result.record.secret_fingerprint,
-                "strength": used,
-            },
-        )
+    written = save_weights(weights, result.tensors, output)
+    try:
+        with registry.store.session() as session:
+            registry.record(
+                session,
+                "watermark.embed",
+                f"file:{output.resolve()}",
+                {
+                    "source": str(source.resolve()),
+                    "secret_fingerprint": result.record.secret_fingerprint,
+                    "strength": used,
+                },
+            )
+    except BaseException:
+        written.unlink(missing_ok=True)
+        if weights.format == "onnx" and getattr(weights._handle, "external", False):
+            written.with_name(written.name + ".data").unlink(missing_ok=True)
+        raise
     return EmbedSummary(
         str(source),
         str(output),

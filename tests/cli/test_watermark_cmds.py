@@ -110,6 +110,28 @@ def test_embed_then_detect_and_refuse_existing_output(registered: Path, tmp_path
     assert out.read_bytes() == before and out.stat().st_mtime_ns == mtime
 
 
+def test_legacy_torch_copy_found_by_trace_and_detect(registered: Path, tmp_path: Path) -> None:
+    import torch
+
+    tensors = T.read_safetensors(registered)
+    state = {k: torch.from_numpy(v.copy()) for k, v in tensors.items()}
+    zip_copy, legacy_copy = tmp_path / "copy-zip.pt", tmp_path / "copy-legacy.pt"
+    torch.save(state, zip_copy)
+    torch.save(state, legacy_copy, _use_new_zipfile_serialization=False)
+    seen = {}
+    for path in (zip_copy, legacy_copy):
+        res = _run("trace", str(path), "--json")
+        assert res.exit_code == 0, res.output
+        best = json.loads(res.stdout)["candidates"][0]
+        assert (best["ref"], best["verdict"]) == ("mlp/1", "match"), best
+        res = _run("watermark", "detect", str(path), "--reference", "models:/mlp/1", "--json")
+        assert res.exit_code == 0, res.output
+        (result,) = json.loads(res.stdout)["results"]
+        assert result["verdict"] == "detected"
+        seen[path] = (best["method"], best["log10_p_corrected"], result["log10_p_corrected"])
+    assert seen[zip_copy] == seen[legacy_copy]
+
+
 class _Payload:
     def __init__(self, marker: Path) -> None:
         self.marker = marker

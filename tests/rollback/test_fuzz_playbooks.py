@@ -2,8 +2,8 @@
 evaluator: whatever the input, the only exceptions are assay's errors, the output is no bigger
 than a small multiple of the input (no alias or template expansion), and nothing is written.
 
-The example counts are small so that `make test` stays quick; ``ASSAY_FUZZ_EXAMPLES=N`` (what
-`make fuzz` sets) runs N examples per test.
+The example counts are small so that `make test` stays quick; ``HYPOTHESIS_PROFILE=fuzz`` (what
+`make fuzz` sets) runs 5,000 per test, ``ASSAY_FUZZ_EXAMPLES=N`` any other number.
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ from assay.rollback.templates import (
 )
 
 FUZZ = settings(
-    max_examples=int(os.environ.get("ASSAY_FUZZ_EXAMPLES", "150")),
+    max_examples=int(
+        os.environ.get("ASSAY_FUZZ_EXAMPLES")
+        or (5000 if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else 150)
+    ),
     deadline=None,  # bounded work is asserted by size, never by time
     suppress_health_check=[
         HealthCheck.too_slow,

@@ -118,16 +118,26 @@ def test_full_module_pickle_is_refused(tmp_path: Path) -> None:
         load_weights(path)
 
 
-def test_legacy_raw_pickle_is_refused(tmp_path: Path) -> None:
+def test_legacy_torch_file_is_read_but_other_raw_pickles_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "legacy.pt"
-    torch.save(_state_dict(), path, _use_new_zipfile_serialization=False)
-    with pytest.raises(UnsafeInputError, match="raw pickle") as exc:
-        load_weights(path)
-    _one_line(exc)
+    sd = _state_dict()
+    torch.save(sd, path, _use_new_zipfile_serialization=False)
+    assert detect_format(path) == "torch-legacy"
+    wf = load_weights(path)
+    assert sorted(wf.tensors) == ["bias", "weight"]
+    np.testing.assert_array_equal(wf.tensors["weight"], sd["weight"].numpy())
     plain = tmp_path / "plain.pkl"
     plain.write_bytes(pickle.dumps({"a": 1}))
-    with pytest.raises(UnsafeInputError):
+    with pytest.raises(UnsafeInputError, match="raw pickle") as exc:
         load_weights(plain)
+    _one_line(exc)
+    # A legacy file whose object pickle carries code is refused like a zip archive's.
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"w": _SystemPayload(marker)}, evil, _use_new_zipfile_serialization=False)
+    with pytest.raises(UnsafeInputError, match="system"):
+        load_weights(evil)
+    assert not marker.exists()
 
 
 def test_torch_zip_structural_attacks(tmp_path: Path) -> None:

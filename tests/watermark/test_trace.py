@@ -165,3 +165,28 @@ def test_right_version_ranks_first(
     assert watermark[0].verdict == "match"
     assert all(c.verdict != "match" for c in watermark[1:]), report.to_dict()
     assert report.searched == 3
+
+
+def test_legacy_torch_copy_traced_as_the_zip_copy(
+    registry: Registry, versions: dict[str, Path], tmp_path: Path
+) -> None:
+    """A thief re-saving with ``_use_new_zipfile_serialization=False`` is traced all the same."""
+    import torch
+
+    marked = T.read_safetensors(versions["1"])
+    x, y = T.other_data()
+    state = T.fit(T.load(marked), x, y, epochs=1, lr=1e-3, seed=3).state_dict()
+    zip_copy, legacy_copy = tmp_path / "stolen-zip.pt", tmp_path / "stolen-legacy.pt"
+    torch.save(state, zip_copy)
+    torch.save(state, legacy_copy, _use_new_zipfile_serialization=False)
+    found = {}
+    for path in (zip_copy, legacy_copy):
+        best = _best(trace_suspect(registry, path))
+        assert (best.model, best.version, best.method, best.verdict) == (
+            "mlp",
+            "1",
+            "watermark",
+            "match",
+        )
+        found[path] = (best.log10_p_corrected, best.tensors_matched)
+    assert found[zip_copy] == found[legacy_copy]

@@ -1,8 +1,9 @@
 """Safe readers and writers of model weights as named numpy arrays.
 
 Formats: safetensors, torch zip archives (``torch.save``: ``.pt``/``.pth``/``.bin``/``.ckpt``),
-TorchScript archives and ONNX. Nothing here imports torch, and no pickle is ever executed: torch
-archives are read with an allowlisting unpickler that builds inert stand-ins.
+legacy ``torch.save`` files, TorchScript archives and ONNX. Nothing here imports torch, and no
+pickle is ever executed: torch files are read with an allowlisting, budgeted unpickler that builds
+inert stand-ins. Every reader is bounded by :class:`Limits` (time, memory, sizes).
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ def _module(fmt: str):
         from assay.watermark.formats import _safetensors as mod
     elif fmt in ("torch", "torchscript"):
         from assay.watermark.formats import _torch as mod
+    elif fmt == "torch-legacy":
+        from assay.watermark.formats import _torch_legacy as mod
     elif fmt == "onnx":
         from assay.watermark.formats import _onnx as mod
     else:  # pragma: no cover - detect_format returns only the above

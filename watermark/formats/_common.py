@@ -22,13 +22,56 @@ FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
 
 @dataclass(frozen=True)
 class Limits:
-    """Sanity bounds checked before anything large is allocated."""
+    """Bounds on the work and memory one weight file may cost, checked before anything is spent.
+
+    Pass ``Limits(...)`` to :func:`load_weights` to override a default. Every reader refuses a file
+    that would pass one of these with a one-line :class:`FormatError`.
+    """
 
     max_file_bytes: int = 64 * GiB
     max_tensors: int = 100_000
+    #: elements of one tensor; also bounds every single dimension (even of an empty tensor)
     max_tensor_elements: int = 16 * GiB
-    #: safetensors JSON header, torch ``data.pkl`` and the ONNX protobuf (without external data).
+    #: dimensions of one tensor (numpy's own maximum is 64)
+    max_tensor_dims: int = 32
+    #: safetensors JSON header and torch pickles (an ONNX protobuf is bounded by its 2 GiB format
+    #: limit, its graph by ``max_graph_nodes``)
     max_header_bytes: int = 100 * 1024**2
+    #: pickle opcodes executed plus the items its stand-ins copy (REDUCE arguments, BUILD state,
+    #: set and dict items), per pickle
+    max_pickle_ops: int = 10_000_000
+    #: pickle memo entries (PUT / MEMOIZE), per pickle
+    max_pickle_memo: int = 2_000_000
+    #: bytes of one pickled integer (LONG1/LONG4); a dimension needs 8
+    max_pickle_int_bytes: int = 16
+    #: memory one load may allocate for tensor bytes (decompressed records, strided copies,
+    #: dtype conversions): ``alloc_ratio * (real bytes on disk) + alloc_slack_bytes``
+    alloc_ratio: float = 4.0
+    alloc_slack_bytes: int = 64 * 1024**2
+    #: characters of a flattened tensor name
+    max_name_chars: int = 4096
+    #: nodes of an ONNX model, subgraphs and functions included
+    max_graph_nodes: int = 1_000_000
+
+
+class Budget:
+    """The allocation budget of one load: what the file's real bytes allow, charged as spent."""
+
+    def __init__(self, limits: Limits, real_bytes: int, where: Path) -> None:
+        self.allowed = int(limits.alloc_ratio * real_bytes) + limits.alloc_slack_bytes
+        self.spent = 0
+        self.where = where
+
+    def take(self, nbytes: int, what: str, name: object = None) -> None:
+        """Charge ``nbytes`` for ``what`` (e.g. "tensor", its name); FormatError when over."""
+        self.spent += nbytes
+        if self.spent > self.allowed:
+            if name is not None:
+                what = f"{what} {brief(name)}"
+            raise FormatError(
+                f"{self.where}: {what} would bring the memory this file needs to {self.spent} "
+                f"bytes, over its budget of {self.allowed} (Limits.alloc_ratio x its real bytes)"
+            )
 
 
 @dataclass(frozen=True)
@@ -139,17 +182,49 @@ def itemsize(dtype: str) -> int:
 
 
 def check_elements(name: str, shape: tuple[int, ...], limits: Limits, where: Path) -> int:
+    """Element count of ``shape``; FormatError for a shape numpy could not even describe."""
+    if len(shape) > limits.max_tensor_dims:
+        raise FormatError(
+            f"tensor {brief(name)} in {where} has {len(shape)} dimensions, over the limit of "
+            f"{limits.max_tensor_dims}"
+        )
     count = 1
+    nonzero = 1
     for dim in shape:
         if not isinstance(dim, int) or isinstance(dim, bool) or dim < 0:
-            raise FormatError(f"tensor {name!r} in {where} has an invalid shape {list(shape)}")
+            raise FormatError(f"tensor {brief(name)} in {where} has an invalid shape")
         count *= dim
-    if count > limits.max_tensor_elements:
+        nonzero *= dim or 1
+        if nonzero > limits.max_tensor_elements:
+            break
+    if nonzero > limits.max_tensor_elements:
         raise FormatError(
-            f"tensor {name!r} in {where} claims {count} elements, over the limit of "
-            f"{limits.max_tensor_elements}"
+            f"tensor {brief(name)} in {where} has shape {brief(list(shape))}, over the limit of "
+            f"{limits.max_tensor_elements} elements"
         )
     return count
+
+
+def brief(value: object, width: int = 60) -> str:
+    """A short, bounded description of untrusted ``value`` for an error message.
+
+    Never calls ``str``/``repr`` on containers (a pickled DAG can make them exponential).
+    """
+    if isinstance(value, str):
+        return repr(value[:width] + ("..." if len(value) > width else ""))
+    if isinstance(value, (bool, float)) or value is None:
+        return repr(value)
+    if isinstance(value, int):
+        return str(value) if value.bit_length() <= 64 else f"<{value.bit_length()}-bit int>"
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) <= 8
+        and all(
+            isinstance(v, int) and not isinstance(v, bool) and v.bit_length() <= 64 for v in value
+        )
+    ):
+        return str(list(value))
+    return f"<{type(value).__name__}>"
 
 
 def check_file_size(path: Path, limits: Limits) -> int:

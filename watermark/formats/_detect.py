@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 import zipfile
 from pathlib import Path
 
 from assay.core.errors import FormatError, NotFoundError, UnsafeInputError
+from assay.core.safe_json import loads_untrusted
 
-FORMATS = ("safetensors", "torch", "torchscript", "onnx")
+FORMATS = ("safetensors", "torch", "torch-legacy", "torchscript", "onnx")
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx")
 
@@ -25,6 +25,7 @@ _NOT_WEIGHTS = {
 }
 _SKIP_DIRS = {".git", "__pycache__", ".ipynb_checkpoints", "node_modules"}
 _MAX_FOLDER_ENTRIES = 100_000
+_MAX_INDEX_BYTES = 64 * 1024**2
 
 
 def _looks_like_safetensors(head: bytes, size: int) -> bool:
@@ -42,7 +43,8 @@ def _looks_like_onnx(head: bytes) -> bool:
 def detect_format(path: str | os.PathLike[str]) -> str:
     """The format of a weight file (or of the weights in a model folder), judged by content.
 
-    Returns one of ``"safetensors"``, ``"torch"``, ``"torchscript"``, ``"onnx"``.
+    Returns one of ``"safetensors"``, ``"torch"`` (zip archive), ``"torch-legacy"`` (the pre-1.6
+    ``torch.save`` layout, ``_use_new_zipfile_serialization=False``), ``"torchscript"``, ``"onnx"``.
     """
     p = Path(path)
     if p.is_dir():
@@ -62,13 +64,17 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     if size == 0:
         raise FormatError(f"{p} is empty")
     with open(p, "rb") as fh:
-        head = fh.read(16)
+        head = fh.read(64)
     if head[:4] == b"PK\x03\x04":
         return _zip_kind(p)
-    if head[:1] == b"\x80" and 2 <= head[1] <= 5:
+    if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
+        from assay.watermark.formats._torch_legacy import is_legacy
+
+        if is_legacy(head):
+            return "torch-legacy"
         raise UnsafeInputError(
-            f"refusing to load {p}: it is a raw pickle (legacy torch.save or another pickle); "
-            "only zip-format torch files, safetensors and ONNX are accepted"
+            f"refusing to load {p}: it is a raw pickle, not a torch.save file; "
+            "only torch files, safetensors and ONNX are accepted"
         )
     if _looks_like_safetensors(head, size):
         return "safetensors"
@@ -85,8 +91,8 @@ def _zip_kind(path: Path) -> str:
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise FormatError(f"{path} is not a readable zip archive: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - zipfile raises assorted errors on bad input
+        raise FormatError(f"{path} is not a readable zip archive: {str(exc)[:100]}") from exc
     try:
         _, script = archive_layout(names)
     except FormatError as exc:
@@ -147,10 +153,10 @@ def _is_hf_bin_index_twin(folder: Path, name: str) -> bool:
     if not name.startswith("pytorch_model"):
         return False
     index = folder / "model.safetensors.index.json"
-    if not index.is_file():
-        return False
     try:
-        json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        if not index.is_file() or index.stat().st_size > _MAX_INDEX_BYTES:
+            return False
+        loads_untrusted(index.read_bytes(), what=str(index), error=FormatError)
+    except (OSError, FormatError):
         return False
     return True

@@ -26,9 +26,11 @@ from assay.core.errors import FormatError, UnsafeInputError
 from assay.watermark.formats._common import (
     FLOAT_DTYPES,
     RAW_NUMPY,
+    Budget,
     Limits,
     TensorInfo,
     WeightFile,
+    brief,
     check_elements,
     check_file_size,
     check_out_path,
@@ -96,22 +98,45 @@ def _walk_graph(graph, path: str) -> Iterator[tuple[str, Any, str]]:
 
 
 def _named_tensors(model) -> list[tuple[str, Any]]:
+    """Unique names in graph order: a repeated name gets ``#2``, ``#3``... (the lowest free).
+
+    Linear: each base name remembers the last suffix it used, and the lowest free suffix only
+    ever grows, so the names are the same as a search from ``#2`` each time would give.
+    """
     seen: set[str] = set()
+    last: dict[str, int] = {}
     out: list[tuple[str, Any]] = []
     for name, tp, _kind in _walk_graph(model.graph, ""):
-        unique, n = name, 1
-        while unique in seen:
-            n += 1
-            unique = f"{name}#{n}"
+        unique = name
+        if name in seen:
+            n = last.get(name, 1)
+            while True:
+                n += 1
+                unique = f"{name}#{n}"
+                if unique not in seen:
+                    break
+            last[name] = n
         seen.add(unique)
         out.append((unique, tp))
     return out
 
 
-def _all_protos(model) -> Iterator[Any]:
-    """Every TensorProto anywhere in the model, for external-data checks and rewriting."""
+def _all_protos(model, max_nodes: int | None = None, where: object = "model") -> Iterator[Any]:
+    """Every TensorProto anywhere in the model, for external-data checks and rewriting.
+
+    With ``max_nodes``, FormatError as soon as the graphs (subgraphs included) hold more nodes,
+    before walking them.
+    """
+    nodes_seen = 0
+
+    def count(n: int) -> None:
+        nonlocal nodes_seen
+        nodes_seen += n
+        if max_nodes is not None and nodes_seen > max_nodes:
+            raise FormatError(f"{where}: its graphs hold over {max_nodes} nodes")
 
     def graph_protos(graph) -> Iterator[Any]:
+        count(len(graph.node))
         yield from graph.initializer
         for sparse in graph.sparse_initializer:
             yield sparse.values
@@ -134,6 +159,7 @@ def _all_protos(model) -> Iterator[Any]:
 
     yield from graph_protos(model.graph)
     for fn in model.functions:
+        count(len(fn.node))
         yield from nodes_protos(fn.node)
 
 
@@ -205,21 +231,24 @@ def _raw_values(tp, dtype: str, count: int, path: Path) -> np.ndarray:
     np_dtype = np.dtype(RAW_NUMPY[dtype])
     if tp.raw_data:
         if len(tp.raw_data) != count * np_dtype.itemsize:
-            raise FormatError(f"{path}: tensor {tp.name!r} raw_data has the wrong size")
+            raise FormatError(f"{path}: tensor {brief(tp.name)} raw_data has the wrong size")
         return np.frombuffer(tp.raw_data, dtype=np_dtype).copy()
     if dtype == "float32":
-        values = np.asarray(tp.float_data, dtype=np.float32)
+        field, as_type = tp.float_data, np.float32
     elif dtype == "float64":
-        values = np.asarray(tp.double_data, dtype=np.float64)
+        field, as_type = tp.double_data, np.float64
     elif dtype in ("float16", "bfloat16"):
-        values = np.asarray(tp.int32_data, dtype=np.int64).astype(np.uint16)
-        values = values.view(np.float16) if dtype == "float16" else values
+        field, as_type = tp.int32_data, np.int64
     else:
-        raise FormatError(f"{path}: tensor {tp.name!r} has no data")
-    if values.size != count:
+        raise FormatError(f"{path}: tensor {brief(tp.name)} has no data")
+    if len(field) != count:
         raise FormatError(
-            f"{path}: tensor {tp.name!r} holds {values.size} values, expected {count}"
+            f"{path}: tensor {brief(tp.name)} holds {len(field)} values, expected {count}"
         )
+    values = np.asarray(field, dtype=as_type)
+    if dtype in ("float16", "bfloat16"):
+        values = values.astype(np.uint16)
+        values = values.view(np.float16) if dtype == "float16" else values
     return values
 
 
@@ -249,7 +278,9 @@ def load(path: Path, limits: Limits) -> WeightFile:
     stamp = file_stamp(path)
     model = _load_model(path, limits)
     external = False
-    for count_all, tp in enumerate(_all_protos(model), 1):  # validate every external reference
+    real_bytes = {path: path.stat().st_size}
+    # validate every external reference (and bound the graph before any other walk)
+    for count_all, tp in enumerate(_all_protos(model, limits.max_graph_nodes, path), 1):
         if count_all > limits.max_tensors:
             raise FormatError(f"{path} holds over {limits.max_tensors} tensors")
         if tp.data_location == _EXTERNAL:
@@ -261,7 +292,9 @@ def load(path: Path, limits: Limits) -> WeightFile:
                     _external_entries(tp, path)["location"], path.parent, path, tp.name
                 )
             else:
-                _external_span(tp, path, count * np.dtype(RAW_NUMPY[dtype]).itemsize)
+                target, _ = _external_span(tp, path, count * np.dtype(RAW_NUMPY[dtype]).itemsize)
+                real_bytes.setdefault(target, target.stat().st_size)
+    budget = Budget(limits, sum(real_bytes.values()), path)
 
     tensors: dict[str, np.ndarray] = {}
     dtypes: dict[str, str] = {}
@@ -273,10 +306,12 @@ def load(path: Path, limits: Limits) -> WeightFile:
             other[name] = TensorInfo(dtype or f"onnx:{tp.data_type}", shape)
             continue
         if tp.segment.end or tp.segment.begin:
-            raise FormatError(f"{path}: segmented tensor {name!r} is not supported")
+            raise FormatError(f"{path}: segmented tensor {brief(name)} is not supported")
         count = check_elements(name, shape, limits, path)
+        nbytes = count * np.dtype(RAW_NUMPY[dtype]).itemsize
+        extra = 0 if dtype in ("float32", "float64") else 4 * count
+        budget.take(nbytes + extra, "tensor", name)
         if tp.data_location == _EXTERNAL:
-            nbytes = count * np.dtype(RAW_NUMPY[dtype]).itemsize
             target, offset = _external_span(tp, path, nbytes)
             raw = np.frombuffer(_read_span(target, offset, nbytes), dtype=RAW_NUMPY[dtype])
         else:

@@ -1,8 +1,12 @@
-"""safetensors: the header is parsed and checked here; tensor bytes are read straight from the file."""
+"""safetensors: the header is parsed and checked here; tensor bytes are read straight from the file.
+
+The checks are those of the ``safetensors`` library: no duplicate keys, tensors that tile the data
+area exactly (sorted by offset, each starting where the previous ends, from 0 to the end of the
+file: no gap, no overlap, no trailing bytes), and a size that matches each shape and dtype.
+"""
 
 from __future__ import annotations
 
-import json
 import shutil
 import struct
 from dataclasses import dataclass
@@ -11,12 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from assay.core.errors import FormatError
+from assay.core.safe_json import loads_untrusted
 from assay.watermark.formats._common import (
     FLOAT_DTYPES,
     RAW_NUMPY,
+    Budget,
     Limits,
     TensorInfo,
     WeightFile,
+    brief,
     check_elements,
     check_file_size,
     check_out_path,
@@ -77,10 +84,7 @@ def read_header(path: Path, limits: Limits) -> tuple[list[_Entry], dict[str, str
         if 8 + hlen > size:
             raise FormatError(f"{path} is truncated: header claims {hlen} bytes")
         raw = fh.read(hlen)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FormatError(f"safetensors header of {path} is not valid JSON: {exc}") from exc
+    header = loads_untrusted(raw, what=f"safetensors header of {path}", error=FormatError)
     if not isinstance(header, dict):
         raise FormatError(f"safetensors header of {path} is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
@@ -96,10 +100,10 @@ def read_header(path: Path, limits: Limits) -> tuple[list[_Entry], dict[str, str
     entries: list[_Entry] = []
     for name, info in header.items():
         if not isinstance(info, dict):
-            raise FormatError(f"tensor {name!r} in {path}: header entry is not an object")
+            raise FormatError(f"tensor {brief(name)} in {path}: header entry is not an object")
         code = info.get("dtype")
-        if code not in _DTYPES:
-            raise FormatError(f"tensor {name!r} in {path} has unsupported dtype {code!r}")
+        if not isinstance(code, str) or code not in _DTYPES:
+            raise FormatError(f"tensor {brief(name)} in {path} has unsupported dtype {brief(code)}")
         dtype = _DTYPES[code]
         shape = info.get("shape")
         offsets = info.get("data_offsets")
@@ -108,48 +112,57 @@ def read_header(path: Path, limits: Limits) -> tuple[list[_Entry], dict[str, str
             and len(offsets) == 2
             and all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
         ):
-            raise FormatError(f"tensor {name!r} in {path} has a malformed header entry")
+            raise FormatError(f"tensor {brief(name)} in {path} has a malformed header entry")
         shape_t = tuple(shape)
         count = check_elements(name, shape_t, limits, path)
         begin, end = offsets
         if end - begin != count * np.dtype(RAW_NUMPY[dtype]).itemsize:
             raise FormatError(
-                f"tensor {name!r} in {path}: data_offsets {offsets} do not match "
-                f"shape {shape} of {code}"
+                f"tensor {brief(name)} in {path}: data_offsets {brief(offsets)} do not match "
+                f"shape {brief(shape)} of {code}"
             )
         if base + end > size:
-            raise FormatError(f"{path} is truncated: tensor {name!r} ends past the end of the file")
+            raise FormatError(
+                f"{path} is truncated: tensor {brief(name)} ends past the end of the file"
+            )
         entries.append(_Entry(name, dtype, shape_t, base + begin, base + end))
-    entries.sort(key=lambda e: (e.begin, e.end))
-    last: _Entry | None = None
-    for cur in entries:
-        if cur.end == cur.begin:
-            continue
-        if last is not None and cur.begin < last.end:
-            raise FormatError(f"tensors {last.name!r} and {cur.name!r} overlap in {path}")
-        if last is None or cur.end > last.end:
-            last = cur
+    ordered = sorted(entries, key=lambda e: (e.begin, e.end))
+    at = base
+    for cur in ordered:
+        if cur.begin < at:
+            raise FormatError(f"tensor {brief(cur.name)} overlaps the one before it in {path}")
+        if cur.begin > at:
+            raise FormatError(
+                f"{path} has a gap of {cur.begin - at} bytes before {brief(cur.name)}"
+            )
+        at = cur.end
+    if at != size:
+        raise FormatError(f"{path} has {size - at} trailing bytes after its last tensor")
     return entries, dict(metadata)
 
 
-def _read(fh, entry: _Entry) -> np.ndarray:
+def _read(fh, entry: _Entry, budget: Budget) -> np.ndarray:
+    budget.take(entry.end - entry.begin, "tensor", entry.name)
     buf = bytearray(entry.end - entry.begin)
     fh.seek(entry.begin)
     if fh.readinto(buf) != len(buf):
-        raise FormatError(f"short read of tensor {entry.name!r}")
+        raise FormatError(f"short read of tensor {brief(entry.name)}")
     return np.frombuffer(buf, dtype=RAW_NUMPY[entry.dtype]).reshape(entry.shape)
 
 
 def load(path: Path, limits: Limits) -> WeightFile:
     stamp = file_stamp(path)
     entries, metadata = read_header(path, limits)
+    budget = Budget(limits, path.stat().st_size, path)
     tensors: dict[str, np.ndarray] = {}
     dtypes: dict[str, str] = {}
     other: dict[str, TensorInfo] = {}
     with open(path, "rb") as fh:
         for e in entries:
             if e.dtype in FLOAT_DTYPES:
-                tensors[e.name] = to_analysis(_read(fh, e), e.dtype)
+                if e.dtype not in ("float32", "float64"):
+                    budget.take(4 * (e.end - e.begin) // 2, "tensor", e.name)
+                tensors[e.name] = to_analysis(_read(fh, e, budget), e.dtype)
                 dtypes[e.name] = e.dtype
             else:
                 other[e.name] = TensorInfo(e.dtype, e.shape)

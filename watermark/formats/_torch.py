@@ -12,10 +12,11 @@ with ``torch.load`` / ``torch.jit.load`` like the original.
 
 from __future__ import annotations
 
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -23,9 +24,11 @@ from assay.core.errors import FormatError, UnsafeInputError
 from assay.watermark.formats._common import (
     FLOAT_DTYPES,
     RAW_NUMPY,
+    Budget,
     Limits,
     TensorInfo,
     WeightFile,
+    brief,
     check_elements,
     check_file_size,
     check_out_path,
@@ -38,27 +41,54 @@ from assay.watermark.formats._common import (
     to_analysis,
 )
 from assay.watermark.formats._pickle import (
+    PickleBudget,
+    PickleStream,
     Refused,
     ScriptObject,
+    StorageRef,
     TensorRef,
-    safe_unpickle,
 )
 from assay.watermark.formats._zip import ZipIndex, patch_record
 
 _MAX_DEPTH = 64
 
 
+class StorageSource(Protocol):
+    """Where a torch file keeps its storages' bytes (zip records, or a legacy file's tail)."""
+
+    def size(self, record: str) -> int | None: ...
+
+    def read(self, record: str, budget: Budget | None = None) -> bytearray: ...
+
+    def patch(self, fh, record: str, data: bytes) -> None: ...
+
+
 @dataclass(frozen=True)
-class _Slot:
+class Slot:
     record: str
     ref: TensorRef
 
 
 @dataclass(frozen=True)
 class _Handle:
-    index: ZipIndex
-    slots: dict[str, _Slot]
+    source: StorageSource
+    slots: dict[str, Slot]
     stamp: tuple[int, int]
+
+
+class _ZipSource:
+    def __init__(self, index: ZipIndex) -> None:
+        self.index = index
+
+    def size(self, record: str) -> int | None:
+        rec = self.index.records.get(record)
+        return None if rec is None else rec.size
+
+    def read(self, record: str, budget: Budget | None = None) -> bytearray:
+        return self.index.read(record, budget=budget)
+
+    def patch(self, fh, record: str, data: bytes) -> None:
+        patch_record(fh, self.index.records[record], data)
 
 
 def archive_layout(names: list[str]) -> tuple[str, bool]:
@@ -74,9 +104,31 @@ def archive_layout(names: list[str]) -> tuple[str, bool]:
     return prefix, script
 
 
-def _flatten(obj: Any, prefix: str, out: list[tuple[str, TensorRef]], depth: int, seen: set[int]):
+def pickle_budget(limits: Limits) -> PickleBudget:
+    return PickleBudget(
+        max_ops=limits.max_pickle_ops,
+        max_memo=limits.max_pickle_memo,
+        max_int_bytes=limits.max_pickle_int_bytes,
+    )
+
+
+_WALKED = (TensorRef, dict, list, tuple, ScriptObject)
+
+
+def flatten(obj: Any, limits: Limits) -> list[tuple[str, TensorRef]]:
+    """Every tensor reachable from ``obj``, named by its dotted path (first path wins)."""
+    out: list[tuple[str, TensorRef]] = []
+    _flatten(obj, "", out, 0, set(), limits)
+    return out
+
+
+def _flatten(
+    obj: Any, prefix: str, out: list[tuple[str, TensorRef]], depth: int, seen: set[int], limits
+) -> None:
     if isinstance(obj, TensorRef):
         out.append((prefix, obj))
+        if len(out) > limits.max_tensors:
+            raise FormatError(f"pickle holds over {limits.max_tensors} tensors")
         return
     if isinstance(obj, dict):
         items: Any = obj.items()
@@ -98,10 +150,15 @@ def _flatten(obj: Any, prefix: str, out: list[tuple[str, TensorRef]], depth: int
     if depth > _MAX_DEPTH:
         raise FormatError(f"pickle nests containers deeper than {_MAX_DEPTH} levels")
     for key, value in items:
+        if not isinstance(value, _WALKED):
+            continue
         if isinstance(key, bool) or not isinstance(key, (str, int)):
             continue
-        name = f"{prefix}.{key}" if prefix else str(key)
-        _flatten(value, name, out, depth + 1, seen)
+        part = key if isinstance(key, str) else str(key)
+        if len(prefix) + len(part) + 1 > limits.max_name_chars:
+            raise FormatError(f"a tensor name is longer than {limits.max_name_chars} characters")
+        name = f"{prefix}.{part}" if prefix else part
+        _flatten(value, name, out, depth + 1, seen, limits)
 
 
 def _is_optimizer(name: str) -> bool:
@@ -109,10 +166,10 @@ def _is_optimizer(name: str) -> bool:
     return "optim" in head or "scheduler" in head
 
 
-def _unpickle(index: ZipIndex, record: str, path: Path, limits: Limits, script: bool):
-    data = index.read(record, max_bytes=limits.max_header_bytes)
+def unpickle(stream: PickleStream, path: Path) -> Any:
+    """The next pickle of ``stream``, with assay's errors naming ``path``."""
     try:
-        return safe_unpickle(bytes(data), script=script, max_storages=limits.max_tensors)
+        return stream.load()
     except Refused as exc:
         raise UnsafeInputError(
             f"refusing to load {path}: pickle references {exc.what}; "
@@ -120,6 +177,14 @@ def _unpickle(index: ZipIndex, record: str, path: Path, limits: Limits, script: 
         ) from None
     except FormatError as exc:
         raise FormatError(f"{path}: {exc}") from exc
+
+
+def _unpickle_record(index: ZipIndex, record: str, path: Path, limits: Limits, script: bool):
+    data = index.read(record, max_bytes=limits.max_header_bytes)
+    stream = PickleStream(
+        bytes(data), script=script, max_storages=limits.max_tensors, budget=pickle_budget(limits)
+    )
+    return unpickle(stream, path)
 
 
 def _storage_array(buf: bytearray, ref: TensorRef) -> np.ndarray:
@@ -138,7 +203,7 @@ def _is_contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
 
 
 def _view(flat: np.ndarray, ref: TensorRef) -> np.ndarray:
-    count = int(np.prod(ref.shape, dtype=np.int64))
+    count = math.prod(ref.shape)
     if count == 0:
         return np.zeros(ref.shape, dtype=flat.dtype)
     if _is_contiguous(ref.shape, ref.stride):
@@ -149,64 +214,57 @@ def _view(flat: np.ndarray, ref: TensorRef) -> np.ndarray:
     )
 
 
-def load(path: Path, limits: Limits) -> WeightFile:
-    stamp = file_stamp(path)
-    check_file_size(path, limits)
-    index = ZipIndex(path, max_entries=2 * limits.max_tensors + 10_000)
-    try:
-        prefix, script = archive_layout(index.names())
-    except FormatError as exc:
-        raise FormatError(f"{path}: {exc}") from None
-    order = index.records.get(prefix + "byteorder")
-    if order is not None and bytes(index.read(order.name, max_bytes=16)) != b"little":
-        raise FormatError(f"{path} was saved on a big-endian machine; not supported")
-
-    leaves: list[tuple[str, TensorRef, str]] = []  # (name, ref, record folder)
-    obj, _ = _unpickle(index, prefix + "data.pkl", path, limits, script)
-    found: list[tuple[str, TensorRef]] = []
-    _flatten(obj, "", found, 0, set())
-    leaves.extend((n, r, prefix + "data/") for n, r in found)
-    if script and prefix + "constants.pkl" in index.records:
-        consts, _ = _unpickle(index, prefix + "constants.pkl", path, limits, script)
-        if isinstance(consts, (tuple, list)):
-            for i, c in enumerate(consts):
-                if isinstance(c, TensorRef):
-                    leaves.append((f"CONSTANTS.c{i}", c, prefix + "constants/"))
-
+def check_slots(
+    leaves: list[tuple[str, TensorRef, str]], source: StorageSource, path: Path, limits: Limits
+) -> dict[str, Slot]:
+    """Validate every tensor against its storage before reading anything."""
     if len(leaves) > limits.max_tensors:
         raise FormatError(
             f"{path} holds {len(leaves)} tensors, over the limit of {limits.max_tensors}"
         )
-
-    # Validate every tensor against its record before reading anything.
-    slots: dict[str, _Slot] = {}
-    users: dict[str, int] = {}
+    slots: dict[str, Slot] = {}
     for name, ref, folder in leaves:
         if name in slots:
-            raise FormatError(f"{path}: two tensors flatten to the same name {name!r}")
+            raise FormatError(f"{path}: two tensors flatten to the same name {brief(name)}")
         if ref.dtype not in RAW_NUMPY:
-            raise FormatError(f"{path}: tensor {name!r} has unsupported dtype {ref.dtype}")
+            raise FormatError(f"{path}: tensor {brief(name)} has unsupported dtype {ref.dtype}")
         count = check_elements(name, ref.shape, limits, path)
         record = folder + ref.storage.key
-        rec = index.records.get(record)
-        if rec is None:
-            raise FormatError(f"{path}: tensor {name!r} points at missing record {record!r}")
+        size = source.size(record)
+        if size is None:
+            raise FormatError(
+                f"{path}: tensor {brief(name)} points at missing record {brief(record)}"
+            )
         storage = ref.storage
-        nbytes = storage.numel if storage.dtype is None else storage.numel * itemsize(storage.dtype)
-        if rec.size != nbytes:
-            raise FormatError(f"{path}: record {record!r} does not match its storage size")
+        nbytes = storage_bytes(storage)
+        if size != nbytes:
+            raise FormatError(f"{path}: record {brief(record)} does not match its storage size")
         if storage.dtype is not None and storage.dtype != ref.dtype:
-            raise FormatError(f"{path}: tensor {name!r} disagrees with its storage's dtype")
+            raise FormatError(f"{path}: tensor {brief(name)} disagrees with its storage's dtype")
         elements = nbytes // itemsize(ref.dtype)
         if count:
             last = ref.offset + sum((d - 1) * s for d, s in zip(ref.shape, ref.stride, strict=True))
             if last >= elements:
-                raise FormatError(f"{path}: tensor {name!r} reaches past its storage")
-        slots[name] = _Slot(record, ref)
-        users[record] = users.get(record, 0) + 1
+                raise FormatError(f"{path}: tensor {brief(name)} reaches past its storage")
+        slots[name] = Slot(record, ref)
+    return slots
 
-    tensors: dict[str, np.ndarray] = {}
-    dtypes: dict[str, str] = {}
+
+def storage_bytes(storage: StorageRef) -> int:
+    return storage.numel if storage.dtype is None else storage.numel * itemsize(storage.dtype)
+
+
+def read_tensors(
+    slots: dict[str, Slot], source: StorageSource, budget: Budget
+) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, TensorInfo]]:
+    """The floating-point tensors as analysis arrays, in file order, within ``budget``.
+
+    A strided (stride-0, overlapping) or shared view is copied, and the copy is charged first:
+    a few stored bytes can never be materialised into more than the budget allows.
+    """
+    users: dict[str, int] = {}
+    for slot in slots.values():
+        users[slot.record] = users.get(slot.record, 0) + 1
     other: dict[str, TensorInfo] = {}
     wanted: list[str] = []
     for name, slot in slots.items():
@@ -221,17 +279,50 @@ def load(path: Path, limits: Limits) -> WeightFile:
         by_record.setdefault(slots[name].record, []).append(name)
     arrays: dict[str, np.ndarray] = {}
     for record, names in by_record.items():
-        buf = index.read(record)
+        buf = source.read(record, budget)
         for name in names:
             ref = slots[name].ref
+            count = math.prod(ref.shape)
+            out_size = 8 if ref.dtype == "float64" else 4
+            contiguous = _is_contiguous(ref.shape, ref.stride)
+            converts = ref.dtype not in ("float32", "float64")
+            copies = int(converts) + int(users[record] > 1 or not contiguous)
+            if copies:
+                budget.take(copies * count * out_size, "tensor", name)
             raw = _view(_storage_array(buf, ref), ref)
             arr = to_analysis(raw, ref.dtype)
             if users[record] > 1 or not arr.flags.c_contiguous:
                 arr = np.array(arr, order="C")
             arrays[name] = arr
-    for name in wanted:  # file order
-        tensors[name] = arrays[name]
-        dtypes[name] = slots[name].ref.dtype
+    tensors = {name: arrays[name] for name in wanted}  # file order
+    dtypes = {name: slots[name].ref.dtype for name in wanted}
+    return tensors, dtypes, other
+
+
+def load(path: Path, limits: Limits) -> WeightFile:
+    stamp = file_stamp(path)
+    size = check_file_size(path, limits)
+    index = ZipIndex(path, max_entries=2 * limits.max_tensors + 10_000)
+    try:
+        prefix, script = archive_layout(index.names())
+    except FormatError as exc:
+        raise FormatError(f"{path}: {exc}") from None
+    order = index.records.get(prefix + "byteorder")
+    if order is not None and bytes(index.read(order.name, max_bytes=16)) != b"little":
+        raise FormatError(f"{path} was saved on a big-endian machine; not supported")
+
+    leaves: list[tuple[str, TensorRef, str]] = []  # (name, ref, record folder)
+    obj = _unpickle_record(index, prefix + "data.pkl", path, limits, script)
+    leaves.extend((n, r, prefix + "data/") for n, r in flatten(obj, limits))
+    if script and prefix + "constants.pkl" in index.records:
+        consts = _unpickle_record(index, prefix + "constants.pkl", path, limits, script)
+        if isinstance(consts, (tuple, list)):
+            for i, c in enumerate(consts):
+                if isinstance(c, TensorRef):
+                    leaves.append((f"CONSTANTS.c{i}", c, prefix + "constants/"))
+    source = _ZipSource(index)
+    slots = check_slots(leaves, source, path, limits)
+    tensors, dtypes, other = read_tensors(slots, source, Budget(limits, size, path))
     return WeightFile(
         path=path,
         format="torchscript" if script else "torch",
@@ -239,11 +330,12 @@ def load(path: Path, limits: Limits) -> WeightFile:
         dtypes=dtypes,
         other=other,
         metadata={},
-        _handle=_Handle(index, slots, stamp),
+        _handle=_Handle(source, slots, stamp),
     )
 
 
 def save(wf: WeightFile, updated, out_path) -> Path:
+    """Byte copy of ``wf``'s file with the updated tensors' storages patched in place."""
     out = check_out_path(out_path)
     raw = check_updates(wf, dict(updated))
     handle: _Handle = wf._handle
@@ -255,7 +347,7 @@ def save(wf: WeightFile, updated, out_path) -> Path:
         shutil.copyfile(wf.path, tmp)
         with open(tmp, "r+b") as fh:
             for record, names in by_record.items():
-                buf = handle.index.read(record)
+                buf = handle.source.read(record)
                 for name in names:
                     ref = handle.slots[name].ref
                     _view(_storage_array(buf, ref), ref)[...] = raw[name].reshape(ref.shape)
@@ -267,6 +359,6 @@ def save(wf: WeightFile, updated, out_path) -> Path:
                             f"tensor {name!r} shares its storage with another updated tensor "
                             "and the updates disagree"
                         )
-                patch_record(fh, handle.index.records[record], bytes(buf))
+                handle.source.patch(fh, record, bytes(buf))
         publish(tmp, out)
     return out

@@ -9,12 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assay.core.errors import FormatError
+from assay.watermark.formats._common import Budget, brief
 
 _EOCD = b"PK\x05\x06"
 _EOCD64_LOCATOR = b"PK\x06\x07"
 _CENTRAL = b"PK\x01\x02"
 _LOCAL = b"PK\x03\x04"
 _DESCRIPTOR = b"PK\x07\x08"
+_STORED, _DEFLATED = zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,7 @@ class Record:
     compressed: bool
     size: int  # uncompressed size
     compress_size: int
+    crc: int
     data_offset: int  # absolute offset of the (stored) bytes
     local_crc_at: int | None  # where the CRC lives in the local header, if it is there
     descriptor_crc_at: int | None  # where the CRC lives in the data descriptor, if any
@@ -45,8 +49,10 @@ class ZipIndex:
             try:
                 zf = zipfile.ZipFile(fh)
                 infos = zf.infolist()
-            except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-                raise FormatError(f"{path} is not a readable zip archive: {exc}") from exc
+            except Exception as exc:  # noqa: BLE001 - zipfile raises assorted errors on bad input
+                raise FormatError(
+                    f"{path} is not a readable zip archive: {str(exc)[:100]}"
+                ) from exc
             if len(infos) != count:
                 raise FormatError(f"{path}: zip directory is inconsistent")
             self.records: dict[str, Record] = {}
@@ -61,17 +67,29 @@ class ZipIndex:
                 central_crc_at = pos + 16
                 pos += 46 + n + m + k
                 if info.filename in self.records:
-                    raise FormatError(f"{path}: zip entry {info.filename!r} appears twice")
+                    raise FormatError(f"{path}: zip entry {brief(info.filename)} appears twice")
                 fh.seek(info.header_offset)
                 local = fh.read(30)
                 if len(local) != 30 or local[:4] != _LOCAL:
-                    raise FormatError(f"{path}: corrupt zip local header for {info.filename!r}")
-                flags = struct.unpack("<H", local[6:8])[0]
+                    raise FormatError(
+                        f"{path}: corrupt zip local header for {brief(info.filename)}"
+                    )
+                flags, method = struct.unpack("<HH", local[6:10])
+                name = brief(info.filename)
+                if flags & 0x01 or info.flag_bits & 0x01:
+                    raise FormatError(f"{path}: zip entry {name} is encrypted")
+                if info.compress_type not in (_STORED, _DEFLATED) or method != info.compress_type:
+                    raise FormatError(
+                        f"{path}: zip entry {name} uses compression method "
+                        f"{info.compress_type}; only stored and deflated entries are read"
+                    )
+                if info.compress_type == _STORED and info.compress_size != info.file_size:
+                    raise FormatError(f"{path}: stored zip entry {name} has two different sizes")
                 ln, lm = struct.unpack("<HH", local[26:30])
                 data_offset = info.header_offset + 30 + ln + lm
                 end = data_offset + info.compress_size
                 if end > size:
-                    raise FormatError(f"{path} is truncated: zip entry {info.filename!r}")
+                    raise FormatError(f"{path} is truncated: zip entry {brief(info.filename)}")
                 descriptor_crc_at = None
                 local_crc_at = info.header_offset + 14
                 if flags & 0x08:
@@ -85,6 +103,7 @@ class ZipIndex:
                     compressed=info.compress_type != zipfile.ZIP_STORED,
                     size=info.file_size,
                     compress_size=info.compress_size,
+                    crc=info.CRC,
                     data_offset=data_offset,
                     local_crc_at=local_crc_at,
                     descriptor_crc_at=descriptor_crc_at,
@@ -93,35 +112,69 @@ class ZipIndex:
             spans.sort()
             for (_, a_end, a), (b_start, _, b) in zip(spans, spans[1:], strict=False):
                 if b_start < a_end:
-                    raise FormatError(f"{path}: zip entries {a!r} and {b!r} overlap")
-            self._zf_infos = {i.filename: i for i in infos}
+                    raise FormatError(f"{path}: zip entries {brief(a)} and {brief(b)} overlap")
 
     def names(self) -> list[str]:
         return list(self.records)
 
-    def read(self, name: str, *, max_bytes: int | None = None) -> bytearray:
+    def read(
+        self, name: str, *, max_bytes: int | None = None, budget: Budget | None = None
+    ) -> bytearray:
+        """The bytes of one record, CRC-checked; decompressed in chunks, never past its size."""
         rec = self.records.get(name)
         if rec is None:
-            raise FormatError(f"{self.path}: record {name!r} is missing")
+            raise FormatError(f"{self.path}: record {brief(name)} is missing")
         if max_bytes is not None and rec.size > max_bytes:
             raise FormatError(
-                f"{self.path}: record {name!r} is {rec.size} bytes, over the limit of {max_bytes}"
+                f"{self.path}: record {brief(name)} is {rec.size} bytes, over the limit of "
+                f"{max_bytes}"
             )
-        if not rec.compressed:
-            buf = bytearray(rec.size)
-            with open(self.path, "rb") as fh:
-                fh.seek(rec.data_offset)
+        if budget is not None:
+            budget.take(rec.size, "record", name)
+        buf = bytearray(rec.size)
+        with open(self.path, "rb") as fh:
+            fh.seek(rec.data_offset)
+            if not rec.compressed:
                 if fh.readinto(buf) != rec.size:
-                    raise FormatError(f"{self.path} is truncated: record {name!r}")
-            return buf
+                    raise FormatError(f"{self.path} is truncated: record {brief(name)}")
+            else:
+                self._inflate(fh, rec, buf)
+        # Deflated records are CRC-checked as zipfile did; a stored record is the file's own
+        # bytes (torch never checks its CRC, and a forger would fix it anyway).
+        if rec.compressed and zlib.crc32(buf) & 0xFFFFFFFF != rec.crc:
+            raise FormatError(f"{self.path}: record {brief(name)} fails its CRC check")
+        return buf
+
+    def _inflate(self, fh, rec: Record, buf: bytearray) -> None:
+        """Raw deflate of ``rec`` into ``buf``: exactly ``rec.size`` bytes or FormatError."""
+        inflater = zlib.decompressobj(-15)
+        left = rec.compress_size
+        pos = 0
+        pending = b""
         try:
-            with zipfile.ZipFile(self.path) as zf, zf.open(self._zf_infos[name]) as member:
-                data = member.read(rec.size + 1)
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError, zlib.error) as exc:
-            raise FormatError(f"{self.path}: cannot read record {name!r}: {exc}") from exc
-        if len(data) != rec.size:
-            raise FormatError(f"{self.path}: record {name!r} has the wrong size")
-        return bytearray(data)
+            while True:
+                if not pending:
+                    if left <= 0:
+                        break
+                    pending = fh.read(min(_CHUNK, left))
+                    if not pending:
+                        raise FormatError(f"{self.path} is truncated: record {brief(rec.name)}")
+                    left -= len(pending)
+                room = rec.size - pos + 1  # one byte more reveals a record longer than declared
+                out = inflater.decompress(pending, min(room, _CHUNK))
+                pending = inflater.unconsumed_tail
+                if pos + len(out) > rec.size:
+                    raise FormatError(
+                        f"{self.path}: record {brief(rec.name)} inflates past its declared size"
+                    )
+                buf[pos : pos + len(out)] = out
+                pos += len(out)
+                if inflater.eof:
+                    break
+        except zlib.error as exc:
+            raise FormatError(f"{self.path}: cannot inflate record {brief(rec.name)}") from exc
+        if pos != rec.size or not inflater.eof:
+            raise FormatError(f"{self.path}: record {brief(rec.name)} has the wrong size")
 
 
 def patch_record(fh, rec: Record, data: bytes) -> None:
