@@ -15,6 +15,7 @@ BENCHMARKS = [
     "bench_enforcement",
     "parsers",
     "hostile_inputs",
+    "bench_guard",
 ]
 
 

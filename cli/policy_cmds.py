@@ -33,6 +33,9 @@ def _render(policy_obj):
         console.print(f"allow unmanaged:   {str(doc['allow_unmanaged']).lower()}", markup=False)
         for action, role in doc["roles"].items():
             console.print(f"role for {action + ':':17} {role}", markup=False)
+        signing = doc["signing"]
+        shards = f", shards of {signing['shard_size']} bytes" if signing["shard_size"] else ""
+        console.print(f"signing:           {signing['hash']}{shards}", markup=False)
 
     return render
 

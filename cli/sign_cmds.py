@@ -34,6 +34,19 @@ from assay.cli.progress import byte_progress
     multiple=True,
     help="A path (relative to PATH) left out of the signature (repeatable).",
 )
+@click.option(
+    "--hash",
+    "hash_type",
+    type=click.Choice(["sha256", "blake2b", "blake3"]),
+    help="Digest algorithm (default: sha256 with --shard-size, else the policy's signing "
+    "default, else sha256).",
+)
+@click.option(
+    "--shard-size",
+    type=click.IntRange(min=1),
+    help="OMS shard serialization: hash every file in pieces of this many bytes, in parallel "
+    "(not with blake3). Without --hash and --shard-size the policy's signing default applies.",
+)
 @json_option
 @click.pass_obj
 def sign(
@@ -43,11 +56,45 @@ def sign(
     signature,
     reuse_digests: bool,
     ignore_paths: tuple[str, ...],
+    hash_type: str | None,
+    shard_size: int | None,
     as_json: bool,
 ) -> None:
-    """Hash every file under PATH and write an OMS v1.0 signature bundle."""
-    registry = open_registry(app)
+    """Hash every file under PATH and write an OMS v1.0 signature bundle.
+
+    Modes: sha256, blake2b or blake3 per file, or sha256/blake2b per shard with --shard-size.
+    model_signing 1.1.1's library verifies them all (blake2b only given its hashing config);
+    its CLI verifies sha256 files only.
+    """
+    from assay.core.errors import ConfigError
+    from assay.registry.prehash import check_mode, requested_mode, start_manifest
+    from assay.registry.verification import _inner_ignores, default_signature_path
+
+    mode = requested_mode(hash_type, shard_size)
+    try:
+        check_mode(*(mode or ("sha256", None)))
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    sig_path = signature or default_signature_path(path)
+    ignores = (*ignore_paths, *_inner_ignores(path, sig_path))
     with byte_progress(f"hashing {path.name}", enabled=None if not as_json else False) as advance:
+        # Hash while the store opens: the flags' mode, else the built-in default (the policy's
+        # signing default, read from the store, replaces it only when it differs).
+        cache = None
+        if reuse_digests:
+            from assay.registry.digest_cache import DigestCache
+
+            cache = DigestCache.for_home(app.settings.home)
+        want = mode or ("sha256", None)
+        prehash = start_manifest(
+            path,
+            ignore_paths=ignores,
+            hash_type=want[0],
+            shard_size=want[1],
+            cache=cache,
+            progress=advance,
+        )
+        registry = open_registry(app)
         result = registry.sign_path(
             path,
             key=key_ref,
@@ -55,13 +102,17 @@ def sign(
             reuse_digests=reuse_digests,
             ignore_paths=ignore_paths,
             progress=advance,
+            hash_type=hash_type,
+            shard_size=shard_size,
+            prehash=prehash,
         )
     app.emit(
         result.to_dict(),
         as_json,
         lambda c: c.print(
-            f"signed {result.files} files ({result.total_bytes:,} bytes) of {esc(path)} "
-            f"with key {short(result.key_id, 16)} -> {esc(result.signature_path)}"
+            f"signed {result.files} files ({result.total_bytes:,} bytes, "
+            f"{esc(result.serialization)}) of {esc(path)} with key {short(result.key_id, 16)} "
+            f"-> {esc(result.signature_path)}"
         ),
     )
 

@@ -32,8 +32,11 @@ def local_path_of(uri: str) -> Path | None:
 
 @contextmanager
 def artifact_files(backend: MlflowBackend, uri: str, what: str) -> Iterator[Path]:
-    """Yield a local path holding the artifact at ``uri`` (in place when it is local)."""
+    """Yield a local path holding the artifact at ``uri`` (in place when it is local, or when the
+    backend can map it to a local folder: ``local_artifact_path``, e.g. inside the server)."""
     local = local_path_of(uri)
+    if local is None and hasattr(backend, "local_artifact_path"):
+        local = backend.local_artifact_path(uri)
     if local is not None:
         if not local.exists():
             raise IntegrityError(f"{what}: its files are gone from the artifact store ({local})")

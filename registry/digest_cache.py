@@ -1,6 +1,7 @@
 """A cache of file digests for ``--reuse-digests``.
 
-Entries are keyed by absolute path and algorithm and carry the file's identity and change stamps
+Entries are keyed by absolute path, algorithm and (for OMS shards) the shard's size and offset,
+and carry the file's identity and change stamps
 ``(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)``; a digest is reused only when all of them
 still match, so any write, truncation, replacement or ``touch`` re-hashes the file. Files modified
 within :data:`RACY_WINDOW_NS` of being hashed are not cached (a later write in the same timestamp
@@ -58,8 +59,9 @@ class DigestCache:
     def for_home(cls, home: str | os.PathLike[str]) -> DigestCache:
         return cls(default_cache_path(home))
 
-    def _key(self, path: str | os.PathLike[str]) -> str:
-        return f"{self.algorithm}:{os.path.abspath(path)}"
+    def _key(self, path: str | os.PathLike[str], algorithm: str | None, part: str) -> str:
+        alg = algorithm or self.algorithm
+        return f"{alg}@{part}:{os.path.abspath(path)}" if part else f"{alg}:{os.path.abspath(path)}"
 
     def _load(self) -> None:
         try:
@@ -95,23 +97,39 @@ class DigestCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def lookup(self, path: str | os.PathLike[str], st: os.stat_result) -> str | None:
-        """The cached digest of ``path`` if its stamps still equal ``st``'s, else None."""
+    def lookup(
+        self,
+        path: str | os.PathLike[str],
+        st: os.stat_result,
+        *,
+        algorithm: str | None = None,
+        part: str = "",
+    ) -> str | None:
+        """The cached digest of ``path`` (or of its shard ``part``) if its stamps still equal
+        ``st``'s, else None. ``algorithm`` overrides the cache's default algorithm."""
         with self._lock:
-            entry = self._entries.get(self._key(path))
+            entry = self._entries.get(self._key(path, algorithm, part))
             if entry is not None and entry["stat"] == _stamp(st):
                 self.hits += 1
                 return entry["digest"]
             self.misses += 1
             return None
 
-    def store(self, path: str | os.PathLike[str], st: os.stat_result, digest: str) -> bool:
+    def store(
+        self,
+        path: str | os.PathLike[str],
+        st: os.stat_result,
+        digest: str,
+        *,
+        algorithm: str | None = None,
+        part: str = "",
+    ) -> bool:
         """Remember ``digest`` for ``path`` hashed when its stat was ``st``.
 
         Re-stats the file: nothing is stored if it changed meanwhile or was modified too
         recently to be trusted. Returns whether the entry was stored.
         """
-        key = self._key(path)
+        key = self._key(path, algorithm, part)
         try:
             now_st = os.stat(path)
         except OSError:
@@ -129,7 +147,7 @@ class DigestCache:
 
     def forget(self, path: str | os.PathLike[str]) -> None:
         with self._lock:
-            if self._entries.pop(self._key(path), None) is not None:
+            if self._entries.pop(self._key(path, None, ""), None) is not None:
                 self._dirty = True
 
     def save(self) -> None:

@@ -168,11 +168,11 @@ class Registry:
         from assay.registry.signed_changes import actor_label, policy_action
 
         payload = payload or {}
-        action_name = policy_action(action, payload)
-        if action_name is None:
+        if policy_action(action, payload) is None:
             actor = actor_label(self._acting_key_id(), self.settings.actor)
         else:
             policy = self.policy(session)
+            action_name = policy_action(action, payload, policy) or "promote"
             key, _ = self.keys.signing_key(role=policy.role_for(action_name))
             self._sign_change(session, key, action, subject, payload)
             actor = actor_label(key.key_id, self.settings.actor)
@@ -257,8 +257,10 @@ class Registry:
         reuse_digests: bool = False,
         ignore_paths: tuple[str, ...] = (),
         progress: ProgressCallback | None = None,
+        **mode: Any,
     ) -> SignResult:
-        """Sign a local file or folder (see ``assay.registry.signing.sign_path``)."""
+        """Sign a local file or folder (see ``assay.registry.signing.sign_path``; ``mode``:
+        ``hash_type``, ``shard_size``, ``prehash``)."""
         from assay.registry.signing import sign_path
 
         return sign_path(
@@ -269,6 +271,7 @@ class Registry:
             reuse_digests=reuse_digests,
             ignore_paths=ignore_paths,
             progress=progress,
+            **mode,
         )
 
     def verify_path(

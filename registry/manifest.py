@@ -1,4 +1,9 @@
-"""Manifests: every file of a model paired with its SHA-256, as OpenSSF Model Signing records them.
+"""Manifests: every file (or shard) of a model paired with its digest, as OMS records them.
+
+Two serializations, each with SHA-256, BLAKE2b or BLAKE3 (model_signing 1.1.1's modes):
+``files`` pairs every file with its digest; ``shards`` splits every non-empty file into
+``shard_size``-byte pieces (see :mod:`assay.registry.shards`), hashed in parallel even within one
+file, and pairs each piece with its digest.
 
 A directory model lists every regular file (empty ones included) by its POSIX path relative to the
 model root, sorted the way OMS sorts them (by path components). A single file as the model is
@@ -20,7 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from assay.core.errors import AssayError, NotFoundError, UnsafeInputError
-from assay.registry.hashing import ProgressCallback, hash_files
+from assay.registry.hashing import HASH_TYPES, ProgressCallback, Span, hash_spans
+from assay.registry.shards import (
+    MAX_SHARD_SIZE,
+    Shard,
+    shard_algorithm,
+    shard_bounds,
+    shard_sort_key,
+)
 
 if TYPE_CHECKING:
     from assay.registry.digest_cache import DigestCache
@@ -32,6 +44,7 @@ __all__ = [
     "Manifest",
     "ResourceDigest",
     "Serialization",
+    "MAX_RESOURCES",
     "build_manifest",
     "compute_root_digest",
     "oms_sort_key",
@@ -42,6 +55,8 @@ log = logging.getLogger(__name__)
 GIT_IGNORE_PATHS: tuple[str, ...] = (".git", ".gitattributes", ".github", ".gitignore")
 SIGNATURE_FILE_NAME = "model.sig"
 DEFAULT_IGNORE_PATHS: tuple[str, ...] = (*GIT_IGNORE_PATHS, SIGNATURE_FILE_NAME)
+#: The most shards one manifest may list (a bundle of at most 16 MiB holds about 100k resources).
+MAX_RESOURCES = 100_000
 
 
 @dataclass(frozen=True)
@@ -61,14 +76,42 @@ class Serialization:
     hash_type: str = "sha256"
     allow_symlinks: bool = False
     ignore_paths: tuple[str, ...] = ()
+    shard_size: int | None = None  # set exactly when method is "shards"
+
+    @classmethod
+    def of(cls, hash_type: str = "sha256", shard_size: int | None = None, **kw) -> Serialization:
+        """A checked serialization: ``shard_size`` None means files, else shards of that size."""
+        if hash_type not in HASH_TYPES:
+            raise AssayError(
+                f"unsupported hash type {hash_type!r} (use one of {', '.join(HASH_TYPES)})"
+            )
+        if shard_size is not None and not 1 <= shard_size <= MAX_SHARD_SIZE:
+            raise AssayError(f"shard size must be between 1 and {MAX_SHARD_SIZE} bytes")
+        method = "files" if shard_size is None else "shards"
+        return cls(method=method, hash_type=hash_type, shard_size=shard_size, **kw)
+
+    @property
+    def mode(self) -> str:
+        """``sha256``, ``blake3``, ``sha256/shards:1000000000``, ... (for messages)."""
+        return (
+            self.hash_type
+            if self.shard_size is None
+            else f"{self.hash_type}/shards:{self.shard_size}"
+        )
+
+    @property
+    def resource_algorithm(self) -> str:
+        """The ``algorithm`` every resource records under this serialization."""
+        if self.shard_size is None:
+            return self.hash_type
+        return shard_algorithm(self.hash_type, self.shard_size)
 
     def to_dict(self) -> dict:
         """The ``predicate.serialization`` object as OMS writes it."""
-        out: dict = {
-            "method": self.method,
-            "hash_type": self.hash_type,
-            "allow_symlinks": self.allow_symlinks,
-        }
+        out: dict = {"method": self.method, "hash_type": self.hash_type}
+        if self.shard_size is not None:
+            out["shard_size"] = self.shard_size
+        out["allow_symlinks"] = self.allow_symlinks
         if self.ignore_paths:
             out["ignore_paths"] = list(self.ignore_paths)
         return out
@@ -94,6 +137,8 @@ class Manifest:
     model_name: str
     resources: tuple[ResourceDigest, ...]
     serialization: Serialization = field(default_factory=Serialization)
+    #: Every file walked, with its size (shards of files skipped for their size are absent).
+    file_sizes: tuple[tuple[str, int], ...] = ()
 
     @property
     def root_digest(self) -> str:
@@ -102,6 +147,10 @@ class Manifest:
     @property
     def total_size(self) -> int:
         return sum(r.size or 0 for r in self.resources)
+
+    @property
+    def file_count(self) -> int:
+        return len(self.file_sizes) if self.file_sizes else len(self.resources)
 
     def digests(self) -> dict[str, str]:
         """Resource name -> hex digest."""
@@ -200,6 +249,9 @@ def build_manifest(
     progress: ProgressCallback | None = None,
     cache: DigestCache | None = None,
     default_ignores: bool = True,
+    hash_type: str = "sha256",
+    shard_size: int | None = None,
+    signed_sizes: dict[str, int] | None = None,
 ) -> Manifest:
     """Hash every file of the model at ``path`` (a directory or a single file).
 
@@ -207,8 +259,12 @@ def build_manifest(
     With ``default_ignores`` (the default) the OMS defaults (git files, ``model.sig``) are added;
     verification turns it off and passes the paths recorded in the signature instead.
     ``cache`` (a :class:`~assay.registry.digest_cache.DigestCache`) reuses digests of unchanged
-    files; it is saved at the end.
+    files (or shards); it is saved at the end. ``hash_type`` and ``shard_size`` choose the
+    serialization (see :meth:`Serialization.of`). ``signed_sizes`` (verification of shards) maps
+    each signed file to its signed size: a file of another size, or not signed, is walked but not
+    hashed, so the work is bounded by the bundle's own shard list.
     """
+    template = Serialization.of(hash_type, shard_size)
     root = Path(path)
     try:
         root_st = os.lstat(root)
@@ -246,37 +302,85 @@ def build_manifest(
         raise UnsafeInputError(f"{root} is not a regular file or directory")
 
     serialization = Serialization(
-        method="files",
-        hash_type="sha256",
+        method=template.method,
+        hash_type=template.hash_type,
         allow_symlinks=allow_symlinks,
         ignore_paths=tuple(recorded),
+        shard_size=template.shard_size,
     )
-
+    units = _units(files, serialization, signed_sizes)
+    algorithm = serialization.resource_algorithm
     digests: dict[str, tuple[str, int]] = {}
-    to_hash: list[tuple[str, Path, os.stat_result]] = []
-    for name, fpath, st in files:
-        hit = cache.lookup(fpath, st) if cache is not None else None
+    to_hash: list[tuple[str, Span, os.stat_result, str]] = []
+    for name, span, st, part, *_ in units:
+        hit = (
+            cache.lookup(span.path, st, algorithm=algorithm, part=part)
+            if cache is not None
+            else None
+        )
         if hit is not None:
-            digests[name] = (hit, st.st_size)
+            digests[name] = (hit, _span_size(span, st))
         else:
-            to_hash.append((name, fpath, st))
+            to_hash.append((name, span, st, part))
 
-    results = hash_files(
-        [p for _, p, _ in to_hash],
+    results = hash_spans(
+        [span for _, span, _, _ in to_hash],
+        algorithm=serialization.hash_type,
         workers=workers,
         progress=progress,
-        sizes=[st.st_size for _, _, st in to_hash],
+        sizes=[_span_size(span, st) for _, span, st, _ in to_hash],
     )
-    for (name, fpath, st), res in zip(to_hash, results, strict=True):
+    for (name, span, st, part), res in zip(to_hash, results, strict=True):
         digests[name] = (res.digest, res.size)
         if cache is not None:
-            cache.store(fpath, st, res.digest)
+            cache.store(span.path, st, res.digest, algorithm=algorithm, part=part)
     if cache is not None:
         cache.save()
 
+    order = {name: key for name, key in ((u[0], _unit_sort_key(u, serialization)) for u in units)}
     resources = tuple(
         ResourceDigest(name=name, digest=digests[name][0], size=digests[name][1])
-        for name in sorted(digests, key=oms_sort_key)
+        for name in sorted(digests, key=order.__getitem__)
     )
-    log.debug("manifest of %s: %d files (%d hashed)", root, len(resources), len(to_hash))
-    return Manifest(model_name=model_name, resources=resources, serialization=serialization)
+    log.debug("manifest of %s: %d resources (%d hashed)", root, len(resources), len(to_hash))
+    return Manifest(
+        model_name=model_name,
+        resources=resources,
+        serialization=serialization,
+        file_sizes=tuple((name, st.st_size) for name, _, st in files),
+    )
+
+
+def _span_size(span: Span, st: os.stat_result) -> int:
+    return (st.st_size if span.end is None else span.end) - span.start
+
+
+def _unit_sort_key(unit: tuple, serialization: Serialization) -> tuple:
+    name, span = unit[0], unit[1]
+    if serialization.shard_size is None:
+        return (oms_sort_key(name),)
+    return shard_sort_key(Shard(unit[4], span.start, span.end or 0))
+
+
+def _units(
+    files: list[tuple[str, Path, os.stat_result]],
+    serialization: Serialization,
+    signed_sizes: dict[str, int] | None,
+) -> list[tuple]:
+    """(resource name, span, stat, cache part[, file name]) of everything to digest."""
+    shard_size = serialization.shard_size
+    if shard_size is None:
+        return [(name, Span(path), st, "") for name, path, st in files]
+    units: list[tuple] = []
+    for name, path, st in files:
+        if signed_sizes is not None and signed_sizes.get(name) != st.st_size:
+            continue
+        if len(units) + -(-st.st_size // shard_size) > MAX_RESOURCES:
+            raise AssayError(
+                f"shards of {shard_size} bytes would list over {MAX_RESOURCES} resources; "
+                "use a larger --shard-size"
+            )
+        for start, end in shard_bounds(st.st_size, shard_size):
+            shard = Shard(name, start, end)
+            units.append((shard.name, Span(path, start, end), st, f"{shard_size}:{start}", name))
+    return units

@@ -268,6 +268,8 @@ def map_error(code: str, message: str, what: str) -> AssayError:
         return NotFoundError(f"{what}: {text}")
     if code == "RESOURCE_ALREADY_EXISTS":
         return RefusedError(f"{what} already exists: {text}")
+    if code == "PERMISSION_DENIED":  # e.g. the assay guard in the server (mlflow_guard.py)
+        return RefusedError(f"MLflow refused {what}: {text}")
     return AssayError(f"MLflow refused {what}: {text}")
 
 

@@ -14,7 +14,11 @@ The signature is over the DSSE pre-authentication encoding (PAE) of the payload.
 in ``verificationMaterial.publicKey.hint`` = SHA-256 of the PEM public key (model_signing 1.1+);
 older bundles (1.0.x) embed the PEM as ``publicKey.rawBytes`` instead. Both are read.
 
-Verification re-hashes the real files with the serialization recorded in the bundle.
+Serializations (model_signing 1.1.1's modes): ``files`` or ``shards`` (with ``shard_size``), each
+with ``hash_type`` sha256, blake2b or blake3. A shard resource is named ``path:start:end`` with
+algorithm ``<hash_type>-sharded-<shard_size>``; the subject digest is always SHA-256 over the raw
+resource digests. Verification re-hashes the real files with the serialization recorded in the
+bundle; a bundle whose resources do not fit its declared mode is corrupt (exit 3).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from assay.core.errors import AssayError, IntegrityError, RefusedError
 from assay.core.safe_json import loads_untrusted
+from assay.registry.hashing import HASH_TYPES
 from assay.registry.keys import PublicKey, SigningKey
 from assay.registry.manifest import (
     DEFAULT_IGNORE_PATHS,
@@ -39,6 +44,7 @@ from assay.registry.manifest import (
     build_manifest,
     compute_root_digest,
 )
+from assay.registry.shards import MAX_SHARD_SIZE, check_shard_layout, parse_shard_name
 
 if TYPE_CHECKING:
     from assay.registry.digest_cache import DigestCache
@@ -65,8 +71,8 @@ BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
-SUPPORTED_METHODS = ("files",)
-SUPPORTED_HASHES = ("sha256",)
+SUPPORTED_METHODS = ("files", "shards")
+SUPPORTED_HASHES = tuple(HASH_TYPES)
 #: The largest bundle assay reads (a bundle lists ~150 bytes per file: ~100k files).
 MAX_BUNDLE_BYTES = 16 * 1024**2
 
@@ -96,9 +102,7 @@ def build_statement(manifest: Manifest) -> dict[str, Any]:
     """The in-toto statement for ``manifest``, as model_signing builds it."""
     ser = manifest.serialization
     if ser.method not in SUPPORTED_METHODS or ser.hash_type not in SUPPORTED_HASHES:
-        raise UnsupportedBundleError(
-            f"cannot sign serialization {ser.method}/{ser.hash_type}; assay signs files/sha256"
-        )
+        raise UnsupportedBundleError(f"cannot sign serialization {ser.method}/{ser.hash_type}")
     return {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": manifest.model_name, "digest": {"sha256": manifest.root_digest}}],
@@ -106,7 +110,7 @@ def build_statement(manifest: Manifest) -> dict[str, Any]:
         "predicate": {
             "serialization": ser.to_dict(),
             "resources": [
-                {"name": r.name, "algorithm": ser.hash_type, "digest": r.digest}
+                {"name": r.name, "algorithm": ser.resource_algorithm, "digest": r.digest}
                 for r in manifest.resources
             ],
         },
@@ -158,6 +162,8 @@ class Bundle:
     signatures: tuple[bytes, ...]
     payload: bytes
     payload_type: str = PAYLOAD_TYPE
+    #: shards only: each signed file's size (the end of its last shard)
+    signed_sizes: dict[str, int] = field(default_factory=dict)
 
     @property
     def signature(self) -> bytes:
@@ -197,8 +203,8 @@ def _get(obj: Any, key: str, where: str, kind: type | tuple[type, ...] = dict) -
     return value
 
 
-def _is_hex_digest(value: Any) -> bool:
-    if not isinstance(value, str) or len(value) != 64:
+def _is_hex_digest(value: Any, length: int = 64) -> bool:
+    if not isinstance(value, str) or len(value) != length:
         return False
     try:
         bytes.fromhex(value)
@@ -290,11 +296,15 @@ def parse_bundle(text: str | bytes) -> Bundle:
     method = _get(ser, "method", "serialization.method", str)
     if method not in SUPPORTED_METHODS:
         raise UnsupportedBundleError(
-            f"unsupported serialization method {method!r}; assay verifies 'files'"
+            f"unsupported serialization method {method!r}; assay verifies "
+            + " and ".join(repr(m) for m in SUPPORTED_METHODS)
         )
     hash_type = _get(ser, "hash_type", "serialization.hash_type", str)
     if hash_type not in SUPPORTED_HASHES:
-        raise UnsupportedBundleError(f"unsupported hash type {hash_type!r}; assay verifies sha256")
+        raise UnsupportedBundleError(
+            f"unsupported hash type {hash_type!r}; assay verifies {', '.join(SUPPORTED_HASHES)}"
+        )
+    shard_size = _shard_size(ser) if method == "shards" else None
     allow_symlinks = ser.get("allow_symlinks", False)
     if isinstance(allow_symlinks, str):  # pre-1.0 writers used strings
         allow_symlinks = allow_symlinks.lower() == "true"
@@ -304,6 +314,15 @@ def parse_bundle(text: str | bytes) -> Bundle:
     ignore_paths = ser.get("ignore_paths") or []
     if not isinstance(ignore_paths, list) or not all(isinstance(p, str) for p in ignore_paths):
         raise InvalidBundleError("corrupt signature bundle: ignore_paths is not a list of paths")
+    serialization = Serialization(
+        method=method,
+        hash_type=hash_type,
+        allow_symlinks=allow_symlinks,
+        ignore_paths=tuple(ignore_paths),
+        shard_size=shard_size,
+    )
+    expected_algorithm = serialization.resource_algorithm
+    digest_length = HASH_TYPES[hash_type]
 
     resources: list[ResourceDigest] = []
     seen: set[str] = set()
@@ -311,16 +330,27 @@ def parse_bundle(text: str | bytes) -> Bundle:
         name = _get(res, "name", "resource name", str)
         algorithm = _get(res, "algorithm", "resource algorithm", str)
         value = _get(res, "digest", "resource digest", str)
-        if algorithm != hash_type:
+        if algorithm != expected_algorithm:
             raise UnsupportedBundleError(
-                f"resource {name!r} uses hash {algorithm!r}, serialization says {hash_type!r}"
+                f"mode mismatch in the signature bundle: resource {name[:200]!r} uses "
+                f"{algorithm[:100]!r}, its serialization ({serialization.mode}) needs "
+                f"{expected_algorithm!r}"
             )
-        if not _is_hex_digest(value):
-            raise InvalidBundleError(f"corrupt signature bundle: bad digest for {name!r}")
+        if not _is_hex_digest(value, digest_length):
+            raise InvalidBundleError(f"corrupt signature bundle: bad digest for {name[:200]!r}")
         if name in seen:
-            raise InvalidBundleError(f"corrupt signature bundle: {name!r} is listed twice")
+            raise InvalidBundleError(f"corrupt signature bundle: {name[:200]!r} is listed twice")
         seen.add(name)
         resources.append(ResourceDigest(name=name, digest=value.lower()))
+    signed_sizes: dict[str, int] = {}
+    if shard_size is not None:
+        try:
+            shards = [parse_shard_name(r.name) for r in resources]
+            signed_sizes = check_shard_layout(shards, shard_size)
+        except InvalidBundleError:
+            raise
+        except IntegrityError as exc:
+            raise InvalidBundleError(str(exc)) from exc
 
     recomputed = compute_root_digest(resources)
     if recomputed != root:
@@ -333,19 +363,33 @@ def parse_bundle(text: str | bytes) -> Bundle:
         model_name=model_name,
         root_digest=root,
         resources=tuple(resources),
-        serialization=Serialization(
-            method=method,
-            hash_type=hash_type,
-            allow_symlinks=allow_symlinks,
-            ignore_paths=tuple(ignore_paths),
-        ),
+        serialization=serialization,
         ignore_paths_recorded=recorded,
         key_hint=key_hint,
         embedded_public_key_pem=embedded_pem,
         signatures=signatures,
         payload=payload,
         payload_type=payload_type,
+        signed_sizes=signed_sizes,
     )
+
+
+def _shard_size(ser: dict[str, Any]) -> int:
+    """``shard_size``: a positive integer (model_signing writes it as a JSON float, 1000.0)."""
+    if "shard_size" not in ser:
+        raise InvalidBundleError(
+            "corrupt signature bundle: a 'shards' serialization has no shard_size"
+        )
+    value = ser["shard_size"]
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidBundleError("corrupt signature bundle: shard_size is not an integer")
+    if not 1 <= value <= MAX_SHARD_SIZE:
+        raise InvalidBundleError(
+            f"corrupt signature bundle: shard_size {value} is not between 1 and {MAX_SHARD_SIZE}"
+        )
+    return value
 
 
 # -- verification ----------------------------------------------------------------------------
@@ -456,19 +500,65 @@ def verify_bundle(
         ignores = [*bundle.serialization.ignore_paths, *extra_ignores]
     else:
         ignores = [*DEFAULT_IGNORE_PATHS, *extra_ignores]
+    ser = bundle.serialization
     actual = build_manifest(
         Path(path),
         ignore_paths=ignores,
-        allow_symlinks=bundle.serialization.allow_symlinks,
+        allow_symlinks=ser.allow_symlinks,
         workers=workers,
         progress=progress,
         cache=cache if trust_cache else None,
         default_ignores=False,
+        hash_type=ser.hash_type,
+        shard_size=ser.shard_size,
+        signed_sizes=bundle.signed_sizes if ser.shard_size is not None else None,
     )
     expected = {r.name: r.digest for r in bundle.resources}
     found = actual.digests()
-    result.files_checked = len(found)
-    result.modified = sorted(n for n in expected if n in found and found[n] != expected[n])
-    result.missing = sorted(n for n in expected if n not in found)
-    result.extra = sorted(n for n in found if n not in expected)
+    if ser.shard_size is None:
+        result.files_checked = len(found)
+        result.modified = sorted(n for n in expected if n in found and found[n] != expected[n])
+        result.missing = sorted(n for n in expected if n not in found)
+        result.extra = sorted(n for n in found if n not in expected)
+        return result
+    _compare_shards(result, bundle, actual, expected, found)
     return result
+
+
+def _compare_shards(
+    result: VerificationResult,
+    bundle: Bundle,
+    actual: Manifest,
+    expected: dict[str, str],
+    found: dict[str, str],
+) -> None:
+    """Shard mode: files missing, extra or of another size (naming the first shard that differs),
+    then every hashed shard against its signed digest."""
+    shard_size = bundle.serialization.shard_size or 1
+    signed = bundle.signed_sizes
+    sizes = dict(actual.file_sizes)
+    result.files_checked = len(sizes)
+    result.missing = sorted(f for f in signed if f not in sizes)
+    result.extra = sorted(f for f, size in sizes.items() if f not in signed and size > 0)
+    for name, size in sorted(sizes.items()):
+        want = signed.get(name)
+        if want is None or want == size:
+            continue
+        first = min(size, want) // shard_size * shard_size
+        index = first // shard_size
+        if size < want:
+            end = min(first + shard_size, want)
+            result.errors.append(
+                f"{name} is truncated: {size} of {want} signed bytes, "
+                f"shard {index} ({first}:{end}) incomplete"
+            )
+            result.modified.append(f"{name}:{first}:{end}")
+        else:
+            end = min(first + shard_size, size)
+            result.errors.append(
+                f"{name} has grown: {size} bytes, {want} signed; shard {index} ({first}:{end}) "
+                "differs"
+            )
+            result.modified.append(f"{name}:{first}:{end}" if first < want else name)
+    result.modified.extend(n for n in expected if n in found and found[n] != expected[n])
+    result.modified.sort()

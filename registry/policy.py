@@ -14,6 +14,9 @@ A policy is a small YAML (or JSON) document::
       rollback: responder
       label: approver
       freeze: responder
+    signing:                      # how `assay sign` hashes unless told otherwise
+      hash: sha256                # sha256 | blake2b | blake3
+      shard_size: null            # bytes: OMS shard serialization (not with blake3)
 
 ``assay policy set FILE`` stores it as a signed statement (``urn:assay:policy:v1``) whose signer
 must hold the ``admin`` role in the trust list; a policy row that does not verify is tampering and
@@ -45,6 +48,7 @@ __all__ = [
     "POLICY_SUBJECT",
     "PREDICATE_TYPE",
     "Policy",
+    "SigningPolicy",
     "evaluate_policy",
     "load_policy",
     "parse_policy_text",
@@ -65,7 +69,42 @@ ACTIONS: dict[str, str] = {
     "freeze": "responder",
 }
 MAX_POLICY_BYTES = 64 * 1024
-_KEYS = {"enforcement", "protected_aliases", "allow_unmanaged", "roles"}
+_KEYS = {"enforcement", "protected_aliases", "allow_unmanaged", "roles", "signing"}
+#: Hash types a policy may name for signing (OMS / model_signing 1.1.1 names).
+SIGNING_HASHES = ("sha256", "blake2b", "blake3")
+_SIGNING_KEYS = {"hash", "shard_size"}
+
+
+@dataclass(frozen=True)
+class SigningPolicy:
+    """The registry-wide default OMS serialization for ``assay sign``."""
+
+    hash: str = "sha256"
+    shard_size: int | None = None
+
+    def document(self) -> dict[str, Any]:
+        return {"hash": self.hash, "shard_size": self.shard_size}
+
+    @classmethod
+    def parse(cls, data: Any) -> SigningPolicy:
+        if data is None:
+            return cls()
+        if not isinstance(data, dict):
+            raise FormatError("policy: signing must be a mapping (hash, shard_size)")
+        unknown = sorted(set(map(str, data)) - _SIGNING_KEYS)
+        if unknown:
+            raise FormatError(f"policy: unknown key {unknown[0]!r} under signing")
+        algorithm = data.get("hash", "sha256")
+        if algorithm not in SIGNING_HASHES:
+            raise FormatError(f"policy: signing.hash must be one of {', '.join(SIGNING_HASHES)}")
+        size = data.get("shard_size")
+        if size is not None and (
+            isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 1 << 53
+        ):
+            raise FormatError("policy: signing.shard_size must be a positive number of bytes")
+        if size is not None and algorithm == "blake3":
+            raise FormatError("policy: signing.shard_size does not apply to blake3")
+        return cls(hash=algorithm, shard_size=size)
 
 
 @dataclass(frozen=True)
@@ -76,6 +115,7 @@ class Policy:
     protected_aliases: tuple[str, ...] = ("production",)
     allow_unmanaged: bool = False
     roles: dict[str, str] = field(default_factory=lambda: dict(ACTIONS))
+    signing: SigningPolicy = field(default_factory=SigningPolicy)
     serial: int = 0
     signed_by: str | None = None
     issued_at: datetime | None = None
@@ -93,6 +133,7 @@ class Policy:
             "protected_aliases": list(self.protected_aliases),
             "allow_unmanaged": self.allow_unmanaged,
             "roles": dict(sorted(self.roles.items())),
+            "signing": self.signing.document(),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -169,7 +210,13 @@ def policy_from_document(data: Any) -> Policy:
             raise FormatError(f"policy: unknown role {role!r} (use one of {', '.join(ROLES)})")
         roles[action] = role
     protected = _strings(data.get("protected_aliases", ["production"]), "protected_aliases")
-    return Policy(enforcement=mode, protected_aliases=protected, allow_unmanaged=allow, roles=roles)
+    return Policy(
+        enforcement=mode,
+        protected_aliases=protected,
+        allow_unmanaged=allow,
+        roles=roles,
+        signing=SigningPolicy.parse(data.get("signing")),
+    )
 
 
 def parse_policy_text(text: str) -> Policy:

@@ -45,16 +45,25 @@ CHANGE_PREFIX = "change:"
 STATE_ACTIONS = ("model.state", "dataset.state")
 
 
-def policy_action(action: str, payload: dict[str, Any]) -> str | None:
+def policy_action(action: str, payload: dict[str, Any], policy: Policy | None = None) -> str | None:
     """The policy action (see ``assay.registry.policy.ACTIONS``) an audit action is, or None
-    when the event is not a state change and is not signed."""
+    when the event is not a state change and is not signed.
+
+    Setting an alias that is not protected while registering is part of registering (a CI
+    ``signer`` may ``assay register ... --alias staging``); every other alias move is a promotion
+    (or a rollback).
+    """
     if action in STATE_ACTIONS:
         to = payload.get("to")
         if to == "known-good":
             return "mark-known-good"
         return "mark-bad" if to in BAD_STATES else "mark-other"
     if action in ("alias.intent", "alias.move"):
-        return "rollback" if payload.get("via") == "rollback" else "promote"
+        via = payload.get("via")
+        if via == "rollback":
+            return "rollback"
+        protected = policy is None or policy.is_protected(payload.get("alias"))
+        return "register" if via == "register" and not protected else "promote"
     if action in ("rollback.intent", "rollback.done"):
         return "rollback"
     if action == "model.labels":

@@ -15,6 +15,7 @@ from assay.registry.hashing import ProgressCallback
 from assay.registry.manifest import build_manifest
 from assay.registry.models import Artifact, Signature, utcnow
 from assay.registry.oms import sign_manifest
+from assay.registry.prehash import Prehash, check_mode, requested_mode
 from assay.registry.verification import _inner_ignores, default_signature_path
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ class SignResult:
     root_digest: str
     files: int
     total_bytes: int
+    serialization: str = "sha256"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,8 +47,15 @@ def sign_path(
     reuse_digests: bool = False,
     ignore_paths: tuple[str, ...] = (),
     progress: ProgressCallback | None = None,
+    hash_type: str | None = None,
+    shard_size: int | None = None,
+    prehash: Prehash | None = None,
 ) -> SignResult:
     """Hash ``path``, sign its manifest, record the signature, then write the bundle file.
+
+    ``hash_type`` / ``shard_size`` choose the OMS serialization (``shard_size`` alone: sha256
+    shards); with neither, the policy's ``signing:`` default applies. ``prehash`` is a manifest
+    already being built (see :mod:`assay.registry.prehash`), used when it has the same mode.
 
     The bundle is staged beside its destination first (an unwritable destination fails before
     anything is recorded), the store is updated, then the staged file atomically replaces the
@@ -59,13 +68,26 @@ def sign_path(
     signing_key, _record = registry.keys.signing_key(
         key, role=registry.policy().role_for("register")
     )
+    mode = requested_mode(hash_type, shard_size)
+    if mode is None:
+        default = registry.policy().signing
+        mode = (default.hash, default.shard_size)
+    check_mode(*mode)
+    ignores = (*ignore_paths, *_inner_ignores(path, signature))
     cache = DigestCache.for_home(registry.settings.home) if reuse_digests else None
-    manifest = build_manifest(
-        path,
-        ignore_paths=[*ignore_paths, *_inner_ignores(path, signature)],
-        cache=cache,
-        progress=progress,
-    )
+    if prehash is not None and prehash.matches(path, ignores, *mode):
+        manifest = prehash.result()
+    else:
+        if prehash is not None:
+            prehash.cancel()
+        manifest = build_manifest(
+            path,
+            ignore_paths=list(ignores),
+            cache=cache,
+            progress=progress,
+            hash_type=mode[0],
+            shard_size=mode[1],
+        )
     bundle = sign_manifest(manifest, signing_key)
     subject = str(path.resolve())
     # Stage the bundle first: a folder that cannot be written fails before the store changes;
@@ -98,7 +120,8 @@ def sign_path(
             {
                 "root_digest": manifest.root_digest,
                 "key_id": signing_key.key_id,
-                "files": len(manifest.resources),
+                "files": manifest.file_count,
+                "serialization": manifest.serialization.mode,
                 "signature": str(signature.resolve()),
             },
         )
@@ -109,6 +132,7 @@ def sign_path(
         signature_path=str(signature),
         key_id=signing_key.key_id,
         root_digest=manifest.root_digest,
-        files=len(manifest.resources),
+        files=manifest.file_count,
         total_bytes=manifest.total_size,
+        serialization=manifest.serialization.mode,
     )

@@ -12,6 +12,10 @@ The server runs with a sqlite backend store under ``root`` and proxied artifacts
 (``--serve-artifacts``, MLflow 3's default) stored in ``root/artifacts``; clients see artifact URIs
 as ``mlflow-artifacts:/...`` and read them through ``/api/2.0/mlflow-artifacts/artifacts``.
 
+``app_name`` starts ``mlflow server --app-name NAME`` (e.g. ``assay-guard``, the guard of
+``assay.registry.mlflow_guard``); ``env`` adds variables to the server's environment (the guard's
+``ASSAY_HOME`` / ``ASSAY_DB_URL``).
+
 It starts in its own process group (``start_new_session=True``) with
 ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false`` (otherwise it forks job workers that outlive SIGTERM);
 :meth:`MlflowServer.stop` sends SIGTERM to the whole group, then SIGKILL after a timeout, and
@@ -29,7 +33,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -69,8 +73,12 @@ class MlflowServer:
         port: int | None = None,
         workers: int = 2,
         startup_timeout: float = 90.0,
+        app_name: str | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.root = Path(root)
+        self.app_name = app_name
+        self.env = dict(env or {})
         self.port = port or free_port()
         self.workers = workers
         self.startup_timeout = startup_timeout
@@ -104,6 +112,7 @@ class MlflowServer:
             "--artifacts-destination",
             str(self.artifacts_path),
             "--serve-artifacts",
+            *(["--app-name", self.app_name] if self.app_name else []),
         ]
 
     def start(self) -> str:
@@ -112,6 +121,7 @@ class MlflowServer:
         env = dict(os.environ)
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         env.pop("MLFLOW_TRACKING_URI", None)
+        env.update(self.env)
         log = self.log_path.open("wb")
         try:
             self.proc = subprocess.Popen(

@@ -117,7 +117,6 @@ def test_the_deployment_guide_works_verbatim(tmp_path: Path) -> None:
         admin = _env(ASSAY_HOME=str(tmp_path / "admin-home"), ASSAY_DB_URL=db_url)
         server_root = tmp_path / "mlflow"
         server = server_helper.MlflowServer(server_root, app_name="assay-guard")
-        admin["MLFLOW_TRACKING_URI"] = server.url
         init = _run([ASSAY, "init", "--json"], admin)
         root = json.loads(init.stdout)["trust_root"]
         assert len(root) == 64

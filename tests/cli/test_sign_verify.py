@@ -210,13 +210,13 @@ def test_reuse_digests_same_root_and_rehashes_changes(
     invoke, home: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ):
     hashed: list[str] = []
-    real = hashing._hash_one
+    real = hashing._hash_span
 
-    def counting(path, *args, **kwargs):
-        hashed.append(Path(path).name)
-        return real(path, *args, **kwargs)
+    def counting(span, *args, **kwargs):
+        hashed.append(span.path.name)
+        return real(span, *args, **kwargs)
 
-    monkeypatch.setattr(hashing, "_hash_one", counting)
+    monkeypatch.setattr(hashing, "_hash_span", counting)
     time.sleep(RACY_WINDOW_NS / 1e9 + 0.05)  # files this fresh are never cached
 
     full = _sign(invoke, model_dir)
@@ -245,13 +245,13 @@ def test_trust_cache_verify(invoke, home: Path, model_dir: Path, monkeypatch, ex
     time.sleep(RACY_WINDOW_NS / 1e9 + 0.05)
     _sign(invoke, model_dir, "--reuse-digests")
     hashed: list[str] = []
-    real = hashing._hash_one
+    real = hashing._hash_span
 
-    def counting(path, *args, **kwargs):
-        hashed.append(Path(path).name)
-        return real(path, *args, **kwargs)
+    def counting(span, *args, **kwargs):
+        hashed.append(span.path.name)
+        return real(span, *args, **kwargs)
 
-    monkeypatch.setattr(hashing, "_hash_one", counting)
+    monkeypatch.setattr(hashing, "_hash_span", counting)
     _verify_ok(invoke, model_dir, "--trust-cache")
     assert hashed == []
     _verify_ok(invoke, model_dir)  # plain verify always re-hashes

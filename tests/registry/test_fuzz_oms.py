@@ -31,6 +31,17 @@ _MANIFEST = Manifest(
     Serialization(method="files", hash_type="sha256", allow_symlinks=False, ignore_paths=()),
 )
 _BUNDLE = sign_manifest(_MANIFEST, _KEY)
+#: a shard-mode blake2b bundle: two shards of a.bin, one of b/c.json
+_SHARD_MANIFEST = Manifest(
+    "model",
+    (
+        ResourceDigest("a.bin:0:1000", "0" * 128),
+        ResourceDigest("a.bin:1000:1500", "1" * 128),
+        ResourceDigest("b/c.json:0:7", "f" * 128),
+    ),
+    Serialization(method="shards", hash_type="blake2b", shard_size=1000),
+)
+_SHARD_BUNDLE = sign_manifest(_SHARD_MANIFEST, _KEY)
 
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**80), 2**80) | st.floats() | st.text(max_size=8),
@@ -68,6 +79,31 @@ def _replace(doc, path, value):
 def test_valid_bundle_parses() -> None:
     bundle = parse_bundle(_BUNDLE)
     assert bundle.root_digest == _MANIFEST.root_digest
+    shards = parse_bundle(_SHARD_BUNDLE)
+    assert shards.root_digest == _SHARD_MANIFEST.root_digest
+    assert shards.signed_sizes == {"a.bin": 1500, "b/c.json": 7}
+
+
+@given(st.data(), _json_values)
+def test_shard_payload_with_any_value_anywhere(data, value) -> None:
+    doc = json.loads(_SHARD_BUNDLE)
+    statement = json.loads(base64.b64decode(doc["dsseEnvelope"]["payload"]))
+    path = data.draw(st.sampled_from(list(_paths(statement))))
+    payload = json.dumps(_replace(statement, path, value)).encode()
+    doc["dsseEnvelope"]["payload"] = base64.b64encode(payload).decode()
+    _parse_is_safe(json.dumps(doc))
+
+
+@given(st.data(), st.text(max_size=40))
+def test_shard_names_replaced_by_any_text(data, name) -> None:
+    # any name: a parse error is one line and exit 3, never another exception
+    doc = json.loads(_SHARD_BUNDLE)
+    statement = json.loads(base64.b64decode(doc["dsseEnvelope"]["payload"]))
+    i = data.draw(st.integers(0, 2))
+    statement["predicate"]["resources"][i]["name"] = name
+    payload = json.dumps(statement).encode()
+    doc["dsseEnvelope"]["payload"] = base64.b64encode(payload).decode()
+    _parse_is_safe(json.dumps(doc))
 
 
 @given(st.data(), _json_values)

@@ -150,17 +150,51 @@ def test_edited_payload_fails_signature(model, key):
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda s: s["predicate"]["serialization"].update(method="shards"), "method 'shards'"),
-        (
-            lambda s: s["predicate"]["serialization"].update(hash_type="blake3"),
-            "hash type 'blake3'",
-        ),
+        (lambda s: s["predicate"]["serialization"].update(method="tensors"), "method 'tensors'"),
+        (lambda s: s["predicate"]["serialization"].update(hash_type="md5"), "hash type 'md5'"),
         (lambda s: s.update(predicateType="https://example/x"), "predicate type"),
     ],
 )
 def test_unsupported_serialization(model, key, edit, message):
     text = _edit_statement(_signed(model, key), edit)
     with pytest.raises(UnsupportedBundleError, match=message):
+        parse_bundle(text)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        # files mode relabelled as another hash: the resources still say sha256
+        (
+            lambda s: s["predicate"]["serialization"].update(hash_type="blake3"),
+            "mode mismatch.*'sha256'.*needs 'blake3'",
+        ),
+        # shards declared over file resources
+        (
+            lambda s: s["predicate"]["serialization"].update(method="shards"),
+            "has no shard_size",
+        ),
+        (
+            lambda s: s["predicate"]["serialization"].update(method="shards", shard_size=0),
+            "shard_size 0 is not between 1",
+        ),
+        (
+            lambda s: s["predicate"]["serialization"].update(method="shards", shard_size=1.5),
+            "shard_size is not an integer",
+        ),
+        (
+            lambda s: s["predicate"]["serialization"].update(method="shards", shard_size=True),
+            "shard_size is not an integer",
+        ),
+        (
+            lambda s: s["predicate"]["serialization"].update(method="shards", shard_size=1000),
+            "mode mismatch.*needs 'sha256-sharded-1000'",
+        ),
+    ],
+)
+def test_mode_mismatch_is_a_corrupt_bundle(model, key, edit, message):
+    text = _edit_statement(_signed(model, key), edit)
+    with pytest.raises(InvalidBundleError, match=message):
         parse_bundle(text)
 
 
