@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from assay.cli.common import open_registry, short
+from assay.cli.common import esc, open_registry, short
 from assay.cli.context import AppContext, json_option, new_table
 
 
@@ -48,7 +48,7 @@ def checkpoint(app: AppContext, key_ref: str | None, as_json: bool) -> None:
         as_json,
         lambda c: c.print(
             f"checkpoint of {result['tree_size']} events, root {short(result['root_hash'], 16)} "
-            f"-> {result['path']}"
+            f"-> {esc(result['path'])}"
         ),
     )
 
@@ -76,7 +76,7 @@ def verify(app: AppContext, checkpoints: tuple[Path, ...], as_json: bool) -> Non
         else:
             console.print(f"[red]FAILED[/red] audit log ({report.tree_size} events)")
             for problem in report.problems:
-                console.print(f"  {problem}")
+                console.print(f"  {esc(problem)}")
 
     app.emit(report.to_dict(), as_json, render)
     report.raise_for_failure()

@@ -1,8 +1,15 @@
-"""Helpers shared by command modules: opening the registry, parsing times, small renderers."""
+"""Helpers shared by command modules: opening the registry, parsing times, small renderers.
+
+Untrusted text (names, versions, aliases, reasons, paths, playbook messages, anything read from a
+bundle, a playbook or MLflow) is printed through rich markup, where ``[/]`` or ``[bold]`` would be
+taken as tags: :func:`esc` is the one way to put such text into a markup string. Table cells are
+escaped by :func:`assay.cli.context.new_table` itself; only :func:`styled` cells are markup.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -69,3 +76,30 @@ def sigterm_unwinds(what: str) -> Iterator[None]:
         raise AssayError(f"{what} was terminated (SIGTERM); re-run it to finish") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+# What rich takes for a tag (rich.markup.RE_TAGS), with the backslashes before it.
+_TAG = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")
+
+
+def esc(value: object) -> str:
+    """``value`` as text that rich markup prints literally (``rich.markup.escape`` without
+    importing rich): every tag-like ``[...]`` gets a backslash, and an odd run of backslashes at
+    the end gets one more, so that it cannot escape the tag that follows (rich's own escape
+    misses runs of three or more)."""
+    text = "" if value is None else str(value)
+    if "[" in text:
+        text = _TAG.sub(lambda m: f"{m.group(1)}{m.group(1)}\\{m.group(2)}", text)
+    trailing = len(text) - len(text.rstrip("\\"))
+    if trailing % 2:
+        text += "\\"
+    return text
+
+
+class Markup(str):
+    """A table cell that is rich markup on purpose (styles), not text to escape."""
+
+
+def styled(markup: str) -> Markup:
+    """Mark ``markup`` (trusted tags around :func:`esc`-aped text) as a styled table cell."""
+    return Markup(markup)

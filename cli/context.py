@@ -2,12 +2,14 @@
 
 rich (about 0.04 s to import, more for its tables) is only imported to render for a person at a
 terminal: ``--json`` prints with ``json``, and output that is not a terminal (a pipe, a file, CI)
-goes through :class:`PlainConsole`, which prints text and :func:`new_table` tables itself and
-hands anything else (a rich renderable built by a command) to a real rich console.
+goes through :class:`PlainConsole`, which prints text and :func:`new_table` tables itself (never
+cut to 80 columns) and hands anything else (a rich renderable built by a command) to a real rich
+console. Every table comes from :func:`new_table`: its text cells are escaped, not markup.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
@@ -17,6 +19,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from assay.cli.common import Markup, esc
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -38,15 +42,32 @@ def plain_text(markup: str) -> str:
     return _MARKUP_TAG.sub(replace, markup) if "[" in markup else markup
 
 
-class PlainTable:
-    """A table printed as aligned plain-text columns (rich's ``Table`` API subset we use)."""
+def _cell(value: Any, plain: bool) -> Any:
+    """A table cell: text is escaped (printed as it is), :class:`Markup` keeps its styles."""
+    if value is None:
+        return ""
+    if isinstance(value, Markup):
+        return plain_text(value) if plain else str(value)
+    if isinstance(value, str) or plain:
+        return str(value) if plain else esc(value)
+    return value  # a rich renderable built by the command
 
-    def __init__(self, *headers: str) -> None:
+
+class PlainTable:
+    """A table printed as aligned plain-text columns (rich's ``Table`` API subset we use).
+
+    Used when stdout is not a terminal (CI logs, pipes): nothing is ever cut to a width."""
+
+    def __init__(self, *headers: str, title: str | None = None, **_style: Any) -> None:
         self.headers = [str(h) for h in headers]
+        self.title = title
         self.rows: list[list[str]] = []
 
-    def add_row(self, *cells: Any) -> None:
-        self.rows.append(["" if c is None else plain_text(str(c)) for c in cells])
+    def add_column(self, header: str = "", **_style: Any) -> None:
+        self.headers.append(str(header))
+
+    def add_row(self, *cells: Any, **_style: Any) -> None:
+        self.rows.append([_cell(c, plain=True) for c in cells])
 
     def lines(self) -> list[str]:
         table = [self.headers, *self.rows]
@@ -54,10 +75,11 @@ class PlainTable:
             max(len(row[i]) if i < len(row) else 0 for row in table)
             for i in range(len(self.headers))
         ]
-        return [
+        body = [
             "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip()
             for row in table
         ]
+        return [plain_text(self.title), *body] if self.title else body
 
 
 class PlainConsole:
@@ -88,13 +110,33 @@ class PlainConsole:
         return getattr(self.rich, name)
 
 
-def new_table(console: Any, *headers: str) -> Any:
-    """A table for ``console``: plain for a :class:`PlainConsole`, else a rich ``Table``."""
-    if isinstance(console, PlainConsole):
-        return PlainTable(*headers)
+@functools.cache
+def _rich_table_class() -> type:
     from rich.table import Table
 
-    return Table(*headers)
+    class SafeTable(Table):
+        """rich's Table whose text cells are escaped and whose columns fold instead of
+        truncating: states, versions and aliases always show in full."""
+
+        def add_column(self, header: Any = "", **kwargs: Any) -> None:
+            kwargs.setdefault("overflow", "fold")
+            super().add_column(header, **kwargs)
+
+        def add_row(self, *cells: Any, **kwargs: Any) -> None:
+            super().add_row(*(_cell(c, plain=False) for c in cells), **kwargs)
+
+    return SafeTable
+
+
+def new_table(console: Any, *headers: str, **options: Any) -> Any:
+    """A table for ``console``: plain for a :class:`PlainConsole`, else a rich ``Table``.
+
+    Either way text cells print as they are (escaped) unless wrapped in
+    :func:`assay.cli.common.styled`, and nothing is truncated. ``options`` are rich's (``title``,
+    ``title_justify``, ``style``...); a plain table keeps only the title."""
+    if isinstance(console, PlainConsole):
+        return PlainTable(*headers, **options)
+    return _rich_table_class()(*headers, **options)
 
 
 @dataclass
@@ -125,9 +167,12 @@ class AppContext:
 
     @property
     def err_console(self) -> Console:
-        from rich.console import Console
+        """Like :attr:`console`, for stderr."""
+        if _is_terminal(sys.stderr):
+            from rich.console import Console
 
-        return Console(stderr=True)
+            return Console(stderr=True)
+        return PlainConsole(stderr=True)  # type: ignore[return-value]
 
     def emit(self, data: Any, as_json: bool, render: Callable[[Console], None]) -> None:
         """Print ``data`` as JSON for machines, or call ``render`` for people."""

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from assay.cli.common import open_registry
-from assay.cli.context import AppContext, json_option
+from assay.cli.common import esc, open_registry
+from assay.cli.context import AppContext, json_option, new_table
 
 
 @click.group("playbook")
@@ -30,9 +30,7 @@ def playbook_list(app: AppContext, as_json: bool) -> None:
     ]
 
     def render(console):
-        from rich.table import Table
-
-        table = Table("id", "severity", "threats", "description")
+        table = new_table(console, "id", "severity", "threats", "description")
         for r in rows:
             first = r["description"].strip().split(". ")[0].rstrip(".") + "."
             table.add_row(r["id"], r["severity"], ", ".join(r["threats"]), first)
@@ -105,14 +103,13 @@ def _render_result(app: AppContext, result, as_json: bool) -> None:
     }
 
     def render(console):
-        from rich.table import Table
-
         if result.plan and not result.steps:
-            table = Table(
+            table = new_table(
+                console,
                 "step",
                 "action",
                 "what it would do",
-                title=f"plan: {result.playbook_id} (dry run, nothing changed)",
+                title=f"plan: {esc(result.playbook_id)} (dry run, nothing changed)",
             )
             for p in result.plan:
                 what = p.description + (
@@ -123,12 +120,13 @@ def _render_result(app: AppContext, result, as_json: bool) -> None:
                 table.add_row(p.step_id, p.action, what)
             console.print(table)
             return
-        table = Table(
+        table = new_table(
+            console,
             "step",
             "item",
             "status",
             "summary / error",
-            title=f"incident {result.incident_id}: {result.playbook_id}",
+            title=f"incident {esc(result.incident_id)}: {esc(result.playbook_id)}",
         )
         for s in result.steps:
             summary = (s.outputs or {}).get("summary") if s.outputs else None
@@ -139,11 +137,12 @@ def _render_result(app: AppContext, result, as_json: bool) -> None:
                 s.error or summary or "",
             )
         console.print(table)
-        console.print(f"status: {result.status}" + (f" ({result.detail})" if result.detail else ""))
+        detail = f" ({esc(result.detail)})" if result.detail else ""
+        console.print(f"status: {esc(result.status)}{detail}")
         if result.status == "waiting-approval":
-            console.print(f"resume with: assay incident resume {result.incident_id} --yes")
+            console.print(f"resume with: assay incident resume {esc(result.incident_id)} --yes")
         elif result.status == "failed":
-            console.print(f"fix the cause, then: assay incident resume {result.incident_id}")
+            console.print(f"fix the cause, then: assay incident resume {esc(result.incident_id)}")
 
     app.emit(data, as_json, render)
 
@@ -222,9 +221,7 @@ def incident_list(app: AppContext, as_json: bool) -> None:
     rows = [i.to_dict() for i in incidents.list_incidents(open_registry(app))]
 
     def render(console):
-        from rich.table import Table
-
-        table = Table("id", "playbook", "status", "created", "detail")
+        table = new_table(console, "id", "playbook", "status", "created", "detail")
         for r in rows:
             table.add_row(
                 r["id"], r["playbook_id"], r["status"], r["created_at"], r["detail"] or ""
@@ -246,13 +243,11 @@ def incident_show(app: AppContext, incident_id: str, as_json: bool) -> None:
 
     def render(console):
         console.print(
-            f"incident {record.id}: {record.playbook_id}, {record.status}"
-            + (f" ({record.detail})" if record.detail else "")
+            f"incident {esc(record.id)}: {esc(record.playbook_id)}, {esc(record.status)}"
+            + (f" ({esc(record.detail)})" if record.detail else "")
         )
-        console.print(f"inputs: {record.inputs}")
-        from rich.table import Table
-
-        table = Table("step", "item", "status", "finished", "error")
+        console.print(f"inputs: {esc(record.inputs)}")
+        table = new_table(console, "step", "item", "status", "finished", "error")
         for s in steps:
             table.add_row(
                 s.step_id,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from assay.cli.common import open_registry, short, sigterm_unwinds
+from assay.cli.common import esc, open_registry, short, sigterm_unwinds
 from assay.cli.context import AppContext, json_option, new_table
 from assay.cli.progress import byte_progress
 
@@ -81,12 +81,13 @@ def register(
     def render(console):
         verb = "already registered as" if result.reused else "registered"
         console.print(
-            f"{verb} {result.uri} (manifest {short(result.manifest_root)}, key {short(result.key_id)})"
+            f"{verb} {esc(result.uri)} (manifest {short(result.manifest_root)}, "
+            f"key {short(result.key_id)})"
         )
         if result.datasets:
-            console.print(f"  trained on: {', '.join(result.datasets)}")
+            console.print(f"  trained on: {esc(', '.join(result.datasets))}")
         if result.parents:
-            console.print(f"  fine-tuned from: {', '.join(result.parents)}")
+            console.print(f"  fine-tuned from: {esc(', '.join(result.parents))}")
         if result.watermark and "tensors" in result.watermark:
             console.print(f"  watermark: {result.watermark['tensors']} tensors marked")
         elif result.watermark:  # a re-run: the store keeps the fingerprint, not the count
@@ -96,7 +97,7 @@ def register(
         elif result.watermark_note:
             console.print(f"  watermark: {result.watermark_note}")
         if result.alias:
-            console.print(f"  alias {result.alias} -> {result.version}")
+            console.print(f"  alias {esc(result.alias)} -> {esc(result.version)}")
 
     app.emit(result.to_dict(), as_json, render)
 
@@ -121,7 +122,7 @@ def dataset_register(app: AppContext, name: str, path: Path, as_json: bool) -> N
     app.emit(
         record.to_dict(),
         as_json,
-        lambda c: c.print(f"registered {record.ref} (manifest {short(record.manifest_root)})"),
+        lambda c: c.print(f"registered {esc(record.ref)} (manifest {short(record.manifest_root)})"),
     )
 
 
@@ -164,6 +165,6 @@ def dataset_show(app: AppContext, ref: str, as_json: bool) -> None:
 
     def render(console):
         for key, value in record.to_dict().items():
-            console.print(f"{key:14} {value}")
+            console.print(f"{key:14} {esc(value)}")
 
     app.emit(record.to_dict(), as_json, render)

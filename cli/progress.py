@@ -32,7 +32,7 @@ def byte_progress(description: str, enabled: bool | None = None) -> Iterator[Cal
     lock = threading.Lock()
     with Progress(
         SpinnerColumn(),
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),  # file names are not markup
         DownloadColumn(),
         TransferSpeedColumn(),
         console=Console(stderr=True),

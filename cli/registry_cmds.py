@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import click
 
-from assay.cli.common import open_registry, short
-from assay.cli.context import AppContext, json_option
+from assay.cli.common import esc, open_registry, short, styled
+from assay.cli.context import AppContext, json_option, new_table
 
 # Kept here (not imported from assay.registry.models) so `assay --help` stays fast.
 STATE_CHOICES = ("registered", "known-good", "quarantined", "compromised")
@@ -13,11 +16,12 @@ _BAD = ("quarantined", "compromised")
 
 
 def _state_style(state: str) -> str:
+    """The state as markup (green when known-good, red when bad); a table cell needs styled()."""
     if state == "known-good":
-        return f"[green]{state}[/green]"
+        return f"[green]{esc(state)}[/green]"
     if state in _BAD:
-        return f"[red]{state}[/red]"
-    return state
+        return f"[red]{esc(state)}[/red]"
+    return esc(state)
 
 
 def _split_kind(name: str) -> tuple[str, str]:
@@ -51,8 +55,6 @@ def mark_cmd(
     do not verify). quarantined and compromised are always accepted. Every change is kept in the
     version's history and the audit log, and mirrored to the assay.state tag in MLflow.
     """
-    from rich.markup import escape
-
     from assay.registry.states import mark
 
     kind, bare = _split_kind(name)
@@ -62,7 +64,9 @@ def mark_cmd(
     app.emit(
         record.to_dict(),
         as_json,
-        lambda c: c.print(f"{record.ref}: {_state_style(record.state)} ({escape(record.reason)})"),
+        lambda c: c.print(
+            f"{esc(record.ref)}: {_state_style(record.state)} ({esc(record.reason)})"
+        ),
     )
 
 
@@ -105,7 +109,7 @@ def label_cmd(
     app.emit(
         record.to_dict(),
         as_json,
-        lambda c: c.print(f"{record.ref}: labels {', '.join(record.labels) or '(none)'}"),
+        lambda c: c.print(f"{esc(record.ref)}: labels {esc(', '.join(record.labels) or '(none)')}"),
     )
 
 
@@ -138,8 +142,6 @@ def promote_cmd(
     freeze: while a model is frozen only `assay rollback` moves its aliases.
     Re-running after an interruption finishes the move and never moves the alias twice.
     """
-    from rich.markup import escape
-
     from assay.registry.states import promote
 
     if force and not (reason and reason.strip()):
@@ -162,14 +164,15 @@ def promote_cmd(
         else:
             verb = "already at"
         console.print(
-            f"{name}@{alias}: {verb} {result.to_version} (was {result.from_version or 'unset'})"
+            f"{esc(name)}@{esc(alias)}: {verb} {esc(result.to_version)} "
+            f"(was {esc(result.from_version or 'unset')})"
         )
         if result.forced:
-            console.print(f"[yellow]forced[/yellow]: {escape(result.reason or '')}")
+            console.print(f"[yellow]forced[/yellow]: {esc(result.reason or '')}")
             if not result.verified:
-                console.print(f"[red]{escape(result.verify_summary or '')}[/red]")
+                console.print(f"[red]{esc(result.verify_summary or '')}[/red]")
         if result.note:
-            console.print(escape(result.note))
+            console.print(esc(result.note))
 
     app.emit(result.to_dict(), as_json, render)
 
@@ -187,8 +190,6 @@ def freeze_cmd(
 
     --force on promote does not bypass a freeze; `assay unfreeze NAME` lifts it.
     """
-    from rich.markup import escape
-
     from assay.registry.states import freeze
 
     result = freeze(open_registry(app), name, reason=reason, incident_id=incident_id)
@@ -196,7 +197,7 @@ def freeze_cmd(
     app.emit(
         result.to_dict(),
         as_json,
-        lambda c: c.print(f"{name}: {verb} ({escape(result.reason or '')})"),
+        lambda c: c.print(f"{esc(name)}: {verb} ({esc(result.reason or '')})"),
     )
 
 
@@ -211,22 +212,20 @@ def unfreeze_cmd(app: AppContext, name: str, reason: str | None, as_json: bool) 
 
     result = unfreeze(open_registry(app), name, reason=reason)
     verb = "unfrozen" if result.changed else "was not frozen"
-    app.emit(result.to_dict(), as_json, lambda c: c.print(f"{name}: {verb}"))
+    app.emit(result.to_dict(), as_json, lambda c: c.print(f"{esc(name)}: {verb}"))
 
 
 def _render_status(console, report) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
     from assay.registry.versions import version_key  # loaded with assay.registry.status
 
     for model in report.models:
-        title = model.name
+        title = esc(model.name)
         if model.frozen:
-            title += f" [red](frozen: {escape(model.frozen['reason'])})[/red]"
+            title += f" [red](frozen: {esc(model.frozen['reason'])})[/red]"
         if model.aliases:
-            title += "  " + ", ".join(f"{a}->{v}" for a, v in model.aliases.items())
-        table = Table(
+            title += "  " + ", ".join(f"{esc(a)}->{esc(v)}" for a, v in model.aliases.items())
+        table = new_table(
+            console,
             "version",
             "state",
             "serving",
@@ -242,13 +241,13 @@ def _render_status(console, report) -> None:
             r = vs.record
             state = _state_style(r.state)
             if r.status != "complete":
-                state += f" [yellow]({r.status})[/yellow]"
+                state += f" [yellow]({esc(r.status)})[/yellow]"
             if vs.verified is False:
                 state += " [red]bytes changed[/red]"
             rows.append(
                 (
                     r.version,
-                    state,
+                    styled(state),
                     ", ".join(vs.aliases),
                     short(r.key_id),
                     short(r.manifest_root),
@@ -260,26 +259,34 @@ def _render_status(console, report) -> None:
         for alias, version in model.aliases.items():
             serving.setdefault(version, []).append(alias)
         for version in model.pending:  # in MLflow only, never recorded: it cannot load
-            state = "[yellow]pending-registration[/yellow]"
+            state = styled("[yellow]pending-registration[/yellow]")
             rows.append((version, state, ", ".join(serving.get(version, [])), "", "", "", ""))
         for row in sorted(rows, key=lambda row: version_key(row[0])):
             table.add_row(*row)
         console.print(table)
     if report.datasets:
-        table = Table("dataset", "version", "state", "signer", "manifest", title="datasets")
+        table = new_table(
+            console, "dataset", "version", "state", "signer", "manifest", title="datasets"
+        )
         for r in report.datasets:
             table.add_row(
-                r.name, r.version, _state_style(r.state), short(r.key_id), short(r.manifest_root)
+                r.name,
+                r.version,
+                styled(_state_style(r.state)),
+                short(r.key_id),
+                short(r.manifest_root),
             )
         console.print(table)
     if report.drift:
-        table = Table("drift", "model", "version", "detail", style="red", header_style="bold red")
+        table = new_table(
+            console, "drift", "model", "version", "detail", style="red", header_style="bold red"
+        )
         for d in report.drift:
-            table.add_row(d.kind.value, d.model or "", d.version or "", escape(d.detail))
+            table.add_row(d.kind.value, d.model or "", d.version or "", d.detail)
         console.print(table)
-        console.print(f"[bold red]{escape(report.summary())}[/bold red]")
+        console.print(f"[bold red]{esc(report.summary())}[/bold red]")
     else:
-        console.print(f"[green]{escape(report.summary())}[/green]")
+        console.print(f"[green]{esc(report.summary())}[/green]")
 
 
 def _listed(findings, what: str) -> str:
@@ -342,53 +349,82 @@ def _short(record) -> str:
 
 
 def _render_lineage(console, report) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
     subject = report.subject
-    serving = f" (serving: {', '.join(report.subject_aliases)})" if report.subject_aliases else ""
-    console.print(f"{subject.ref}: {_state_style(subject.state)}{serving}")
+    aliases = esc(", ".join(report.subject_aliases))
+    serving = f" (serving: {aliases})" if report.subject_aliases else ""
+    console.print(f"{esc(subject.ref)}: {_state_style(subject.state)}{serving}")
     for title, entries in (
         ("made from (upstream)", report.upstream),
         ("derived from it (downstream)", report.downstream),
     ):
         if not entries:
             continue
-        table = Table(title=title, title_justify="left")
-        table.add_column("version", overflow="fold")
+        table = new_table(console, title=title, title_justify="left")
+        table.add_column("version")
         table.add_column("state")
         table.add_column("depth", justify="right")
         table.add_column("relation")
-        table.add_column("via", overflow="fold")
-        table.add_column("serving", overflow="fold")
+        table.add_column("via")
+        table.add_column("serving")
         for e in entries:
             table.add_row(
                 _short(e.record),
-                _state_style(e.record.state),
+                styled(_state_style(e.record.state)),
                 str(e.depth),
                 e.relation,
-                escape(e.via.removeprefix("models:/")),
+                e.via.removeprefix("models:/"),
                 ", ".join(e.aliases),
             )
         console.print(table)
-    console.print(report.summary())
+    console.print(esc(report.summary()))
 
 
 @click.command("lineage")
 @click.argument("ref", metavar="REF")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "svg"]),
+    default="text",
+    show_default=True,
+    help="svg: the blast radius as a picture (datasets -> versions -> serving aliases).",
+)
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a new file."
+)
 @json_option
 @click.pass_obj
-def lineage_cmd(app: AppContext, ref: str, as_json: bool) -> None:
+def lineage_cmd(app: AppContext, ref: str, fmt: str, output: Path | None, as_json: bool) -> None:
     """Lineage of REF: dataset:NAME@V or models:/NAME/V (or models:/NAME@ALIAS).
 
     For a dataset version: every model version trained on it, transitively through fine-tuned
     children, with the aliases serving each: the blast radius if it was poisoned. For a model
     version: its datasets and parents upward, and what was fine-tuned from it downward.
+    --format svg draws it as a self-contained SVG (affected versions and aliases in red).
     """
     from assay.registry.lineage import lineage
 
+    if as_json:
+        fmt = "json"
+    if fmt == "text" and output is not None:
+        raise click.UsageError("-o needs --format svg or --format json")
     report = lineage(open_registry(app), ref)
-    app.emit(report.to_dict(), as_json, lambda c: _render_lineage(c, report))
+    if fmt == "text":
+        app.emit(report.to_dict(), False, lambda c: _render_lineage(c, report))
+        return
+    if fmt == "svg":
+        from assay.registry.lineage_svg import lineage_svg
+
+        text = lineage_svg(report.to_dict())
+    else:
+        text = json.dumps(report.to_dict(), indent=2, sort_keys=True, default=str) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    from assay.registry.fsutil import write_new_file
+
+    write_new_file(output, text.encode("utf-8"))
+    click.echo(f"wrote {output}", err=True)
 
 
 #: The commands this module adds to the ``assay`` group.

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import click
 
-from assay.cli.common import open_registry
-from assay.cli.context import AppContext, json_option
+from assay.cli.common import esc, open_registry
+from assay.cli.context import AppContext, json_option, new_table
 
 
 def render_plan(console, plan) -> None:
-    from rich.table import Table
-
-    table = Table(
+    table = new_table(
+        console,
         "version",
         "state",
         "eligible",
         "why not",
-        title=f"{plan.model}@{plan.alias}: candidates, newest first",
+        title=f"{esc(plan.model)}@{esc(plan.alias)}: candidates, newest first",
     )
     for c in plan.candidates:
         table.add_row(c.version, c.state, "yes" if c.eligible else "no", "; ".join(c.reasons))
@@ -91,18 +90,22 @@ def rollback_cmd(
             )
             render_plan(console, plan)
             console.print(
-                f"dry run: would move {name}@{alias} from {result.from_version} to {result.to_version}"
+                f"dry run: would move {esc(name)}@{esc(alias)} from {esc(result.from_version)} "
+                f"to {esc(result.to_version)}"
             )
             return
         if result.note:
-            console.print(result.note)
+            console.print(esc(result.note))
             return
         verb = "moved" if result.moved else "already at"
-        console.print(f"{name}@{alias}: {verb} {result.to_version} (was {result.from_version})")
+        console.print(
+            f"{esc(name)}@{esc(alias)}: {verb} {esc(result.to_version)} "
+            f"(was {esc(result.from_version)})"
+        )
         if result.quarantined:
-            console.print(f"version {result.quarantined} quarantined: {reason}")
+            console.print(f"version {esc(result.quarantined)} quarantined: {esc(reason)}")
         if result.not_quarantined:
-            console.print(result.not_quarantined)
+            console.print(esc(result.not_quarantined))
         if result.resumed:
             console.print("(finished a rollback that had been interrupted)")
 

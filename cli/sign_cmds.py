@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import click
 
-from assay.cli.common import open_registry, short
+from assay.cli.common import esc, open_registry, short
 from assay.cli.context import AppContext, json_option
 from assay.cli.progress import byte_progress
 
@@ -112,8 +111,8 @@ def sign(
         as_json,
         lambda c: c.print(
             f"signed {result.files} files ({result.total_bytes:,} bytes, "
-            f"{result.serialization}) of {path} with key {short(result.key_id, 16)} "
-            f"-> {result.signature_path}"
+            f"{esc(result.serialization)}) of {esc(path)} with key {short(result.key_id, 16)} "
+            f"-> {esc(result.signature_path)}"
         ),
     )
 
@@ -191,36 +190,25 @@ def verify(
     report.raise_for_failure()
 
 
-_MARKUP_TAG = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")
-
-
-def _escape_markup(text: str) -> str:
-    """``rich.markup.escape`` without importing rich (verify's fast path prints plain text)."""
-    text = _MARKUP_TAG.sub(lambda m: f"{m.group(1)}{m.group(1)}\\{m.group(2)}", text)
-    return text + "\\" if text.endswith("\\") and not text.endswith("\\\\") else text
-
-
 def render_report(console, report) -> None:
     """Print a verification report: one verdict line, then every difference.
 
     Paths, file names, key names and problems come from untrusted input (a bundle's key hint, the
     names of files in a suspect folder): they are printed with rich markup escaped.
     """
-    escape = _escape_markup
-    subject = escape(str(report.subject))
     if report.ok:
         console.print(
-            f"[green]OK[/green] {subject}: {report.files} files match, "
-            f"signed by {escape(report.key_name or short(report.key_id, 16))}"
+            f"[green]OK[/green] {esc(report.subject)}: {report.files} files match, "
+            f"signed by {esc(report.key_name or short(report.key_id, 16))}"
         )
         return
-    console.print(f"[red]FAILED[/red] {subject}")
+    console.print(f"[red]FAILED[/red] {esc(report.subject)}")
     for problem in report.problems:
-        console.print(f"  {escape(str(problem))}")
+        console.print(f"  {esc(problem)}")
     for label, names in (
         ("modified", report.modified),
         ("missing", report.missing),
         ("extra", report.extra),
     ):
         for name in names:
-            console.print(f"  {label:9} {escape(str(name))}")
+            console.print(f"  {label:9} {esc(name)}")

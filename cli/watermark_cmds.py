@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from assay.cli.common import open_registry
-from assay.cli.context import AppContext, json_option
+from assay.cli.common import esc, open_registry
+from assay.cli.context import AppContext, json_option, new_table
 
 
 @click.group("watermark")
@@ -38,7 +38,7 @@ def embed_cmd(
         result.to_dict(),
         as_json,
         lambda c: c.print(
-            f"marked {result.tensors} tensors ({result.parameters:,} weights) -> {output}"
+            f"marked {result.tensors} tensors ({result.parameters:,} weights) -> {esc(output)}"
         ),
     )
 
@@ -57,7 +57,7 @@ def detect_cmd(app: AppContext, suspect: Path, reference: str | None, as_json: b
     def render(console):
         for r in data["results"]:
             console.print(
-                f"{r['method']}: {r['verdict']}  z={r['z']:.1f}  p_corrected={r['p_corrected']:.3g} "
+                f"{esc(r['method'])}: {esc(r['verdict'])}  z={r['z']:.1f}  p_corrected={r['p_corrected']:.3g} "
                 f"(log10 {r['log10_p_corrected']:.1f})  tensors matched {r['tensors_matched']}"
             )
 
@@ -84,10 +84,16 @@ def trace(app: AppContext, suspect: Path, top: int, models: tuple[str, ...], as_
     report = trace_suspect(open_registry(app), suspect, models=list(models) or None, top=top)
 
     def render(console):
-        from rich.table import Table
-
-        table = Table(
-            "model", "version", "method", "verdict", "z", "p (corrected)", "tensors", "similarity"
+        table = new_table(
+            console,
+            "model",
+            "version",
+            "method",
+            "verdict",
+            "z",
+            "p (corrected)",
+            "tensors",
+            "similarity",
         )
         for c in report.candidates:
             p = (
@@ -106,8 +112,8 @@ def trace(app: AppContext, suspect: Path, top: int, models: tuple[str, ...], as_
                 "" if c.similarity is None else f"{c.similarity:.3f}",
             )
         console.print(table)
-        console.print(report.summary())
+        console.print(esc(report.summary()))
         for note in report.notes:
-            console.print(f"note: {note}")
+            console.print(f"note: {esc(note)}")
 
     app.emit(report.to_dict(), as_json, render)

@@ -5,6 +5,11 @@ keeps naive UTC text, and :class:`UTCDateTime` puts the timezone back on the way
 
 The schema itself is created by the Alembic migrations in ``assay.registry.migrations``; keep
 both in step (``tests/registry/test_store.py`` compares them).
+
+``String(n)`` only for values of a shape assay makes itself (hex SHA-256 digests, generated key and
+incident ids, fixed words such as states); anything a person, a playbook or MLflow supplies (names,
+versions, aliases, actors, reasons, paths, playbook and step ids, ``sha256:`` digests) is ``Text``:
+PostgreSQL enforces declared lengths (migration 0003).
 """
 
 from __future__ import annotations
@@ -91,11 +96,11 @@ class Key(Base):
     __tablename__ = "keys"
 
     key_id: Mapped[str] = mapped_column(String(64), primary_key=True)  # hex sha256 of DER SPKI
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(Text)
     key_type: Mapped[str] = mapped_column(String(32))  # e.g. ecdsa-p256, ed25519
     public_pem: Mapped[str] = mapped_column(Text)
     has_private: Mapped[bool] = mapped_column(Boolean, default=False)
-    source: Mapped[str | None] = mapped_column(String(200))  # keyring, env, imported...
+    source: Mapped[str | None] = mapped_column(Text)  # keyring, env, imported...
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     not_before: Mapped[datetime | None]
     not_after: Mapped[datetime | None]
@@ -123,8 +128,8 @@ class Artifact(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))  # model, dataset, path
-    name: Mapped[str] = mapped_column(String(500))
-    version: Mapped[str | None] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(Text)
+    version: Mapped[str | None] = mapped_column(Text)
     uri: Mapped[str | None] = mapped_column(Text)
     manifest_root: Mapped[str | None] = mapped_column(String(64))  # hex sha256
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -154,7 +159,7 @@ class AuditEvent(Base):
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     ts: Mapped[datetime]
-    actor: Mapped[str] = mapped_column(String(200))
+    actor: Mapped[str] = mapped_column(Text)
     action: Mapped[str] = mapped_column(String(100), index=True)
     subject: Mapped[str] = mapped_column(Text)
     payload: Mapped[str] = mapped_column(Text)  # canonical JSON object
@@ -206,7 +211,7 @@ class Checkpoint(Base):
     __tablename__ = "checkpoints"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    origin: Mapped[str] = mapped_column(String(200))
+    origin: Mapped[str] = mapped_column(Text)
     tree_size: Mapped[int] = mapped_column(Integer, index=True)
     root_hash: Mapped[str] = mapped_column(String(64))  # hex
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -228,10 +233,10 @@ class ArtifactState(Base):
     )
     state: Mapped[str] = mapped_column(String(32), default="registered")
     reason: Mapped[str | None] = mapped_column(Text)
-    incident_id: Mapped[str | None] = mapped_column(String(64))
+    incident_id: Mapped[str | None] = mapped_column(Text)
     # 'pending' while a registration is half way; only 'complete' versions can serve.
     status: Mapped[str] = mapped_column(String(16), default="complete")
-    run_id: Mapped[str | None] = mapped_column(String(64))
+    run_id: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str | None] = mapped_column(Text)  # MLflow source URI of the version
     labels: Mapped[str] = mapped_column(Text, default="[]")  # JSON list, e.g. ["robust"]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -249,8 +254,8 @@ class StateChange(Base):
     from_state: Mapped[str | None] = mapped_column(String(32))
     to_state: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str | None] = mapped_column(Text)
-    incident_id: Mapped[str | None] = mapped_column(String(64))
-    actor: Mapped[str] = mapped_column(String(200))
+    incident_id: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -260,14 +265,14 @@ class AliasMove(Base):
     __tablename__ = "alias_moves"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    model_name: Mapped[str] = mapped_column(String(500), index=True)
-    alias: Mapped[str] = mapped_column(String(200))
-    from_version: Mapped[str | None] = mapped_column(String(200))
-    to_version: Mapped[str | None] = mapped_column(String(200))  # None: alias deleted
+    model_name: Mapped[str] = mapped_column(Text, index=True)
+    alias: Mapped[str] = mapped_column(Text)
+    from_version: Mapped[str | None] = mapped_column(Text)
+    to_version: Mapped[str | None] = mapped_column(Text)  # None: alias deleted
     via: Mapped[str] = mapped_column(String(32))  # register, promote, rollback
     reason: Mapped[str | None] = mapped_column(Text)
-    incident_id: Mapped[str | None] = mapped_column(String(64))
-    actor: Mapped[str] = mapped_column(String(200))
+    incident_id: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -292,10 +297,10 @@ class Freeze(Base):
 
     __tablename__ = "freezes"
 
-    model_name: Mapped[str] = mapped_column(String(500), primary_key=True)
+    model_name: Mapped[str] = mapped_column(Text, primary_key=True)
     reason: Mapped[str] = mapped_column(Text)
-    incident_id: Mapped[str | None] = mapped_column(String(64))
-    actor: Mapped[str] = mapped_column(String(200))
+    incident_id: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -320,13 +325,13 @@ class Incident(Base):
     __tablename__ = "incidents"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    playbook_id: Mapped[str] = mapped_column(String(200))
-    playbook_digest: Mapped[str] = mapped_column(String(64))
+    playbook_id: Mapped[str] = mapped_column(Text)
+    playbook_digest: Mapped[str] = mapped_column(Text)
     playbook_source: Mapped[str] = mapped_column(Text)  # the YAML as run, for resume
     inputs: Mapped[str] = mapped_column(Text)  # canonical JSON
     status: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(Text)  # why it stopped (failed step, approval...)
-    actor: Mapped[str] = mapped_column(String(200))
+    actor: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -343,7 +348,7 @@ class IncidentStep(Base):
     incident_id: Mapped[str] = mapped_column(
         ForeignKey("incidents.id", ondelete="CASCADE"), index=True
     )
-    step_id: Mapped[str] = mapped_column(String(200))
+    step_id: Mapped[str] = mapped_column(Text)
     item_index: Mapped[int] = mapped_column(Integer, default=-1)  # -1: not a foreach item
     status: Mapped[str] = mapped_column(String(32))
     outputs: Mapped[str | None] = mapped_column(Text)  # JSON

@@ -307,6 +307,9 @@ def freeze(
     if not reason or not str(reason).strip():
         raise AssayError("a freeze needs a reason")
     with registry.store.session() as session:
+        # Serialise check-then-insert: two incidents freezing the same model at once must not
+        # both insert (PostgreSQL would refuse the second with a duplicate key).
+        lock_store(session)
         _require_model(session, name)
         row = frozen_row(session, name)
         changed = row is None
@@ -331,6 +334,7 @@ def freeze(
 def unfreeze(registry: Registry, name: str, *, reason: str | None = None) -> FreezeStatus:
     """Lift a freeze (idempotent: unfreezing a model that is not frozen changes nothing)."""
     with registry.store.session() as session:
+        lock_store(session)
         _require_model(session, name)
         row = frozen_row(session, name)
         if row is None:

@@ -32,7 +32,7 @@ __all__ = ["HEAD_REVISION", "MIGRATIONS_DIR", "SQLITE_BUSY_TIMEOUT_S", "Store"]
 log = logging.getLogger(__name__)
 
 #: The newest migration's revision id; a store at any other revision must be upgraded.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 #: Folder of the Alembic environment (env.py, script.py.mako, versions/), inside the package.
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30
@@ -204,9 +204,28 @@ class Store:
         log.info("upgrading assay's store %s to %s", _describe(self.url), revision)
         try:
             with self.engine.connect() as conn:
-                config.attributes["connection"] = conn
-                command.upgrade(config, revision)
-                conn.commit()
+                sqlite = conn.dialect.name == "sqlite"
+                if sqlite:
+                    # A type change rebuilds the table on SQLite: with foreign keys on, dropping
+                    # the old parent table would cascade into its children. PRAGMA foreign_keys
+                    # only changes outside a transaction, so on the raw connection, before BEGIN.
+                    conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = OFF")
+                try:
+                    config.attributes["connection"] = conn
+                    command.upgrade(config, revision)
+                    if sqlite:
+                        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                        if broken:
+                            conn.rollback()
+                            raise ConfigError(
+                                f"cannot migrate assay's store {_describe(self.url)}: "
+                                f"{len(broken)} row(s) would break foreign keys"
+                            )
+                    conn.commit()
+                finally:
+                    if sqlite:  # back on, outside any transaction, before the pool takes it back
+                        conn.rollback()
+                        conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = ON")
         except (DBAPIError, CommandError) as exc:
             raise ConfigError(
                 f"cannot migrate assay's store {_describe(self.url)}: {_one_line(exc)}"

@@ -73,8 +73,12 @@ def _state(session: Session, artifact: Artifact) -> ArtifactState:
 
 
 def state_row(session: Session, artifact: Artifact) -> ArtifactState:
-    """The artifact's state row, added to ``session`` if it has none yet (to be changed)."""
-    row = session.get(ArtifactState, artifact.id)
+    """The artifact's state row, added to ``session`` if it has none yet (to be changed).
+
+    Read afresh and locked (``FOR UPDATE``) so that concurrent changes of one version serialise
+    on PostgreSQL as they do on SQLite, each seeing the other's result (no lost update, no change
+    recorded twice)."""
+    row = session.get(ArtifactState, artifact.id, with_for_update=True, populate_existing=True)
     if row is None:  # artifacts signed before the registry tables existed, or plain paths
         row = _state(session, artifact)
         session.add(row)

@@ -5,6 +5,10 @@ with its outputs after; the next step starts only once that record is committed.
 skips what succeeded (steps and ``foreach`` items) and runs again whatever was started but not finished:
 actions are idempotent, so the end state is the same as an uninterrupted run.
 
+When the incident stops (completed, failed or waiting for approval), every finished step whose
+action has a ``finalize(ctx, outputs)`` method gets it called: ``report.write`` re-renders its files,
+so the report on disk describes the incident as it ended, not "running".
+
 Approval gates: with ``assume_yes`` the gate passes; else with an ``approve`` callback (a terminal
 prompt) the person decides; else (no terminal, no ``--yes``) the incident stops cleanly in
 ``waiting-approval`` and ``resume_incident(..., assume_yes=True)`` goes on from that step.
@@ -355,6 +359,10 @@ class _Run:
 
     def result(self, status: str, detail: str | None = None, waiting: str | None = None):
         self.recorder.set_status(self.incident_id, status, detail)
+        problems = self.finalize()
+        if problems:
+            detail = "; ".join([detail or status, *problems])
+            self.recorder.set_status(self.incident_id, status, detail)
         return IncidentResult(
             self.incident_id,
             self.pb.id,
@@ -362,6 +370,44 @@ class _Run:
             steps=self.recorder.get_steps(self.incident_id),
             detail=detail,
             waiting_step=waiting,
+        )
+
+    def finalize(self) -> list[str]:
+        """Let finished steps whose outputs describe the incident (``report.write``) bring them up
+        to date, now that it has stopped: their files then show the final status. Returns the
+        problems, one line each (the incident's own result stands)."""
+        problems: list[str] = []
+        steps = {s.id: s for s in self.pb.steps}
+        for rec in self.recorder.get_steps(self.incident_id):
+            step = steps.get(rec.step_id)
+            if step is None or not rec.done or not rec.outputs:
+                continue
+            if rec.item_index is None and step.foreach is not None:
+                continue  # the items carry the outputs
+            action = self.actions.get(step.action) if step.action in self.actions else None
+            finish = getattr(action, "finalize", None)
+            if finish is None:
+                continue
+            try:
+                finish(self.action_context(step, rec.item_index, None), rec.outputs)
+            except Exception as exc:  # noqa: BLE001 - a report must not change the outcome
+                log.warning(
+                    "incident %s: step %s not finalized: %s", self.incident_id, step.id, exc
+                )
+                problems.append(f"step '{step.id}' not brought up to date: {exc}")
+        return problems
+
+    def action_context(self, step: Step, index: int | None, item: Any) -> ActionContext:
+        return ActionContext(
+            incident_id=self.incident_id,
+            playbook_id=self.pb.id,
+            step_id=step.id,
+            item_index=index,
+            item=item,
+            actor=self.actor,
+            services=self.services,
+            recorder=self.recorder,
+            playbook=self.pb,
         )
 
     def record(self, step_id: str, item: int | None, status: str, **kw: Any) -> None:
@@ -374,17 +420,7 @@ class _Run:
 
     def run_action(self, step: Step, params: Any, index: int | None, item: Any):
         action = self.actions.get(step.action)
-        actx = ActionContext(
-            incident_id=self.incident_id,
-            playbook_id=self.pb.id,
-            step_id=step.id,
-            item_index=index,
-            item=item,
-            actor=self.actor,
-            services=self.services,
-            recorder=self.recorder,
-            playbook=self.pb,
-        )
+        actx = self.action_context(step, index, item)
         try:
             outputs = action.run(actx, params)
         except AssayError as exc:
@@ -660,6 +696,9 @@ def resume_incident(
             f"({inc.playbook_digest[:19]} -> {pb.digest[:19]}): resume with the original file"
         )
     if inc.status == COMPLETED:
+        # Nothing to run; a crash right after completing may have left a report behind its status.
+        run = _Run(pb, actions, recorder, incident_id, inc.inputs, None, False, services, actor)
+        run.finalize()
         return IncidentResult(
             incident_id, pb.id, COMPLETED, steps=recorder.get_steps(incident_id), detail=inc.detail
         )

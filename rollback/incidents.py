@@ -13,10 +13,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from assay.core.errors import FormatError, NotFoundError
+from assay.core.errors import NotFoundError
 from assay.rollback.engine import IncidentResult, resume_incident, run_incident
 from assay.rollback.incident import Incident, StepRecord
-from assay.rollback.playbook import Playbook, builtin_playbooks, parse_playbook
+from assay.rollback.playbook import (
+    Playbook,
+    builtin_playbooks,
+    parse_playbook,
+    read_playbook_file,
+)
 from assay.rollback.store_recorder import SqlRecorder
 
 if TYPE_CHECKING:
@@ -28,10 +33,7 @@ def playbook_source(ref: str) -> tuple[str, str]:
     """(text, label) of a built-in playbook id or a YAML file path."""
     path = Path(ref).expanduser()
     if path.is_file():
-        try:
-            return path.read_text(encoding="utf-8"), str(ref)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise FormatError(f"cannot read playbook {ref}: {exc}") from exc
+        return read_playbook_file(path), str(ref)
     resource = importlib.resources.files("assay.playbooks") / f"{ref}.yaml"
     if "/" not in ref and resource.is_file():
         return resource.read_text(encoding="utf-8"), f"{ref}.yaml"

@@ -22,6 +22,12 @@ A playbook::
 ``validate`` refuses, with ``file:line: step 'id': problem`` for each: unknown keys, unknown actions,
 missing or unknown action parameters, bad template syntax, references to undeclared inputs or to
 unknown or later steps, dependency cycles, duplicate step ids and malformed threat ids.
+
+Playbooks may come from anyone, so loading is bounded: at most ``MAX_PLAYBOOK_BYTES`` of text, read
+only from a regular file; YAML anchors and aliases are refused (an alias can make a few hundred
+bytes expand to gigabytes: "billion laughs"); the YAML tree is at most ``MAX_YAML_DEPTH`` deep and
+``MAX_YAML_NODES`` nodes; error messages quote at most a few dozen characters and list at most
+``MAX_ERRORS`` problems.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import hashlib
 import importlib.resources
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -42,6 +49,7 @@ import yaml
 from assay.core.errors import AssayError, FormatError, NotFoundError
 from assay.rollback.templates import (
     TemplateError,
+    clip,
     compile_condition,
     compile_template,
     is_template,
@@ -51,6 +59,9 @@ from assay.rollback.templates import (
 
 __all__ = [
     "INPUT_TYPES",
+    "MAX_PLAYBOOK_BYTES",
+    "MAX_YAML_DEPTH",
+    "MAX_YAML_NODES",
     "SEVERITIES",
     "THREATS",
     "InputError",
@@ -61,10 +72,17 @@ __all__ = [
     "builtin_playbooks",
     "load_playbook",
     "parse_playbook",
+    "read_playbook_file",
     "resolve_inputs",
     "threat_name",
     "validate",
 ]
+
+#: Limits on a playbook's text and YAML tree (the built-in playbooks are a few KB, depth < 10).
+MAX_PLAYBOOK_BYTES = 256 * 1024
+MAX_YAML_DEPTH = 64
+MAX_YAML_NODES = 50_000
+MAX_ERRORS = 100
 
 SEVERITIES = ("low", "medium", "high", "critical")
 INPUT_TYPES = ("string", "model", "dataset", "path", "datetime", "list")
@@ -143,7 +161,36 @@ class _Map(dict):
 
 
 class _Loader(yaml.SafeLoader):
-    pass
+    """SafeLoader that refuses anchors and aliases and bounds the depth and size of the tree."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "anchors and aliases (&name, *name) are not allowed in playbooks",
+                event.start_mark,
+            )
+        self._nodes += 1
+        if self._nodes > MAX_YAML_NODES:
+            raise yaml.composer.ComposerError(
+                None, None, f"more than {MAX_YAML_NODES} YAML nodes", event.start_mark
+            )
+        if self._depth >= MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"YAML nested more than {MAX_YAML_DEPTH} deep", event.start_mark
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
@@ -229,12 +276,16 @@ class _Errors(list):
         self.source = source
 
     def add(self, line: int, message: str, step: str | None = None) -> None:
-        where = f"step '{step}': " if step else ""
-        self.append(f"{self.source}:{line}: {where}{message}")
+        if len(self) == MAX_ERRORS:
+            self.append(f"{self.source}: more problems not listed (at most {MAX_ERRORS} are)")
+        if len(self) > MAX_ERRORS:
+            return
+        where = f"step '{clip(step, 40)}': " if step else ""
+        self.append(f"{self.source}:{line}: {where}{clip(message, 300)}")
 
 
 def _suggest(name: str, choices: Any) -> str:
-    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
+    close = difflib.get_close_matches(str(name)[:100], [str(c) for c in choices], n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
@@ -255,16 +306,27 @@ def _unknown_keys(errs: _Errors, data: _Map, allowed: frozenset[str], what: str,
 
 def parse_playbook(text: str, source: str = "<playbook>", actions: Any = None) -> Playbook:
     """Parse and validate playbook text; with ``actions`` also check actions and their params."""
-    digest = "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+    if len(text) > MAX_PLAYBOOK_BYTES:  # characters <= bytes: a cheap first bound
+        raise PlaybookError([f"{source}:0: a playbook is at most {MAX_PLAYBOOK_BYTES} bytes"])
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates
+        raise PlaybookError([f"{source}:0: a playbook is UTF-8 text"]) from exc
+    if len(raw) > MAX_PLAYBOOK_BYTES:
+        raise PlaybookError([f"{source}:0: a playbook is at most {MAX_PLAYBOOK_BYTES} bytes"])
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
     errs = _Errors(source)
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
-        raise PlaybookError([f"{source}:{line}: YAML: {exc.problem or exc}"]) from exc
+        raise PlaybookError([f"{source}:{line}: YAML: {clip(exc.problem or exc, 200)}"]) from exc
     except yaml.YAMLError as exc:
-        raise PlaybookError([f"{source}:0: YAML: {exc}"]) from exc
+        raise PlaybookError([f"{source}:0: YAML: {clip(exc, 200)}"]) from exc
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        # a constructor on a hostile scalar: an int of 5000 digits, a 13th month...
+        raise PlaybookError([f"{source}:0: YAML: {clip(exc, 200)}"]) from exc
     if not isinstance(data, _Map):
         raise PlaybookError([f"{source}:1: a playbook is a YAML mapping (id, steps, ...)"])
     _unknown_keys(errs, data, TOP_KEYS, "the playbook")
@@ -621,11 +683,37 @@ def load_playbook(source: str | os.PathLike[str], actions: Any = None) -> Playbo
     if not path.is_file():
         known = ", ".join(builtin_playbooks())
         raise NotFoundError(f"no playbook '{source}': not a file nor a built-in ({known})")
+    return parse_playbook(read_playbook_file(path), text_source, actions)
+
+
+def read_playbook_file(path: str | os.PathLike[str]) -> str:
+    """The text of a playbook file: a regular file (no FIFO, device or folder), at most
+    ``MAX_PLAYBOOK_BYTES``, UTF-8. Raises FormatError otherwise."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FormatError(f"cannot read playbook {source}: {exc}") from exc
-    return parse_playbook(text, text_source, actions)
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise FormatError(f"cannot read playbook {path}: {exc.strerror or exc}") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FormatError(f"cannot read playbook {path}: not a regular file")
+        chunks, size = [], 0
+        while size <= MAX_PLAYBOOK_BYTES:
+            chunk = os.read(fd, MAX_PLAYBOOK_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise FormatError(f"cannot read playbook {path}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+    if size > MAX_PLAYBOOK_BYTES:
+        raise FormatError(f"playbook {path} is larger than {MAX_PLAYBOOK_BYTES} bytes")
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"playbook {path} is not UTF-8 text") from exc
 
 
 # --------------------------------------------------------------------------- inputs

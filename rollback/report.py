@@ -1,22 +1,23 @@
 """Incident reports in Markdown, JSON and self-contained HTML, and the ``report.write`` action.
 
-A report holds: the incident (playbook, severity, threat ids with names, inputs, status), the timeline
-of every step and foreach item, what changed (results of state-changing steps), the evidence found in
-step outputs (verification results, trace matches with p-values, audit inclusion proofs and
-checkpoints) plus any evidence the caller adds, and the failures and warnings.
+A report holds: the incident (playbook, severity, threat ids with names, inputs, status), the
+timeline of every step and foreach item, the blast radius as an inline SVG picture (HTML only:
+datasets -> versions -> serving aliases, affected ones in red), what changed (results of
+state-changing steps), the evidence found in step outputs (verification results, trace matches with
+p-values, audit inclusion proofs and checkpoints) plus any evidence the caller adds, and the
+failures and warnings.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from assay.core.errors import FormatError
+from assay.registry.fsutil import atomic_write
 from assay.rollback.actions import SPECS, ActionContext, SpecAction
 from assay.rollback.incident import FAILED, SUCCEEDED_WITH_WARNINGS, Incident, StepRecord
 from assay.rollback.playbook import Playbook, threat_name
@@ -193,7 +194,20 @@ _CSS = (
 )
 
 
-def _render_html(data: dict[str, Any]) -> str:
+def _blast_radii(steps: list[StepRecord], playbook: Playbook | None) -> list[tuple[str, dict]]:
+    """(step label, lineage outputs) of every finished ``lineage.blast_radius`` step."""
+    out = []
+    for rec in steps:
+        outputs = rec.outputs or {}
+        action = _action_of(playbook, rec.step_id)
+        if rec.status == FAILED or not isinstance(outputs.get("subject"), dict):
+            continue
+        if action == "lineage.blast_radius" or (not action and "downstream" in outputs):
+            out.append((_label(rec), outputs))
+    return out
+
+
+def _render_html(data: dict[str, Any], radii: list[tuple[str, dict]] = ()) -> str:
     e = html.escape
     inc, pb = data["incident"], data["playbook"]
 
@@ -231,7 +245,18 @@ def _render_html(data: dict[str, Any]) -> str:
             f'<td class="{e(t["status"])}">{e(t["status"])}</td>'
             f"<td>{cell(t['error'] or t['summary'])}</td></tr>"
         )
-    parts.append("</table><h2>What changed</h2><ul>")
+    parts.append("</table>")
+    if radii:
+        from assay.registry.lineage_svg import lineage_svg
+
+        parts.append("<h2>Blast radius</h2>")
+        for label, outputs in radii:
+            source = outputs.get("source") or ""
+            parts.append(
+                f"<figure>{lineage_svg(outputs, f'blast radius of {source} (step {label})')}"
+                f"<figcaption>{e(str(outputs.get('summary') or ''))}</figcaption></figure>"
+            )
+    parts.append("<h2>What changed</h2><ul>")
     parts += [f"<li><b>{e(c['step'])}</b>: {cell(c['summary'])}</li>" for c in data["changes"]]
     if not data["changes"]:
         parts.append("<li>Nothing was changed.</li>")
@@ -267,28 +292,17 @@ def render_report(
     if fmt == "json":
         return json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
     if fmt == "html":
-        return _render_html(data)
+        return _render_html(data, _blast_radii(steps, playbook))
     raise FormatError(f"unknown report format '{fmt}' (use {', '.join(FORMATS)})")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ReportWriteAction(SpecAction):
     """Write ``incident-<id>.<fmt>`` files. Params: ``formats`` (list or "md,json"; default md and
     json), ``directory`` (default ``$ASSAY_HOME/incidents/<incident id>``). Extra evidence comes from
-    ``ctx.services["report_evidence"]``: a mapping, or a callable taking the incident id."""
+    ``ctx.services["report_evidence"]``: a mapping, or a callable taking the incident id.
+
+    The step runs while the incident is still running; when the incident stops, the engine calls
+    :meth:`finalize`, which writes the same files again (atomically) with the final status."""
 
     spec = SPECS["report.write"]
 
@@ -296,9 +310,12 @@ class ReportWriteAction(SpecAction):
         formats = params.get("formats") or ["md", "json"]
         if isinstance(formats, str):
             formats = [f.strip() for f in formats.split(",") if f.strip()]
+        if not isinstance(formats, (list, tuple)):
+            raise FormatError("report formats must be a list such as [md, json, html]")
         bad = [f for f in formats if f not in FORMATS]
         if bad:
-            raise FormatError(f"unknown report format(s) {', '.join(bad)} (use md, json, html)")
+            shown = ", ".join(str(f) for f in bad)
+            raise FormatError(f"unknown report format(s) {shown} (use md, json, html)")
         directory = params.get("directory")
         if directory:
             folder = Path(str(directory)).expanduser()
@@ -312,6 +329,26 @@ class ReportWriteAction(SpecAction):
 
                 home = Settings.from_env().home
             folder = home / "incidents" / ctx.incident_id
+        paths = self._write(ctx, folder, list(formats))
+        return {
+            "paths": paths,
+            "formats": list(formats),
+            "directory": str(folder),
+            "summary": f"report: {', '.join(paths)}",
+        }
+
+    def finalize(self, ctx: ActionContext, outputs: Mapping[str, Any]) -> None:
+        """Write the files of ``outputs`` (a finished run's) again, as the incident is now."""
+        folder = outputs.get("directory")
+        formats = outputs.get("formats")
+        if formats is None:  # a record written before formats were kept
+            formats = [Path(str(p)).suffix.lstrip(".") for p in outputs.get("paths") or ()]
+        formats = [f for f in formats if f in FORMATS]
+        if folder and formats:
+            self._write(ctx, Path(str(folder)), formats)
+
+    @staticmethod
+    def _write(ctx: ActionContext, folder: Path, formats: list[str]) -> list[str]:
         extra = ctx.services.get("report_evidence")
         if callable(extra):
             extra = extra(ctx.incident_id)
@@ -320,6 +357,8 @@ class ReportWriteAction(SpecAction):
         paths = []
         for fmt in formats:
             path = folder / f"incident-{ctx.incident_id}.{fmt}"
-            _write_atomic(path, render_report(incident, steps, ctx.playbook, extra, fmt))
+            atomic_write(
+                path, render_report(incident, steps, ctx.playbook, extra, fmt).encode("utf-8")
+            )
             paths.append(str(path))
-        return {"paths": paths, "directory": str(folder), "summary": f"report: {', '.join(paths)}"}
+        return paths

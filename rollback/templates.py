@@ -11,13 +11,17 @@ ever passed to ``eval``. Allowed: constants, the names ``inputs``, ``steps``, ``
 comparisons, ``and``/``or``/``not``, a unary minus on numbers, and three filters written after ``|``:
 ``x | length``, ``x | default(value)``, ``x | join(', ')``. Anything else (calls, comprehensions,
 lambdas, arithmetic, dunder access) is refused when the playbook is validated.
+
+Bounded on any input: templates are split in one linear scan (no backtracking regex), an
+expression is at most ``MAX_EXPRESSION_CHARS`` characters and its syntax tree at most
+``MAX_EXPRESSION_DEPTH`` deep (checked without recursion before anything else walks it), so a
+hostile template ends in one ``TemplateError`` line, never a ``RecursionError``.
 """
 
 from __future__ import annotations
 
 import ast
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +29,8 @@ from typing import Any
 from assay.core.errors import FormatError
 
 __all__ = [
+    "MAX_EXPRESSION_CHARS",
+    "MAX_EXPRESSION_DEPTH",
     "ROOTS",
     "Expression",
     "MissingValueError",
@@ -55,7 +61,11 @@ _COMPARE = {
     ast.Is: lambda a, b: a is b,
     ast.IsNot: lambda a, b: a is not b,
 }
-_TEMPLATE_RE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+#: Longest expression between ``{{ }}`` (or in ``when:``); playbook expressions are a line or two.
+MAX_EXPRESSION_CHARS = 2000
+#: Deepest syntax tree of an expression (``not not ... x``, nested lists, long attribute chains).
+MAX_EXPRESSION_DEPTH = 50
+_SHOWN = 80  # characters of a template or expression quoted in an error message
 
 Ref = tuple[Any, ...]  # ("steps", "radius", "outputs", "models")
 
@@ -69,7 +79,18 @@ class MissingValueError(TemplateError):
 
     def __init__(self, ref: str, why: str = "is not set") -> None:
         self.ref = ref
-        super().__init__(f"'{ref}' {why}")
+        super().__init__(f"'{clip(ref)}' {why}")
+
+
+def clip(text: str, limit: int = _SHOWN) -> str:
+    """``text`` for an error message: one line of printable characters, at most ``limit`` long."""
+    raw = str(text)
+    flat = " ".join(raw[: limit * 4].split())  # a prefix: linear in ``limit``, not in ``text``
+    if not flat.isprintable():
+        flat = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in flat)
+    if len(flat) <= limit and len(raw) <= limit * 4:
+        return flat
+    return flat[: limit - 3] + "..."
 
 
 def ref_to_str(ref: Ref) -> str:
@@ -111,7 +132,7 @@ def _split_pipes(text: str) -> list[str]:
             current.append(ch)
         i += 1
     if quote:
-        raise TemplateError(f"unterminated string in expression '{text.strip()}'")
+        raise TemplateError(f"unterminated string in expression '{clip(text)}'")
     parts.append("".join(current))
     return parts
 
@@ -120,33 +141,50 @@ def _parse(text: str, what: str) -> ast.expr:
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
-        raise TemplateError(f"bad {what} '{text.strip()}': {exc.msg}") from exc
+        raise TemplateError(f"bad {what} '{clip(text)}': {exc.msg}") from exc
+    except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, too deep for the parser
+        raise TemplateError(f"bad {what} '{clip(text)}': {type(exc).__name__}") from exc
+    _check_depth(tree.body, text)
     return tree.body
+
+
+def _check_depth(root: ast.AST, text: str) -> None:
+    """Refuse trees deeper than ``MAX_EXPRESSION_DEPTH``, walking them without recursion."""
+    stack = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_EXPRESSION_DEPTH:
+            raise TemplateError(
+                f"expression '{clip(text)}' is nested more than {MAX_EXPRESSION_DEPTH} deep"
+            )
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
 
 
 def _check_node(node: ast.AST, source: str) -> None:
     """Refuse every construct outside the closed language."""
 
     def refuse(what: str) -> None:
-        raise TemplateError(f"'{source}': {what} is not allowed in templates")
+        raise TemplateError(f"'{clip(source)}': {what} is not allowed in templates")
 
     if isinstance(node, ast.Constant):
         if not isinstance(node.value, (str, int, float, bool, type(None))):
-            refuse(f"constant {node.value!r}")
+            refuse(f"constant {clip(repr(node.value))}")
     elif isinstance(node, ast.Name):
         if node.id not in ROOTS and node.id not in _CONSTANT_NAMES:
             names = ", ".join(sorted(ROOTS))
-            raise TemplateError(f"'{source}': unknown name '{node.id}' (use one of {names})")
+            raise TemplateError(
+                f"'{clip(source)}': unknown name '{clip(node.id)}' (use one of {names})"
+            )
     elif isinstance(node, ast.Attribute):
         if node.attr.startswith("_"):
-            refuse(f"attribute '{node.attr}'")
+            refuse(f"attribute '{clip(node.attr)}'")
         _check_node(node.value, source)
     elif isinstance(node, ast.Subscript):
         if isinstance(node.slice, ast.Slice):
             refuse("a slice")
         key = node.slice.value if isinstance(node.slice, ast.Constant) else None
         if isinstance(key, str) and key.startswith("_"):
-            refuse(f"key '{key}'")
+            refuse(f"key '{clip(key)}'")
         _check_node(node.value, source)
         _check_node(node.slice, source)
     elif isinstance(node, (ast.List, ast.Tuple)):
@@ -255,12 +293,12 @@ class Expression:
                     value = len(value)
                 except TypeError as exc:
                     raise TemplateError(
-                        f"'{self.source}': length of a {type(value).__name__}"
+                        f"'{clip(self.source)}': length of a {type(value).__name__}"
                     ) from exc
             elif name == "join":
                 sep = _eval(args[0], context, self.source) if args else ","
                 if not isinstance(value, (list, tuple)):
-                    raise TemplateError(f"'{self.source}': join needs a list")
+                    raise TemplateError(f"'{clip(self.source)}': join needs a list")
                 value = str(sep).join(_to_text(v) for v in value)
         if missing is not None:
             raise missing
@@ -275,6 +313,10 @@ class Expression:
 
 def parse_expression(text: str) -> Expression:
     """Parse ``base | filter | filter(arg)``; raise TemplateError on anything outside the language."""
+    if len(text) > MAX_EXPRESSION_CHARS:
+        raise TemplateError(
+            f"expression '{clip(text)}' is longer than {MAX_EXPRESSION_CHARS} characters"
+        )
     source = " ".join(text.split())
     if not source:
         raise TemplateError("empty expression")
@@ -293,7 +335,9 @@ def parse_expression(text: str) -> Expression:
             # `x | length > 0` compares the filtered value, as in Jinja
             for op in node.ops:
                 if type(op) not in _COMPARE:
-                    raise TemplateError(f"'{source}': operator {type(op).__name__} is not allowed")
+                    raise TemplateError(
+                        f"'{clip(source)}': operator {type(op).__name__} is not allowed"
+                    )
             for comp in node.comparators:
                 _check_node(comp, source)
             tail = (tuple(node.ops), tuple(node.comparators))
@@ -303,13 +347,15 @@ def parse_expression(text: str) -> Expression:
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
             name, args = node.func.id, tuple(node.args)
         else:
-            raise TemplateError(f"'{source}': bad filter '{seg.strip()}'")
+            raise TemplateError(f"'{clip(source)}': bad filter '{clip(seg)}'")
         if name not in _FILTERS:
             allowed = ", ".join(sorted(_FILTERS))
-            raise TemplateError(f"'{source}': unknown filter '{name}' (allowed: {allowed})")
+            raise TemplateError(
+                f"'{clip(source)}': unknown filter '{clip(name)}' (allowed: {allowed})"
+            )
         low, high = _FILTERS[name]
         if not low <= len(args) <= high:
-            raise TemplateError(f"'{source}': filter '{name}' takes {low}-{high} argument(s)")
+            raise TemplateError(f"'{clip(source)}': filter '{name}' takes {low}-{high} argument(s)")
         for arg in args:
             _check_node(arg, source)
         filters.append((name, args))
@@ -328,7 +374,11 @@ def _lookup(container: Any, key: Any, node: ast.AST, parent: ast.AST) -> Any:
     if container is None:
         raise MissingValueError(_describe(parent), "is null")
     if isinstance(container, Mapping):
-        if key not in container:
+        try:
+            present = key in container
+        except TypeError:  # an unhashable key: inputs[[1]]
+            raise TemplateError(f"'{clip(_describe(node))}': a key is text or a number") from None
+        if not present:
             raise MissingValueError(_describe(node))
         return container[key]
     if isinstance(container, (list, tuple)):
@@ -355,7 +405,7 @@ def _eval(node: ast.AST, ctx: Mapping[str, Any], source: str) -> Any:
         container = _eval(node.value, ctx, source)
         key = _eval(node.slice, ctx, source)
         if isinstance(key, str) and key.startswith("_"):
-            raise TemplateError(f"'{source}': key '{key}' is not allowed")
+            raise TemplateError(f"'{clip(source)}': key '{clip(key)}' is not allowed")
         return _lookup(container, key, node, node.value)
     if isinstance(node, ast.List):
         return [_eval(e, ctx, source) for e in node.elts]
@@ -374,7 +424,9 @@ def _eval(node: ast.AST, ctx: Mapping[str, Any], source: str) -> Any:
         return (not operand) if isinstance(node.op, ast.Not) else -operand
     if isinstance(node, ast.Compare):
         return _compare(_eval(node.left, ctx, source), node, ctx, source)
-    raise TemplateError(f"'{source}': {type(node).__name__} is not allowed")  # checked at parse
+    raise TemplateError(
+        f"'{clip(source)}': {type(node).__name__} is not allowed"
+    )  # checked at parse
 
 
 def _compare(left: Any, node: ast.Compare, ctx: Mapping[str, Any], source: str) -> bool:
@@ -384,7 +436,7 @@ def _compare(left: Any, node: ast.Compare, ctx: Mapping[str, Any], source: str) 
             ok = _COMPARE[type(op)](left, right)
         except TypeError as exc:
             raise TemplateError(
-                f"'{source}': cannot compare {type(left).__name__} with {type(right).__name__}"
+                f"'{clip(source)}': cannot compare {type(left).__name__} with {type(right).__name__}"
             ) from exc
         if not ok:
             return False
@@ -400,7 +452,10 @@ def _to_text(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(_to_text(v) for v in value)
     if isinstance(value, Mapping):
-        return json.dumps(value, sort_keys=True, default=str)
+        try:
+            return json.dumps(value, sort_keys=True, default=str)
+        except TypeError:  # keys of mixed types cannot be sorted: keep their order
+            return json.dumps(value, default=str)
     return str(value)
 
 
@@ -452,18 +507,32 @@ def is_template(value: Any) -> bool:
     return isinstance(value, str) and "{{" in value
 
 
-def compile_template(text: str) -> Template:
-    parts: list[str | Expression] = []
+def split_template(text: str) -> list[tuple[bool, str]]:
+    """``text`` as (is_expression, text) pieces, in one left-to-right scan (linear time).
+
+    An expression runs from ``{{`` to the first ``}}`` after it; a ``{{`` with no ``}}`` after it
+    is refused, as is a ``{{`` inside an expression.
+    """
+    pieces: list[tuple[bool, str]] = []
     pos = 0
-    for match in _TEMPLATE_RE.finditer(text):
-        if "{{" in text[pos : match.start()]:
-            raise TemplateError(f"unclosed '{{{{' in template '{text}'")
-        parts.append(text[pos : match.start()])
-        parts.append(parse_expression(match.group(1)))
-        pos = match.end()
-    if "{{" in text[pos:]:
-        raise TemplateError(f"unclosed '{{{{' in template '{text}'")
-    parts.append(text[pos:])
+    while True:
+        start = text.find("{{", pos)
+        if start < 0:
+            pieces.append((False, text[pos:]))
+            return pieces
+        end = text.find("}}", start + 2)
+        inner = text[start + 2 : end] if end >= 0 else ""
+        if end < 0 or "{{" in inner:
+            raise TemplateError(f"unclosed '{{{{' in template '{clip(text)}'")
+        pieces.append((False, text[pos:start]))
+        pieces.append((True, inner))
+        pos = end + 2
+
+
+def compile_template(text: str) -> Template:
+    parts: list[str | Expression] = [
+        parse_expression(piece) if is_expr else piece for is_expr, piece in split_template(text)
+    ]
     return Template(text, tuple(p for p in parts if p != ""))
 
 
@@ -501,7 +570,7 @@ def compile_condition(when: Any) -> Expression | None:
     if text.startswith("{{"):
         template = compile_template(text)
         if not template.whole:
-            raise TemplateError(f"'when' must be one expression: '{text}'")
+            raise TemplateError(f"'when' must be one expression: '{clip(text)}'")
         return next(p for p in template.parts if isinstance(p, Expression))
     return parse_expression(text)
 

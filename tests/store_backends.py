@@ -1,10 +1,17 @@
 """assay's store on SQLite and (when ``ASSAY_TEST_PG_URL`` is set, as ``.ci/run`` does) on
 PostgreSQL: the parameters store tests run under, importable by name from any test folder
-(``tests/registry/conftest.py`` builds its ``settings`` fixture from them)."""
+(``tests/registry/conftest.py`` builds its ``settings`` fixture from them), and databases of a
+test's own (:func:`fresh_database`, also as a copy of another; :func:`drop_database`) for homes
+whose store lives on PostgreSQL. The user of ``ASSAY_TEST_PG_URL`` must be allowed to create
+databases (``.ci/run``'s is)."""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
+import threading
+import uuid
 
 import pytest
 
@@ -32,3 +39,72 @@ def reset_postgres(url: str) -> None:
             conn.execute(text("CREATE SCHEMA public"))
     finally:
         engine.dispose()
+
+
+_clone_lock = threading.Lock()  # PostgreSQL copies a template database for one client at a time
+_created: set[str] = set()  # databases this session made and has not dropped yet
+
+
+def _admin():  # type: ignore[no-untyped-def]
+    from sqlalchemy import create_engine
+
+    assert PG_URL, "ASSAY_TEST_PG_URL is not set"
+    return create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+
+
+def _url_of(name: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    assert PG_URL
+    return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def fresh_database(template: str | None = None) -> str:
+    """URL of a new database beside ``ASSAY_TEST_PG_URL``'s: empty, or a copy of ``template``
+    (a URL from this function; its open connections are closed first, as PostgreSQL requires)."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    name = f"assay_t_{uuid.uuid4().hex[:12]}"
+    admin = _admin()
+    try:
+        with _clone_lock, admin.connect() as conn:
+            if template is None:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+            else:
+                source = make_url(template).database
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = :db AND pid <> pg_backend_pid()"
+                    ),
+                    {"db": source},
+                )
+                conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{source}"'))
+    finally:
+        admin.dispose()
+    _created.add(name)
+    return _url_of(name)
+
+
+def drop_database(url: str) -> None:
+    """Drop a database made by :func:`fresh_database` (closing whatever is still connected)."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    admin = _admin()
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+    _created.discard(name)
+
+
+@atexit.register
+def _drop_leftovers() -> None:
+    """Copies made for crash tests live until the end of the session: drop them then."""
+    for name in sorted(_created):
+        with contextlib.suppress(Exception):  # the server may be gone already
+            drop_database(_url_of(name))

@@ -211,3 +211,34 @@ def test_label_needs_add_or_remove() -> None:
     out = CliRunner().invoke(cli, ["label", "x", "1"])
     assert out.exit_code == 2
     assert "give --add LABEL and/or --remove LABEL" in out.output
+
+
+def test_ci_log_tables_never_cut_states_versions_or_aliases(reg: Any, tmp_path: Path) -> None:
+    """CliRunner is not a terminal, as a CI log: rich used to cut these tables to 80 columns
+    (`known-go…`, `producti…`); every state, version and alias now shows in full."""
+    name = fx.unique("a-model-name-long-enough-to-fill-a-ci-log-line-by-itself-" + "x" * 60)
+    data = fx.unique("training-data-with-a-long-name-" + "y" * 60)
+    fx.dataset(reg, data, tmp_path)
+    fx.model(reg, name, tmp_path, datasets=(f"{data}@1",))
+    fx.model(reg, name, tmp_path, datasets=(f"{data}@1",))
+    alias = "production-eu-west-serving-" + "z" * 40
+    for v in ("1", "2"):
+        assert assay("mark", name, v, "known-good", "--reason", "eval passed")[0] == 0
+    assert assay("promote", name, "2", "--alias", alias)[0] == 0
+    assert assay("mark", name, "2", "quarantined", "--reason", "drift")[0] == 0
+
+    code, out, _ = assay("status", name)
+    assert code == 0 and "…" not in out
+    rows = {
+        line.split()[0]: line.split()
+        for line in out.splitlines()
+        if line.split()[:1] in (["1"], ["2"]) and "version(s)" not in line
+    }
+    assert "known-good" in rows["1"], out
+    assert "quarantined" in rows["2"] and alias in rows["2"], out
+    assert f"{alias}->2" in out and name in out
+
+    code, out, _ = assay("lineage", f"dataset:{data}@1")
+    assert code == 0 and "…" not in out
+    assert f"{name}/1" in out and f"{name}/2" in out and alias in out
+    assert "known-good" in out and "quarantined" in out

@@ -20,28 +20,42 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from store_backends import STORE_BACKENDS, drop_database, fresh_database
 
 CLEARED = ("ASSAY_DB_URL", "MLFLOW_TRACKING_URI", "ASSAY_KEY", "ASSAY_KEY_PASSPHRASE")
 _counter = itertools.count(1)
 
 
 def home_fixture() -> Any:
-    """A module-scoped fixture yielding ``(home, registry)`` with the environment pointing at it."""
+    """A module-scoped fixture yielding ``(home, registry)`` with the environment pointing at it,
+    once with a SQLite store and once on PostgreSQL (a database of its own; skipped without
+    ``ASSAY_TEST_PG_URL``)."""
 
-    @pytest.fixture(scope="module")
-    def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Any]]:
+    @pytest.fixture(scope="module", params=STORE_BACKENDS)
+    def world(
+        request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[tuple[Path, Any]]:
         from assay.core.settings import Settings
         from assay.registry.facade import Registry
 
         home = tmp_path_factory.mktemp("registry") / "home"
-        with pytest.MonkeyPatch.context() as mp:
-            for var in CLEARED:
-                mp.delenv(var, raising=False)
-            mp.setenv("ASSAY_HOME", str(home))
-            mp.setenv("ASSAY_ACTOR", "test@assay")
-            mp.setenv("HF_HUB_OFFLINE", "1")
-            Registry.initialise(Settings.from_env())
-            yield home, Registry.open(Settings.from_env())
+        url = fresh_database() if request.param == "postgresql" else None
+        try:
+            with pytest.MonkeyPatch.context() as mp:
+                for var in CLEARED:
+                    mp.delenv(var, raising=False)
+                mp.setenv("ASSAY_HOME", str(home))
+                mp.setenv("ASSAY_ACTOR", "test@assay")
+                mp.setenv("HF_HUB_OFFLINE", "1")
+                if url:
+                    mp.setenv("ASSAY_DB_URL", url)
+                Registry.initialise(Settings.from_env())
+                registry = Registry.open(Settings.from_env())
+                yield home, registry
+                registry.store.dispose()
+        finally:
+            if url:
+                drop_database(url)
 
     return world
 

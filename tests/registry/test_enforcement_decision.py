@@ -9,7 +9,6 @@ database, a key revoked after promotion, an unreachable store) and checks that
 from __future__ import annotations
 
 import os
-import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
@@ -30,6 +29,15 @@ from assay.registry.states import mark, promote
 from assay.registry.uri_verify import verify_uri
 
 world = fx.home_fixture()
+
+
+def _sql(reg, statement: str, **params):  # type: ignore[no-untyped-def]
+    """Edit or read the store behind assay's back (SQLite or PostgreSQL), as an attacker would."""
+    from sqlalchemy import text
+
+    with reg.store.engine.begin() as conn:
+        result = conn.execute(text(statement), params)
+        return result.all() if result.returns_rows else []
 
 
 def _cli(*args: str, env: dict[str, str] | None = None):
@@ -139,13 +147,13 @@ def test_state_row_edited_in_the_database(world, tmp_path: Path) -> None:
     name = fx.unique("edited")
     version = fx.model(reg, name, tmp_path)
     mark(reg, name, version, "compromised", reason="backdoor")
-    with sqlite3.connect(home / "assay.db") as conn:
-        conn.execute(
-            "UPDATE artifact_states SET state = 'known-good' WHERE artifact_id ="
-            " (SELECT id FROM artifacts WHERE kind = 'model' AND name = ? AND version = ?)",
-            (name, version),
-        )
-    conn.close()
+    _sql(
+        reg,
+        "UPDATE artifact_states SET state = 'known-good' WHERE artifact_id ="
+        " (SELECT id FROM artifacts WHERE kind = 'model' AND name = :n AND version = :v)",
+        n=name,
+        v=version,
+    )
     decision = decide(reg, name, version, alias="production")
     assert not decision.allowed and decision.code == "tampered-state"
     assert "edited outside assay" in decision.reason
@@ -166,30 +174,24 @@ def test_policy_edited_in_the_database_refuses_everything(world, tmp_path: Path)
     name = fx.unique("pol")
     version = _good(reg, name, tmp_path)
     set_policy(reg, parse_policy_text("protected_aliases: [production, canary]\n"))
-    with sqlite3.connect(home / "assay.db") as conn:
-        (row_id, bundle) = conn.execute(
-            "SELECT id, bundle FROM signatures WHERE subject = 'urn:assay:policy' ORDER BY id DESC"
-        ).fetchone()
-        import base64
-        import json
+    import base64
+    import json
 
-        envelope = json.loads(bundle)
-        payload = json.loads(base64.b64decode(envelope["payload"]))
-        payload["predicate"]["policy"]["protected_aliases"] = []
-        envelope["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
-        conn.execute(
-            "UPDATE signatures SET bundle = ? WHERE id = ?", (json.dumps(envelope), row_id)
-        )
-    conn.close()
+    (row_id, bundle) = _sql(
+        reg, "SELECT id, bundle FROM signatures WHERE subject = 'urn:assay:policy' ORDER BY id DESC"
+    )[0]
+    envelope = json.loads(bundle)
+    payload = json.loads(base64.b64decode(envelope["payload"]))
+    payload["predicate"]["policy"]["protected_aliases"] = []
+    envelope["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
+    _sql(reg, "UPDATE signatures SET bundle = :b WHERE id = :i", b=json.dumps(envelope), i=row_id)
     try:
         decision = decide(reg, name, version, alias="production")
         assert not decision.allowed and decision.code == "store-unreadable"
         result = _cli("policy", "show")
         assert result.exit_code == 3
     finally:
-        with sqlite3.connect(home / "assay.db") as conn:
-            conn.execute("UPDATE signatures SET bundle = ? WHERE id = ?", (bundle, row_id))
-        conn.close()
+        _sql(reg, "UPDATE signatures SET bundle = :b WHERE id = :i", b=bundle, i=row_id)
     assert decide(reg, name, version, alias="production").allowed
 
 
@@ -227,6 +229,7 @@ def test_store_unreachable_or_home_empty_refuses(world, tmp_path, monkeypatch) -
             verify_download(name, version, str(copy))
     with monkeypatch.context() as mp:
         mp.setenv("ASSAY_HOME", str(tmp_path / "empty-home"))
+        mp.delenv("ASSAY_DB_URL", raising=False)  # the empty home's own (missing) store
         with pytest.raises(IntegrityError, match="fail closed"):
             verify_download(name, version, str(copy))
 
@@ -235,15 +238,14 @@ def test_state_changes_are_signed_statements_by_the_acting_key(world, tmp_path) 
     home, reg = world
     name = fx.unique("signed")
     version = _good(reg, name, tmp_path)
-    with sqlite3.connect(home / "assay.db") as conn:
-        subjects = [
-            r[0]
-            for r in conn.execute(
-                "SELECT subject FROM signatures WHERE subject LIKE 'change:%' AND subject LIKE ?",
-                (f"%{name}%",),
-            )
-        ]
-    conn.close()
+    subjects = [
+        r[0]
+        for r in _sql(
+            reg,
+            "SELECT subject FROM signatures WHERE subject LIKE 'change:%' AND subject LIKE :p",
+            p=f"%{name}%",
+        )
+    ]
     assert f"change:models:/{name}/{version}" in subjects  # the mark
     assert f"change:models:/{name}@production" in subjects  # the promotion
     events = [e for e in reg.audit_events() if name in e["subject"]]

@@ -13,13 +13,11 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-PG_URL = os.environ.get("ASSAY_TEST_PG_URL")
+from store_backends import PG_URL, drop_database, fresh_database
 
 pytestmark = [
     pytest.mark.postgres,
@@ -40,21 +38,11 @@ CLEARED = (
 @pytest.fixture(scope="module")
 def db_url() -> Iterator[str]:
     """A fresh database next to ``ASSAY_TEST_PG_URL``'s, dropped afterwards."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    assert PG_URL
-    base = make_url(PG_URL)
-    name = f"assay_reg_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    url = fresh_database()
     try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        yield base.set(database=name).render_as_string(hide_password=False)
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        yield url
     finally:
-        admin.dispose()
+        drop_database(url)
 
 
 @pytest.fixture(scope="module")

@@ -457,3 +457,44 @@ def test_move_alias_unknown_version(reg: Any, tmp_path: Path) -> None:
 def test_public_names() -> None:
     for name in states.__all__:
         assert hasattr(states, name)
+
+
+def test_concurrent_freezes_and_state_changes_serialise(reg: Any, tmp_path: Path) -> None:
+    """Four processes' worth of registries freezing, and changing the state of, one model at
+    once: one change each, recorded once. On PostgreSQL the second freeze used to fail with a
+    duplicate key (seen with two incidents at once)."""
+    import threading
+
+    from assay.core.settings import Settings
+    from assay.registry.facade import Registry
+    from assay.registry.versions import require_artifact, set_state
+
+    name = fx.unique("race")
+    fx.model(reg, name, tmp_path)
+    others = [Registry.open(Settings.from_env()) for _ in range(4)]
+    errors: list[BaseException] = []
+    for state in ("compromised", "quarantined", "compromised"):
+        barrier = threading.Barrier(len(others))
+
+        def go(r: Any, state: str = state, barrier: Any = barrier) -> None:
+            try:
+                barrier.wait()
+                freeze(r, name, reason="incident")
+                with r.store.session() as session:
+                    artifact = require_artifact(session, "model", name, "1")
+                    set_state(r, session, artifact, state, reason="incident")
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=go, args=(r,)) for r in others]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        unfreeze(reg, name, reason="next round")
+    for r in others:
+        r.store.dispose()
+    assert len(events(reg, f"models:/{name}", "model.freeze")) == 3
+    changes = [e.payload_dict["to"] for e in events(reg, f"models:/{name}/1", "model.state")]
+    assert changes == ["compromised", "quarantined", "compromised"]

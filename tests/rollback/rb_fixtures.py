@@ -1,9 +1,14 @@
-"""Helpers for the rollback / incident tests on a real registry (embedded MLflow, SQLite store).
+"""Helpers for the rollback / incident tests on a real registry (embedded MLflow; assay's store on
+SQLite and, when ``ASSAY_TEST_PG_URL`` is set, on PostgreSQL: see ``tests/store_backends.py``).
 
 Import it by name (pyproject puts this folder on pytest's ``pythonpath``)::
 
     import rb_fixtures as rb
-    world = rb.world_fixture()        # a module-scoped fixture: World(home, registry, root)
+    world = rb.world_fixture()        # a module-scoped fixture: World(home, registry, root),
+                                      # once per store backend
+
+A home on PostgreSQL keeps its store in a database of its own; :func:`env_for` (every subprocess)
+and :func:`copy_home` (a copy of the database too) know which one from :func:`use_database`.
 
 ``Registry.initialise`` creates MLflow's schema, which costs seconds, so each test module shares one
 ASSAY_HOME and every test registers its own models (:func:`unique` names). The crash tests copy one
@@ -34,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from store_backends import STORE_BACKENDS, drop_database, fresh_database
 
 CLEARED = ("ASSAY_DB_URL", "MLFLOW_TRACKING_URI", "ASSAY_KEY", "ASSAY_KEY_PASSPHRASE")
 CRASH_ENV = "ASSAY_TEST_CRASH_AT"
@@ -48,45 +54,96 @@ class World:
     home: Path
     registry: Any
     root: Path  # scratch folder for sources, reports, suspects
+    backend: str = "sqlite"
+
+
+# home -> ASSAY_DB_URL, for homes whose store is a PostgreSQL database
+_DATABASES: dict[Path, str] = {}
+
+
+def use_database(home: Path, url: str) -> None:
+    """Record that ``home``'s store is the database ``url`` (a PostgreSQL home)."""
+    _DATABASES[Path(home).resolve()] = url
+
+
+def database_of(home: Path) -> str | None:
+    return _DATABASES.get(Path(home).resolve())
 
 
 def env_for(home: Path, **extra: str) -> dict[str, str]:
-    """The environment of an assay subprocess working on ``home``."""
+    """The environment of an assay subprocess working on ``home`` (and its database)."""
     env = {k: v for k, v in os.environ.items() if k not in (*CLEARED, CRASH_ENV)}
     env.update(ASSAY_HOME=str(home), ASSAY_ACTOR="test@assay", HF_HUB_OFFLINE="1")
+    url = database_of(home)
+    if url:
+        env["ASSAY_DB_URL"] = url
     env.update(extra)
     return env
 
 
-def open_registry(home: Path) -> Any:
+def open_in(mp: pytest.MonkeyPatch, home: Path) -> None:
+    """Point this process's environment at ``home`` (and its database)."""
+    for var in (*CLEARED, CRASH_ENV):
+        mp.delenv(var, raising=False)
+    for key, value in env_for(home).items():
+        if key in ("ASSAY_HOME", "ASSAY_ACTOR", "HF_HUB_OFFLINE", "ASSAY_DB_URL"):
+            mp.setenv(key, value)
+
+
+def backend_home(backend: str, home: Path) -> Iterator[Path]:
+    """Use as ``yield from``: ``home``, with a fresh PostgreSQL database when ``backend`` says so,
+    dropped afterwards."""
+    if backend != "postgresql":
+        yield home
+        return
+    url = fresh_database()
+    use_database(home, url)
+    try:
+        yield home
+    finally:
+        _DATABASES.pop(Path(home).resolve(), None)
+        drop_database(url)
+
+
+def settings_of(home: Path) -> Any:
+    """Settings of ``home``: the database recorded for it by :func:`use_database`, else what the
+    environment says (``ASSAY_DB_URL``, or the home's SQLite file)."""
+    from dataclasses import replace
+
     from assay.core.settings import Settings
+
+    settings = Settings.from_env(home)
+    url = database_of(home)
+    return replace(settings, db_url=url) if url else settings
+
+
+def open_registry(home: Path) -> Any:
     from assay.registry.facade import Registry
 
-    return Registry.open(Settings.from_env(home))
+    return Registry.open(settings_of(home))
 
 
 def init_home(home: Path) -> Any:
-    from assay.core.settings import Settings
     from assay.registry.facade import Registry
 
-    Registry.initialise(Settings.from_env(home))
+    Registry.initialise(settings_of(home))
     return open_registry(home)
 
 
 def world_fixture() -> Any:
     """A module-scoped fixture: an initialised home, the environment pointing at it."""
 
-    @pytest.fixture(scope="module")
-    def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    @pytest.fixture(scope="module", params=STORE_BACKENDS)
+    def world(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[World]:
         base = tmp_path_factory.mktemp("rb")
-        home = base / "home"
-        with pytest.MonkeyPatch.context() as mp:
-            for var in (*CLEARED, CRASH_ENV):
-                mp.delenv(var, raising=False)
-            mp.setenv("ASSAY_HOME", str(home))
-            mp.setenv("ASSAY_ACTOR", "test@assay")
-            mp.setenv("HF_HUB_OFFLINE", "1")
-            yield World(home, init_home(home), base)
+        for home in backend_home(request.param, base / "home"):
+            with pytest.MonkeyPatch.context() as mp:
+                open_in(mp, home)
+                registry = init_home(home)
+                try:
+                    yield World(home, registry, base, request.param)
+                finally:
+                    registry.store.dispose()
 
     return world
 
@@ -104,11 +161,15 @@ def checkpoint_sqlite(home: Path) -> None:
 
 
 def copy_home(template: Path, dest: Path, *, checkpoint: bool = True) -> Path:
-    """A copy of ``template`` (MLflow's artifact URIs still point at the template's artifacts:
-    read them, never tamper with them through a copy)."""
+    """A copy of ``template``, and of its PostgreSQL database if it has one (MLflow's artifact
+    URIs still point at the template's artifacts: read them, never tamper with them through a
+    copy). A copied database lives until the session ends."""
     if checkpoint:
         checkpoint_sqlite(template)
     shutil.copytree(template, dest, symlinks=True)
+    url = database_of(template)
+    if url:
+        use_database(dest, fresh_database(template=url))
     return dest
 
 

@@ -101,17 +101,16 @@ def _run_one(template: Path, base: Path, point: str | None) -> Outcome:
     return Outcome(home, crash, resume, last.id)
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", params=rb.STORE_BACKENDS)
+def template(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """The prepared home, once with a SQLite store and once on PostgreSQL (when available)."""
     base = tmp_path_factory.mktemp("crash")
-    home = base / "template"
-    with pytest.MonkeyPatch.context() as mp:
-        for var in (*rb.CLEARED, rb.CRASH_ENV):
-            mp.delenv(var, raising=False)
-        mp.setenv("ASSAY_HOME", str(home))
-        _build_template(home, base / "src")
-    rb.checkpoint_sqlite(home)
-    return home
+    for home in rb.backend_home(request.param, base / "template"):
+        with pytest.MonkeyPatch.context() as mp:
+            rb.open_in(mp, home)
+            _build_template(home, base / "src")
+        rb.checkpoint_sqlite(home)
+        yield home
 
 
 @pytest.fixture(scope="module")
@@ -179,8 +178,8 @@ def test_crash_then_resume_ends_like_an_uninterrupted_run(point, runs, baseline)
     # The notification went out once, the report exists.
     assert len((out.home / "notify.jsonl").read_text().splitlines()) == 1
     report = out.home / "incidents" / out.incident_id / f"incident-{out.incident_id}.json"
-    assert report.is_file()
-    verified = CliRunner().invoke(cli, ["--home", str(out.home), "audit", "verify"])
+    assert json.loads(report.read_text())["incident"]["status"] == "completed"
+    verified = CliRunner().invoke(cli, ["audit", "verify"], env=rb.env_for(out.home))
     assert verified.exit_code == 0, verified.output
 
 

@@ -1,11 +1,12 @@
 """Every built-in playbook end to end through `assay incident run` on a real registry (embedded
-MLflow, SQLite store), playbooks refused before anything runs, and approval gates on a
-non-terminal. One ASSAY_HOME per module (the signing-key drill gets its own: it revokes the key
+MLflow; the store on SQLite and on PostgreSQL), playbooks refused before anything runs, and
+approval gates on a non-terminal. One ASSAY_HOME per module (the signing-key drill gets its own: it revokes the key
 everything else is signed with)."""
 
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,8 @@ def check_report(home: Path, incident_id: str, threats: list[str], *steps: str) 
         assert threat in text
     md = (folder / f"incident-{incident_id}.md").read_text()
     assert "imeline" in md, md[:500]
+    assert "- **Status:** completed" in md  # written while running, brought up to date at the end
+    assert report["incident"]["status"] == "completed"
     for step in steps:
         assert step in md
     # The CLI renders the same report on demand.
@@ -116,6 +119,22 @@ def test_data_poisoning_drill(world):
         "rollback",
         "mark",
     )
+    # The HTML report draws the blast radius: poisoned dataset -> affected versions -> aliases.
+    page = (world.home / "incidents" / incident_id / f"incident-{incident_id}.html").read_text()
+    svg = ET.fromstring(page[page.index("<svg") : page.index("</svg>") + len("</svg>")])
+    marked = {
+        g.get("data-ref"): g.get("data-affected") for g in svg.iter("{http://www.w3.org/2000/svg}g")
+    }
+    assert marked[f"dataset:{drill.dataset}@2"] == "true"
+    assert marked[f"models:/{name}/3"] == marked[f"models:/{other}/2"] == "true"
+    assert marked[f"alias:{name}@production"] == marked[f"alias:{other}@production"] == "true"
+    assert f"models:/{name}/1" not in marked  # trained on the clean version: not in the radius
+    # `assay lineage --format svg` draws the same picture now.
+    drawn = invoke("lineage", f"dataset:{drill.dataset}@2", "--format", "svg")
+    assert drawn.exit_code == 0, drawn.stderr
+    now = {g.get("data-ref") for g in ET.fromstring(drawn.stdout).iter()}
+    assert {f"models:/{name}/3", f"models:/{other}/2"} <= now
+
     listed = json.loads(invoke("incident", "list", "--json").stdout)
     assert any(i["id"] == incident_id and i["status"] == "completed" for i in listed)
     shown = json.loads(invoke("incident", "show", incident_id, "--json").stdout)
@@ -245,7 +264,15 @@ def test_model_theft_traces_a_noised_copy(world):
     assert "p_value" in json.dumps(report)
 
 
-def test_signing_key_compromise(tmp_path, monkeypatch):
+@pytest.fixture(params=rb.STORE_BACKENDS)
+def own_home(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A home of the test's own, on each store backend."""
+    for home in rb.backend_home(request.param, tmp_path / "home"):
+        rb.open_in(monkeypatch, home)
+        yield home
+
+
+def test_signing_key_compromise(own_home, tmp_path):
     """Own home: the drill revokes the key everything is signed with."""
     import time
     from datetime import datetime, timezone
@@ -254,8 +281,7 @@ def test_signing_key_compromise(tmp_path, monkeypatch):
 
     from assay.registry.models import Signature
 
-    home = tmp_path / "home"
-    monkeypatch.setenv("ASSAY_HOME", str(home))
+    home = own_home
     reg = rb.init_home(home)
     old_key = reg.keys.signing_key()[1].key_id
     ds, name = rb.unique("kds"), rb.unique("keyed")

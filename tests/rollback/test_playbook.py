@@ -212,3 +212,39 @@ def test_resolve_inputs():
         resolve_inputs(pb, {"dataset": "d@1", "when_from": "2024-05-01T03:00:00Z"})["when_from"]
         == "2024-05-01T03:00:00+00:00"
     )
+
+
+def test_playbook_files_are_read_bounded_and_only_when_regular(tmp_path: Path):
+    import os
+
+    from assay.rollback.playbook import MAX_PLAYBOOK_BYTES, read_playbook_file
+
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)  # nobody writes: an unbounded open()/read() would hang here
+    with pytest.raises(FormatError, match="not a regular file"):
+        read_playbook_file(fifo)
+    with pytest.raises(FormatError, match="not a regular file"):
+        read_playbook_file("/dev/zero")
+    big = tmp_path / "big.yaml"
+    big.write_text(GOOD + "#" * MAX_PLAYBOOK_BYTES)
+    with pytest.raises(FormatError, match="larger than"):
+        load_playbook(big)
+    with pytest.raises(PlaybookError, match="at most"):
+        parse_playbook(GOOD + "#" * MAX_PLAYBOOK_BYTES)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(GOOD.encode() + b"# caf\xe9\n")
+    with pytest.raises(FormatError, match="not UTF-8"):
+        load_playbook(latin)
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(GOOD)
+    assert load_playbook(ok).id == "demo"
+
+
+def test_many_problems_are_listed_up_to_a_bound():
+    from assay.rollback.playbook import MAX_ERRORS
+
+    text = GOOD + "".join(f"unknown_{i}: x\n" for i in range(500))
+    with pytest.raises(PlaybookError) as info:
+        parse_playbook(text, "many.yaml")
+    assert len(info.value.errors) == MAX_ERRORS + 1
+    assert "not listed" in info.value.errors[-1]

@@ -113,3 +113,42 @@ def test_unknown_format(incident):
     inc, steps, pb, _ = incident
     with pytest.raises(FormatError, match="unknown report format"):
         render_report(inc, steps, pb, fmt="pdf")
+
+
+def test_report_on_disk_describes_the_finished_incident(incident):
+    """report.write runs while the incident is running; the files end up with its final status."""
+    inc, _, _, folder = incident
+    assert inc.status == "completed"
+    md = (folder / f"incident-{inc.id}.md").read_text()
+    assert "- **Status:** completed" in md and "running" not in md
+    html = (folder / f"incident-{inc.id}.html").read_text()
+    assert "<b>Status:</b> completed" in html
+    data = json.loads((folder / f"incident-{inc.id}.json").read_text())
+    assert data["incident"]["status"] == "completed"
+    (report,) = [t for t in data["timeline"] if t["step"] == "report"]
+    assert report["status"] == "succeeded" and report["finished_at"]
+
+
+def test_report_of_an_incident_that_failed_after_it_says_failed(tmp_path: Path):
+    text = f"""\
+id: late-failure
+severity: low
+steps:
+  - id: report
+    action: report.write
+    with: {{directory: "{tmp_path}", formats: [md, json]}}
+  - id: boom
+    action: registry.mark
+    with: {{versions: [ghost/1], state: compromised}}
+"""
+    reg = FakeRegistry()
+    rec = MemoryRecorder()
+    from assay.rollback.playbook import parse_playbook
+
+    result = run_incident(parse_playbook(text, "late.yaml"), {}, fake_actions(reg), rec)
+    assert result.status == "failed"
+    md = (tmp_path / f"incident-{result.incident_id}.md").read_text()
+    assert "- **Status:** failed (step 'boom' failed:" in md
+    data = json.loads((tmp_path / f"incident-{result.incident_id}.json").read_text())
+    assert data["incident"]["status"] == "failed"
+    assert [t["status"] for t in data["timeline"]] == ["succeeded", "failed"]

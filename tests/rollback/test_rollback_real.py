@@ -1,4 +1,4 @@
-"""`rollback` on a real registry (embedded MLflow, SQLite store): target choice, refusals with
+"""`rollback` on a real registry (embedded MLflow; the store on SQLite and on PostgreSQL): target choice, refusals with
 every candidate listed, dry runs, ``--to``, tampered bytes, quarantined lineage, freezes and the
 confirmation on a non-terminal. One ASSAY_HOME per module; each test registers its own models."""
 
