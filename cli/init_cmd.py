@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from assay.cli.common import esc
 from assay.cli.context import AppContext, json_option
 
 
@@ -35,13 +36,13 @@ def init(app: AppContext, key_type: str, trust_root: str | None, as_json: bool) 
     result = Registry.initialise(app.settings, key_type=key_type, trust_root=trust_root)
 
     def render(console):
-        console.print(f"assay home: {result.home}")
-        console.print(f"store:      {result.db_url}")
+        console.print(f"assay home: {esc(result.home)}")
+        console.print(f"store:      {esc(result.db_url)}")
         if result.tracking_uri:
-            console.print(f"mlflow:     {result.tracking_uri}")
+            console.print(f"mlflow:     {esc(result.tracking_uri)}")
         if result.created_key is not None:
             k = result.created_key
-            console.print(f"created admin key {k.key_id[:16]} ({k.key_type}, name {k.name})")
+            console.print(f"created admin key {k.key_id[:16]} ({k.key_type}, name {esc(k.name)})")
         else:
             console.print("no key created (this store already has its admin key)")
         if result.trust_root:

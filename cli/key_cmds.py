@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from assay.cli.common import ISO_TIME, open_registry
+from assay.cli.common import ISO_TIME, esc, open_registry
 from assay.cli.context import AppContext, json_option, new_table
 
 ROLE_HELP = "Role to grant (repeatable): admin, signer, approver, responder."
@@ -59,7 +59,7 @@ def generate(
     )
 
     def render(c):
-        c.print(f"generated {record.key_type} key {record.key_id} ({record.name})")
+        c.print(f"generated {record.key_type} key {record.key_id} ({esc(record.name)})")
         if record.trusted:
             c.print(f"trusted with roles: {', '.join(record.roles)}")
         else:
@@ -138,7 +138,7 @@ def trust(app: AppContext, pem_file: str, name: str, roles: tuple[str, ...], as_
         record.to_dict(),
         as_json,
         lambda c: c.print(
-            f"trusted {record.key_type} key {record.key_id} ({record.name}) "
+            f"trusted {record.key_type} key {record.key_id} ({esc(record.name)}) "
             f"with roles: {', '.join(record.roles)}"
         ),
     )
@@ -161,7 +161,7 @@ def grant(
         record.to_dict(),
         as_json,
         lambda c: c.print(
-            f"key {record.key_id[:16]} ({record.name}) roles: {', '.join(record.roles)}"
+            f"key {record.key_id[:16]} ({esc(record.name)}) roles: {', '.join(record.roles)}"
         ),
     )
 
@@ -185,5 +185,5 @@ def revoke(app: AppContext, key_ref: str, reason: str, compromised_since, as_jso
     app.emit(
         record.to_dict(),
         as_json,
-        lambda c: c.print(f"revoked key {record.key_id} ({record.name}): {reason}"),
+        lambda c: c.print(f"revoked key {record.key_id} ({esc(record.name)}): {esc(reason)}"),
     )
