@@ -6,6 +6,7 @@ from assay.cli.incident_cmds import incident, playbook
 from assay.cli.init_cmd import init
 from assay.cli.key_cmds import key
 from assay.cli.model_cmds import dataset, register
+from assay.cli.policy_cmds import policy
 from assay.cli.registry_cmds import COMMANDS as REGISTRY_COMMANDS
 from assay.cli.rollback_cmds import rollback_cmd
 from assay.cli.sign_cmds import sign, verify
@@ -24,6 +25,7 @@ for _command in (
     incident,
     playbook,
     audit,
+    policy,
 ):
     cli.add_command(_command)
 for _command in REGISTRY_COMMANDS:

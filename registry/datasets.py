@@ -46,7 +46,7 @@ def register_dataset(
     path = Path(path)
     if not path.exists():
         raise NotFoundError(f"{path} does not exist")
-    key, _ = registry.keys.signing_key()
+    key, _ = registry.keys.signing_key(role=registry.policy().role_for("register"))
     with _as_folder(registry, path) as folder:
         # MLflow stores a single file inside the ``dataset`` folder: sign that same layout.
         manifest = build_manifest(folder, progress=progress)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from assay.registry.hashing import ProgressCallback
     from assay.registry.mlflow_backend import MlflowBackend
+    from assay.registry.policy import Policy
     from assay.registry.signing import SignResult
     from assay.registry.verification import VerifyReport
 
@@ -35,6 +36,7 @@ class InitResult:
     db_url: str
     tracking_uri: str | None
     created_key: KeyRecord | None
+    trust_root: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,6 +44,7 @@ class InitResult:
             "db_url": self.db_url,
             "tracking_uri": self.tracking_uri,
             "created_key": self.created_key.to_dict() if self.created_key else None,
+            "trust_root": self.trust_root,
         }
 
 
@@ -63,9 +66,24 @@ class Registry:
 
     @classmethod
     def initialise(
-        cls, settings: Settings | None = None, *, key_type: str = "ecdsa-p256"
+        cls,
+        settings: Settings | None = None,
+        *,
+        key_type: str = "ecdsa-p256",
+        trust_root: str | None = None,
     ) -> InitResult:
-        """Create ASSAY_HOME, the store (schema at head) and a first key; safe to re-run."""
+        """Create ASSAY_HOME and the store (schema at head); safe to re-run.
+
+        On a store that trusts nobody yet, this creates the **admin key** (the keyring's
+        default key; ``ASSAY_KEY`` is refused here), makes it the trust root and pins it in
+        ``$ASSAY_HOME/trust-root``. Joining a store that already has a trust root adds no key
+        and needs the root's key id (``trust_root`` or ``ASSAY_TRUST_ROOT``), checked against
+        the store's signed trust list: nobody's key is trusted on first use.
+        """
+        from assay.core.errors import ConfigError, IntegrityError
+        from assay.registry.keyring import resolve_signing_key
+        from assay.registry.trust_list import pin_trust_root, pinned_trust_root
+
         settings = settings or Settings.from_env()
         settings.home.mkdir(parents=True, exist_ok=True)
         os.chmod(settings.home, 0o700)
@@ -80,12 +98,53 @@ class Registry:
                     f"home:{settings.home}",
                     {"db": _safe_url(settings.db_url)},
                 )
-        if not settings.key and registry.keys.keyring.default_key() is None:
-            created = registry.keys.generate(
-                name="default", key_type=key_type, passphrase=settings.key_passphrase
+        wanted = (trust_root or "").strip().lower() or None
+        pinned = pinned_trust_root(settings)
+        if wanted and pinned and wanted != pinned:
+            raise ConfigError(
+                f"this home already pins trust root {pinned[:16]}, not {wanted[:16]}: "
+                "use a fresh ASSAY_HOME for another store"
             )
+        from assay.registry.key_service import trust_envelopes
+        from assay.registry.trust_list import evaluate_trust_list
+
+        with registry.store.session(readonly=True) as session:
+            envelopes = trust_envelopes(session)
+        if envelopes:
+            root = pinned or wanted
+            if root is None:
+                raise ConfigError(
+                    "this store already has an admin key (trust root): run `assay init "
+                    "--trust-root ID` (or set ASSAY_TRUST_ROOT) with the key id your admin "
+                    "gives you; assay never trusts a store's keys on first use"
+                )
+            trust = evaluate_trust_list(envelopes, root)  # IntegrityError if it is not ours
+            if pinned is None:
+                pin_trust_root(settings, root)
+            root_id = trust.root
+        else:
+            if wanted:
+                raise IntegrityError(
+                    f"this store has no trust root yet, so it cannot be {wanted[:16]}: "
+                    "wrong ASSAY_DB_URL?"
+                )
+            if settings.key:
+                raise ConfigError(
+                    "this store has no admin key yet: run the first `assay init` without "
+                    "ASSAY_KEY (it creates the admin key in this home's keyring), then trust "
+                    "CI keys with `assay key trust`"
+                )
+            generated = registry.keys.keyring.default_key() is None
+            if generated:
+                registry.keys.keyring.generate("default", key_type, settings.key_passphrase)
+            admin = resolve_signing_key(settings)
+            record = registry.keys.bootstrap(admin, "default")
+            created = record if generated else None
+            root_id = admin.key_id
         tracking = registry._initialise_mlflow()
-        return InitResult(str(settings.home), _safe_url(settings.db_url), tracking, created)
+        return InitResult(
+            str(settings.home), _safe_url(settings.db_url), tracking, created, root_id
+        )
 
     def _initialise_mlflow(self) -> str | None:
         """Create MLflow's schema once (its first-time creation races); None when not installed."""
@@ -100,14 +159,81 @@ class Registry:
     def record(
         self, session: Session, action: str, subject: str, payload: dict[str, Any] | None = None
     ) -> None:
-        """Append an audit event inside ``session``'s transaction."""
-        self.audit.append(
-            session,
-            actor=self.settings.actor,
+        """Append an audit event inside ``session``'s transaction.
+
+        A state change (see ``assay.registry.signed_changes.policy_action``) is also signed by
+        the acting key, which must hold the role the policy names for it (``RefusedError``
+        otherwise, and nothing commits); the actor recorded is that key's id.
+        """
+        from assay.registry.signed_changes import actor_label, policy_action
+
+        payload = payload or {}
+        action_name = policy_action(action, payload)
+        if action_name is None:
+            actor = actor_label(self._acting_key_id(), self.settings.actor)
+        else:
+            policy = self.policy(session)
+            key, _ = self.keys.signing_key(role=policy.role_for(action_name))
+            self._sign_change(session, key, action, subject, payload)
+            actor = actor_label(key.key_id, self.settings.actor)
+        self.audit.append(session, actor=actor, action=action, subject=subject, payload=payload)
+
+    def _acting_key_id(self) -> str | None:
+        """The id of the key this process acts with, if one can be loaded (else None)."""
+        from assay.core.errors import AssayError
+        from assay.registry.keyring import resolve_signing_key
+
+        try:
+            return resolve_signing_key(self.settings).key_id
+        except (AssayError, OSError, ValueError):
+            return None
+
+    def _sign_change(
+        self, session: Session, key: Any, action: str, subject: str, payload: dict[str, Any]
+    ) -> None:
+        from assay.registry.models import Signature, utcnow
+        from assay.registry.signed_changes import CHANGE_PREFIX, sign_change
+        from assay.registry.versions import subject_artifact
+
+        artifact = subject_artifact(session, subject)
+        now = utcnow()
+        envelope, digest = sign_change(
+            key,
             action=action,
             subject=subject,
-            payload=payload or {},
+            payload=payload,
+            digest=artifact.manifest_root if artifact is not None else None,
+            display_name=self.settings.actor,
+            at=now,
         )
+        session.add(
+            Signature(
+                artifact_id=artifact.id if artifact is not None else None,
+                subject=CHANGE_PREFIX + subject,
+                manifest_root=digest,
+                key_id=key.key_id,
+                bundle=envelope,
+                recorded_at=now,
+            )
+        )
+
+    def policy(self, session: Session | None = None) -> Policy:
+        """The policy in force (signed by an admin; the built-in default when none is set)."""
+        from sqlalchemy import select
+
+        from assay.registry.models import Signature
+        from assay.registry.policy import POLICY_SUBJECT, evaluate_policy
+
+        def read(s: Session) -> Policy:
+            envelopes = s.scalars(
+                select(Signature.bundle).where(Signature.subject == POLICY_SUBJECT)
+            )
+            return evaluate_policy(list(envelopes), self.keys.trust_list(s))
+
+        if session is not None:
+            return read(session)
+        with self.store.session(readonly=True) as own:
+            return read(own)
 
     @cached_property
     def keys(self) -> KeyService:

@@ -101,28 +101,38 @@ class SqliteStoreView:
     # -- keys -------------------------------------------------------------------------------
 
     def keys(self) -> list[KeyRecord]:
-        """As ``KeyService.list``: every key, oldest first, ``has_private`` from the keyring."""
+        """As ``KeyService.list``: every key, oldest first, ``has_private`` from the keyring,
+        trust and roles from the signed trust list."""
         from assay.registry.keyring import Keyring
 
         private = {i.key_id for i in Keyring(self.settings.keys_dir).list() if i.has_private}
+        trust = self.trust.trust_list()
         rows = self.conn.execute(
             "SELECT key_id, name, key_type, created_at, revoked_at, revoke_reason,"
             " compromised_since FROM keys ORDER BY created_at"
         )
-        return [
-            KeyRecord(
-                key_id=key_id,
-                name=name,
-                key_type=key_type,
-                created_at=parse_utc(created),
-                has_private=key_id in private,
-                trusted=True,
-                revoked_at=parse_utc(revoked),
-                revoke_reason=reason,
-                compromised_since=parse_utc(since),
+        records = []
+        for key_id, name, key_type, created, revoked, reason, since in rows:
+            entry = trust.get(key_id)
+            if entry is not None:
+                records.append(
+                    entry.record(has_private=key_id in private, created_at=parse_utc(created))
+                )
+                continue
+            records.append(
+                KeyRecord(
+                    key_id=key_id,
+                    name=name,
+                    key_type=key_type,
+                    created_at=parse_utc(created),
+                    has_private=key_id in private,
+                    trusted=False,
+                    revoked_at=parse_utc(revoked),
+                    revoke_reason=reason,
+                    compromised_since=parse_utc(since),
+                )
             )
-            for key_id, name, key_type, created, revoked, reason, since in rows
-        ]
+        return records
 
     # -- versions ---------------------------------------------------------------------------
 

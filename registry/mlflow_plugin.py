@@ -15,16 +15,19 @@ MLflow (see ``assay.registry.mlflow_backend.MLFLOW_ADDED_FILES``); the verifier 
 
 * ``enforce`` (default; also any unrecognised value): raise :class:`ModelIntegrityError`, which is
   both an ``assay`` ``IntegrityError`` and an ``MlflowException``, so it surfaces unchanged through
-  ``mlflow.pyfunc.load_model`` and whoever catches either family catches it;
-* ``warn``: log a warning and return the download;
-* ``off``: do not verify.
+  ``mlflow.pyfunc.load_model`` and whoever catches either family catches it. The verifier applies
+  the enforcement decision (``assay.registry.enforcement``): unsigned, pending, quarantined or
+  compromised versions, versions assay does not manage (unless the policy allows them), a store
+  that cannot be read, and a protected alias over a version not known-good are all refused;
+* ``warn``: log a warning, record an audit event (when the store is reachable) and load;
+* ``off``: do not verify; the load is still an audit event when the store is reachable.
 
 A download of a sub-path (``models:/churn/3/MLmodel``) is verified by downloading the whole version
 to a temporary folder first, so a partial read cannot dodge the check.
 
 Not covered (documented gaps): URIs that bypass the registry (``runs:/``, ``models:/m-<model id>``,
-plain paths or artifact-store URIs) are not registered versions and pass through unverified; if no
-verifier is installed, downloads pass with a one-time warning.
+plain paths or artifact-store URIs) are not registered versions and pass through unverified. If no
+verifier is installed, registered versions are refused (``warn`` lets them through with a warning).
 
 This module is imported by MLflow while it builds its artifact-repository registry, so it imports
 nothing heavy at module level.
@@ -143,19 +146,37 @@ class VerifyingModelsArtifactRepository(ModelsArtifactRepository):
         mode = enforcement_mode()
         name = getattr(self, "model_name", None)
         version = getattr(self, "model_version", None)
-        if mode == "off" or name is None or version is None:
+        if name is None or version is None:  # a logged-model URI (models:/m-...), not a version
+            return super().download_artifacts(artifact_path, dst_path, lineage_header_info)
+        if mode == "off":
+            _record_unverified(str(name), str(version), "off", f"{ENFORCE_ENV}=off")
             return super().download_artifacts(artifact_path, dst_path, lineage_header_info)
         verifier = get_verifier()
         if verifier is None:
-            _warn_missing()
-            return super().download_artifacts(artifact_path, dst_path, lineage_header_info)
+            if mode == "warn":
+                _warn_missing()
+                return super().download_artifacts(artifact_path, dst_path, lineage_header_info)
+            raise ModelIntegrityError(
+                f"models:/{name}/{version}: assay's verifier is not installed here; refusing to "
+                f"load unverified ({ENFORCE_ENV}=warn to opt out)"
+            )
         if _is_root(artifact_path):
+            # (Never delete ``local`` on failure: for a local artifact store MLflow may hand out
+            # the store's own folder rather than a copy.)
             local = super().download_artifacts(artifact_path, dst_path, lineage_header_info)
-            self._verify(verifier, mode, str(name), str(version), local)
+            self._verify(verifier, mode, str(name), str(version), local, self._alias())
             return local
         return self._download_part(
             verifier, mode, str(name), str(version), artifact_path, dst_path, lineage_header_info
         )
+
+    def _alias(self) -> str | None:
+        """The alias the URI named (``models:/m@production``), for the protected-alias rule."""
+        uri = str(getattr(self, "artifact_uri", "") or "")
+        head = uri.split("?", 1)[0]
+        if head.startswith("models:/") and "@" in head:
+            return head.rsplit("@", 1)[1].split("/", 1)[0] or None
+        return None
 
     def _download_part(
         self, verifier, mode, name, version, artifact_path, dst_path, lineage_header_info
@@ -164,7 +185,7 @@ class VerifyingModelsArtifactRepository(ModelsArtifactRepository):
         rel = artifact_path.strip("/")
         with tempfile.TemporaryDirectory(prefix="assay-verify-") as tmp:
             full = super().download_artifacts("", tmp, lineage_header_info)
-            self._verify(verifier, mode, name, version, full)
+            self._verify(verifier, mode, name, version, full, self._alias())
             source = Path(full, *rel.split("/"))
             if not source.exists():
                 # Let MLflow produce its usual error for a missing path.
@@ -179,17 +200,41 @@ class VerifyingModelsArtifactRepository(ModelsArtifactRepository):
             return str(target)
 
     @staticmethod
-    def _verify(verifier: Verifier, mode: str, name: str, version: str, local: str) -> None:
+    def _verify(
+        verifier: Verifier, mode: str, name: str, version: str, local: str, alias: str | None
+    ) -> None:
         try:
-            verifier(name, version, local)
+            if alias is not None and _takes_alias(verifier):
+                verifier(name, version, local, alias=alias)  # type: ignore[call-arg]
+            else:
+                verifier(name, version, local)
         except Exception as exc:  # any failure of the check refuses the model
             detail = " ".join(str(exc).split()) or type(exc).__name__
             text = f"models:/{name}/{version} failed assay verification: {detail}"
             if mode == "warn":
                 logger.warning("%s (ASSAY_ENFORCE=warn: loading anyway)", text)
+                _record_unverified(name, version, "warn", detail)
                 return
             raise ModelIntegrityError(text) from exc
         logger.debug("models:/%s/%s verified at %s", name, version, local)
+
+
+def _takes_alias(verifier: Verifier) -> bool:
+    import inspect
+
+    try:
+        return "alias" in inspect.signature(verifier).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _record_unverified(name: str, version: str, mode: str, reason: str) -> None:
+    """An audit event for a load let through unverified (when assay's store is reachable)."""
+    try:
+        enforcement = importlib.import_module("assay.registry.enforcement")
+    except ImportError:
+        return
+    enforcement.record_unverified_load(f"models:/{name}/{version}", mode, reason)
 
 
 def _warn_missing() -> None:

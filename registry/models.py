@@ -33,6 +33,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from assay.core.states import BAD_STATES, STATES  # noqa: F401  (re-exported for older imports)
 from assay.registry.canonical import canonical_json, iso_utc
 
 __all__ = [
@@ -220,10 +221,6 @@ class Checkpoint(Base):
 
 
 # -- registry layer (migration 0002) --------------------------------------------------------
-
-#: Version states, in DESIGN §7's order; ``quarantined``/``compromised`` never serve.
-STATES = ("registered", "known-good", "quarantined", "compromised")
-BAD_STATES = ("quarantined", "compromised")
 
 
 class ArtifactState(Base):

@@ -196,7 +196,7 @@ def register_model(
         ]
         dataset_ids = [a.id for a in dataset_rows]
         parent_ids = [a.id for a in parent_rows]
-    key, _ = registry.keys.signing_key()
+    key, _ = registry.keys.signing_key(role=registry.policy().role_for("register"))
 
     staging_root = registry.settings.home / "staging"
     staging_root.mkdir(parents=True, exist_ok=True)

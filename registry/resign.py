@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from assay.core.errors import AssayError, IntegrityError
 from assay.registry.artifact_access import artifact_files
-from assay.registry.binding import SUBJECT_PREFIX, make_binding, read_binding
+from assay.registry.binding import SUBJECT_PREFIX, binding_lineage, make_binding
 from assay.registry.fsutil import atomic_write
 from assay.registry.manifest import build_manifest
 from assay.registry.mlflow_backend import MLFLOW_ADDED_FILES
@@ -38,7 +38,7 @@ def resign_version(
     registry: Registry, name: str, version: str, *, key: str | None = None, reason: str
 ) -> ResignOutcome:
     """Sign ``models:/name/version`` again with ``key`` (default: the active signing key)."""
-    signing_key, _ = registry.keys.signing_key(key)
+    signing_key, _ = registry.keys.signing_key(key, role=registry.policy().role_for("register"))
     subject = display("model", name, version)
     with registry.store.session(readonly=True) as session:
         artifact = require_artifact(session, "model", name, version)
@@ -56,7 +56,7 @@ def resign_version(
             f"{subject}: its bytes no longer match what was registered; not re-signing"
         )
     bundle = sign_manifest(manifest, signing_key)
-    lineage = read_binding(binding_row.bundle)[0].get("predicate", {}) if binding_row else {}
+    lineage = binding_lineage(binding_row.bundle) if binding_row else {}
     binding = make_binding(signing_key, subject=subject, manifest_root=root or "", lineage=lineage)
     now = utcnow()
     with registry.store.session() as session:

@@ -56,7 +56,9 @@ def sign_path(
     if not path.exists():
         raise NotFoundError(f"{path} does not exist")
     signature = Path(signature) if signature else default_signature_path(path)
-    signing_key, _record = registry.keys.signing_key(key)
+    signing_key, _record = registry.keys.signing_key(
+        key, role=registry.policy().role_for("register")
+    )
     cache = DigestCache.for_home(registry.settings.home) if reuse_digests else None
     manifest = build_manifest(
         path,

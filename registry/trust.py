@@ -29,6 +29,10 @@ class KeyRecord:
     revoked_at: datetime | None = None
     revoke_reason: str | None = None
     compromised_since: datetime | None = None
+    roles: tuple[str, ...] = ()
+
+    def has_role(self, role: str) -> bool:
+        return self.trusted and (role in self.roles or "admin" in self.roles)
 
     @property
     def status(self) -> str:
@@ -59,6 +63,7 @@ class KeyRecord:
             "revoked_at": iso(self.revoked_at),
             "revoke_reason": self.revoke_reason,
             "compromised_since": iso(self.compromised_since),
+            "roles": list(self.roles),
         }
 
     @classmethod
@@ -69,7 +74,7 @@ class KeyRecord:
             key_type=row.key_type,
             created_at=row.created_at,
             has_private=row.has_private if has_private is None else has_private,
-            trusted=True,
+            trusted=False,  # a row alone grants nothing: trust comes from the signed trust list
             revoked_at=row.revoked_at,
             revoke_reason=row.revoke_reason,
             compromised_since=row.compromised_since,

@@ -18,6 +18,12 @@ from assay.core.settings import Settings
 from assay.registry.keys import PublicKey
 from assay.registry.store import HEAD_REVISION
 from assay.registry.trust import KeyRecord
+from assay.registry.trust_list import (
+    TRUST_SUBJECT,
+    TrustList,
+    evaluate_trust_list,
+    pinned_trust_root,
+)
 
 
 class TrustView(Protocol):
@@ -28,6 +34,10 @@ class TrustView(Protocol):
     ) -> tuple[KeyRecord, PublicKey] | None: ...
 
     def recorded_at(self, bundle_text: str, root_digest: str, key_id: str) -> datetime | None: ...
+
+    def public_key(self, key_id: str) -> PublicKey | None: ...
+
+    def record_of(self, key_id: str) -> KeyRecord | None: ...
 
 
 def parse_utc(value: str | None) -> datetime | None:
@@ -76,32 +86,31 @@ class SqliteTrustView:
     def __init__(
         self, settings: Settings, path: Path, *, conn: sqlite3.Connection | None = None
     ) -> None:
+        self._settings = settings
         self._conn = conn if conn is not None else connect_readonly(settings, path)
+        self._trust: TrustList | None = None
+        self._marker: tuple[int, int] | None = None
+
+    def trust_list(self) -> TrustList:
+        """The signed trust list in force (re-evaluated only when its rows change)."""
+        marker = self._conn.execute(
+            "SELECT count(*), max(id) FROM signatures WHERE subject = ?", (TRUST_SUBJECT,)
+        ).fetchone()
+        if self._trust is None or self._marker != marker:
+            rows = self._conn.execute(
+                "SELECT bundle FROM signatures WHERE subject = ?", (TRUST_SUBJECT,)
+            ).fetchall()
+            self._trust = evaluate_trust_list(
+                (r[0] for r in rows), pinned_trust_root(self._settings)
+            )
+            self._marker = marker
+        return self._trust
 
     def for_hint(
         self, hint: str | None, embedded_pem: str | None = None
     ) -> tuple[KeyRecord, PublicKey] | None:
-        wanted = PublicKey.from_pem(embedded_pem).key_id if embedded_pem else None
-        rows = self._conn.execute(
-            "SELECT key_id, name, key_type, public_pem, has_private, created_at, revoked_at,"
-            " revoke_reason, compromised_since FROM keys"
-        ).fetchall()
-        for key_id, name, key_type, pem, has_private, created, revoked, reason, since in rows:
-            public = PublicKey.from_pem(pem)
-            if public.key_id == wanted or (hint and hint in (public.oms_hint, public.key_id)):
-                record = KeyRecord(
-                    key_id=key_id,
-                    name=name,
-                    key_type=key_type,
-                    created_at=parse_utc(created),
-                    has_private=bool(has_private),
-                    trusted=True,
-                    revoked_at=parse_utc(revoked),
-                    revoke_reason=reason,
-                    compromised_since=parse_utc(since),
-                )
-                return record, public
-        return None
+        entry = self.trust_list().for_hint(hint, embedded_pem)
+        return (entry.record(), entry.public_key) if entry else None
 
     def recorded_at(self, bundle_text: str, root_digest: str, key_id: str) -> datetime | None:
         rows = self._conn.execute(
@@ -115,10 +124,12 @@ class SqliteTrustView:
         return None
 
     def public_key(self, key_id: str) -> PublicKey | None:
-        row = self._conn.execute(
-            "SELECT public_pem FROM keys WHERE key_id = ?", (key_id,)
-        ).fetchone()
-        return PublicKey.from_pem(row[0]) if row else None
+        entry = self.trust_list().get(key_id)
+        return entry.public_key if entry else None
+
+    def record_of(self, key_id: str) -> KeyRecord | None:
+        entry = self.trust_list().get(key_id)
+        return entry.record() if entry else None
 
 
 def open_trust_view(settings: Settings) -> TrustView:

@@ -17,13 +17,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from assay.core.errors import NotFoundError
+from assay.core.errors import IntegrityError, NotFoundError
 from assay.registry.artifact_access import artifact_files
 from assay.registry.binding import SUBJECT_PREFIX, check_binding
 from assay.registry.fast_read import SignedArtifact, open_store_view, read_alias
 from assay.registry.mlflow_backend import MLFLOW_ADDED_FILES, EmbeddedBackend, open_backend
 from assay.registry.oms import parse_bundle
+from assay.registry.policy import POLICY_SUBJECT, evaluate_policy
 from assay.registry.refs import is_dataset_uri, parse_dataset_ref, parse_model_ref
+from assay.registry.signed_changes import CHANGE_PREFIX
 from assay.registry.verification import VerifyReport, verify_bundle_text
 from assay.registry.version_record import display
 
@@ -34,10 +36,17 @@ if TYPE_CHECKING:
     from assay.registry.hashing import ProgressCallback
     from assay.registry.keys import PublicKey
     from assay.registry.mlflow_backend import MlflowBackend
+    from assay.registry.policy import Policy
+    from assay.registry.trust import KeyRecord
+    from assay.registry.trust_list import TrustList
     from assay.registry.trust_view import TrustView
 
     class _Trust(TrustView, Protocol):
         def public_key(self, key_id: str) -> PublicKey | None: ...
+
+        def record_of(self, key_id: str) -> KeyRecord | None: ...
+
+        def trust_list(self) -> TrustList: ...
 
 
 class _Reads(Protocol):
@@ -54,7 +63,29 @@ class _Reads(Protocol):
     def signed_artifact(self, kind: str, name: str, version: str | None) -> SignedArtifact: ...
 
 
-class _RegistryReads:
+class _DecisionReads:
+    """What the enforcement decision reads besides the bytes (shared by both read paths)."""
+
+    def verify(
+        self,
+        kind: str,
+        name: str,
+        version: str,
+        *,
+        local_path: Path | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> VerifyReport:
+        return _verify_artifact(
+            self,
+            kind,
+            name,
+            version,
+            local_path=local_path,
+            progress=progress,  # type: ignore[arg-type]
+        )
+
+
+class RegistryReads(_DecisionReads):
     """Through the ``Registry``: SQLAlchemy for the store, its backend for MLflow."""
 
     def __init__(self, registry: Registry) -> None:
@@ -86,8 +117,60 @@ class _RegistryReads:
                 binding_key=binding.key_id if binding else None,
             )
 
+    def policy(self, trust: TrustList) -> Policy:
+        from sqlalchemy import select
 
-class _SqliteReads:
+        from assay.registry.models import Signature
+
+        with self.registry.store.session(readonly=True) as session:
+            rows = session.scalars(
+                select(Signature.bundle).where(Signature.subject == POLICY_SUBJECT)
+            )
+            return evaluate_policy(list(rows), trust)
+
+    def state(self, kind: str, name: str, version: str) -> tuple[str, str] | None:
+        from assay.registry.models import ArtifactState
+        from assay.registry.versions import find_artifact
+
+        with self.registry.store.session(readonly=True) as session:
+            artifact = find_artifact(session, kind, name, version)
+            if artifact is None:
+                return None
+            row = session.get(ArtifactState, artifact.id)
+            return (row.state, row.status) if row else ("registered", "complete")
+
+    def manifest_root(self, kind: str, name: str, version: str) -> str | None:
+        from assay.registry.versions import find_artifact
+
+        with self.registry.store.session(readonly=True) as session:
+            artifact = find_artifact(session, kind, name, version)
+            return artifact.manifest_root if artifact else None
+
+    def is_managed(self, kind: str, name: str) -> bool:
+        from sqlalchemy import select
+
+        from assay.registry.models import Artifact
+
+        with self.registry.store.session(readonly=True) as session:
+            found = session.scalar(
+                select(Artifact.id).where(Artifact.kind == kind, Artifact.name == name).limit(1)
+            )
+            return found is not None
+
+    def change_envelopes(self, subject: str) -> list[str]:
+        from sqlalchemy import select
+
+        from assay.registry.models import Signature
+
+        with self.registry.store.session(readonly=True) as session:
+            return list(
+                session.scalars(
+                    select(Signature.bundle).where(Signature.subject == CHANGE_PREFIX + subject)
+                )
+            )
+
+
+class _SqliteReads(_DecisionReads):
     """Through the ``sqlite3`` view of the store; MLflow's backend only if it is needed."""
 
     def __init__(self, settings: Settings, view: SqliteStoreView) -> None:
@@ -104,6 +187,43 @@ class _SqliteReads:
 
     def signed_artifact(self, kind: str, name: str, version: str | None) -> SignedArtifact:
         return self.view.signed_artifact(kind, name, version)
+
+    def _bundles(self, subject: str) -> list[str]:
+        rows = self.view.conn.execute(
+            "SELECT bundle FROM signatures WHERE subject = ?", (subject,)
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def policy(self, trust: TrustList) -> Policy:
+        return evaluate_policy(self._bundles(POLICY_SUBJECT), trust)
+
+    def _artifact(self, kind: str, name: str, version: str) -> tuple | None:
+        return self.view.conn.execute(
+            "SELECT id, manifest_root FROM artifacts WHERE kind = ? AND name = ? AND version = ?",
+            (kind, name, version),
+        ).fetchone()
+
+    def state(self, kind: str, name: str, version: str) -> tuple[str, str] | None:
+        artifact = self._artifact(kind, name, version)
+        if artifact is None:
+            return None
+        row = self.view.conn.execute(
+            "SELECT state, status FROM artifact_states WHERE artifact_id = ?", (artifact[0],)
+        ).fetchone()
+        return (row[0], row[1]) if row else ("registered", "complete")
+
+    def manifest_root(self, kind: str, name: str, version: str) -> str | None:
+        artifact = self._artifact(kind, name, version)
+        return artifact[1] if artifact else None
+
+    def is_managed(self, kind: str, name: str) -> bool:
+        row = self.view.conn.execute(
+            "SELECT 1 FROM artifacts WHERE kind = ? AND name = ? LIMIT 1", (kind, name)
+        ).fetchone()
+        return row is not None
+
+    def change_envelopes(self, subject: str) -> list[str]:
+        return self._bundles(CHANGE_PREFIX + subject)
 
 
 def _alias_version(tracking_uri: str, backend: MlflowBackend, name: str, alias: str) -> str:
@@ -180,31 +300,55 @@ def verify_version(
     registry: Registry, name: str, version: str, *, progress: ProgressCallback | None = None
 ) -> VerifyReport:
     """Re-read a model version's bytes from the artifact store and verify them."""
-    return _verify_artifact(
-        _RegistryReads(registry), "model", name, str(version), progress=progress
-    )
+    return _verify_artifact(RegistryReads(registry), "model", name, str(version), progress=progress)
 
 
 def verify_local_copy(registry: Registry, name: str, version: str, path: Path) -> VerifyReport:
     """Verify files already downloaded for a model version (verify-before-load)."""
-    return _verify_artifact(_RegistryReads(registry), "model", name, str(version), local_path=path)
+    return _verify_artifact(RegistryReads(registry), "model", name, str(version), local_path=path)
 
 
 def verify_dataset(
     registry: Registry, name: str, version: str | None, *, progress: ProgressCallback | None = None
 ) -> VerifyReport:
-    return _verify_artifact(_RegistryReads(registry), "dataset", name, version, progress=progress)
+    return _verify_artifact(RegistryReads(registry), "dataset", name, version, progress=progress)
+
+
+def decided_report(
+    reads: _Reads,
+    name: str,
+    version: str,
+    *,
+    alias: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> VerifyReport:
+    """The enforcement decision for a model version as a ``VerifyReport`` (``ok`` only when
+    the version may load; a refusal's reason is its problem)."""
+    from assay.registry.enforcement import decide_with
+
+    decision = decide_with(reads, name, version, alias=alias, progress=progress)
+    if decision.report is None and decision.code == "tampered":
+        raise IntegrityError(decision.reason)  # the bytes could not even be read back
+    report = decision.report or VerifyReport(subject=decision.subject, ok=decision.allowed)
+    if not decision.allowed:
+        report.ok = False
+        if decision.reason not in report.summary():
+            report.problems.append(decision.reason)
+    return report
 
 
 def verify_uri(
     registry: Registry, target: str, *, progress: ProgressCallback | None = None
 ) -> VerifyReport:
-    """Verify ``models:/...`` or ``dataset:...``."""
+    """Verify ``dataset:...`` (bytes), or decide on ``models:/...`` (bytes, trust, state, policy)."""
     if is_dataset_uri(target):
         ref = parse_dataset_ref(target)
         return verify_dataset(registry, ref.name, ref.version, progress=progress)
+    ref_m = parse_model_ref(target)
     name, version = resolve_model_version(registry, target)
-    return verify_version(registry, name, version, progress=progress)
+    return decided_report(
+        RegistryReads(registry), name, version, alias=ref_m.alias, progress=progress
+    )
 
 
 def verify_target(
@@ -227,6 +371,6 @@ def verify_target(
         version = ref_m.version or _alias_version(
             settings.tracking_uri, reads.backend, ref_m.name, ref_m.alias or ""
         )
-        return _verify_artifact(reads, "model", ref_m.name, version, progress=progress)
+        return decided_report(reads, ref_m.name, version, alias=ref_m.alias, progress=progress)
     finally:
         view.close()

@@ -29,6 +29,19 @@ def display(kind: str, name: str, version: str | None) -> str:
     return f"models:/{name}/{version}" if kind == "model" else f"dataset:{name}@{version}"
 
 
+def parse_display(subject: str) -> tuple[str, str, str] | None:
+    """(kind, name, version) of a :func:`display` subject, or None for any other subject."""
+    if subject.startswith("models:/"):
+        name, sep, version = subject[len("models:/") :].rpartition("/")
+        if sep and name and version and "@" not in version:
+            return "model", name, version
+    elif subject.startswith("dataset:"):
+        name, sep, version = subject[len("dataset:") :].rpartition("@")
+        if sep and name and version:
+            return "dataset", name, version
+    return None
+
+
 @dataclass
 class VersionRecord:
     """One model or dataset version with its registry state."""

@@ -38,6 +38,14 @@ def find_artifact(session: Session, kind: str, name: str, version: str | None) -
     return session.scalar(query.where(Artifact.version == str(version)))
 
 
+def subject_artifact(session: Session, subject: str) -> Artifact | None:
+    """The artifact a ``models:/NAME/V`` or ``dataset:NAME@V`` subject names, else None."""
+    from assay.registry.version_record import parse_display
+
+    parsed = parse_display(subject)
+    return find_artifact(session, *parsed) if parsed else None
+
+
 def require_artifact(session: Session, kind: str, name: str, version: str | None) -> Artifact:
     """The artifact or a NotFoundError naming what exists."""
     artifact = find_artifact(session, kind, name, version)

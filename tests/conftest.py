@@ -19,7 +19,14 @@ def data_dir() -> Path:
 def assay_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh ASSAY_HOME with every assay variable cleared."""
     home = tmp_path / "assay-home"
-    for var in ("ASSAY_DB_URL", "MLFLOW_TRACKING_URI", "ASSAY_KEY", "ASSAY_KEY_PASSPHRASE"):
+    for var in (
+        "ASSAY_DB_URL",
+        "MLFLOW_TRACKING_URI",
+        "ASSAY_KEY",
+        "ASSAY_KEY_PASSPHRASE",
+        "ASSAY_TRUST_ROOT",
+        "ASSAY_ENFORCE",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("ASSAY_HOME", str(home))
     monkeypatch.setenv("ASSAY_ACTOR", "test@assay")

@@ -37,12 +37,15 @@ def _events(invoke) -> list[dict]:
 def test_log_lists_what_commands_did(invoke, busy_home: Path):
     events = _events(invoke)
     actions = [e["action"] for e in events]
-    assert actions == ["assay.init", "key.generate", "key.generate", "sign", "sign"]
-    assert [e["seq"] for e in events] == list(range(5))
-    assert all(e["actor"] == "test@assay" for e in events)
-    assert events[3]["payload"]["files"] == 4
+    assert actions == ["assay.init", "trust.root", "key.generate", "key.trust", "sign", "sign"]
+    assert [e["seq"] for e in events] == list(range(6))
+    # the actor is the acting key's id; ASSAY_ACTOR is only its display name
+    assert events[0]["actor"] == "unsigned (test@assay)"
+    admin = events[1]["subject"].removeprefix("key:")
+    assert all(e["actor"] == f"key:{admin[:16]} (test@assay)" for e in events[1:])
+    assert events[4]["payload"]["files"] == 4
     limited = json.loads(invoke("audit", "log", "--limit", "2", "--json").stdout)
-    assert [e["seq"] for e in limited] == [3, 4]
+    assert [e["seq"] for e in limited] == [4, 5]
     table = invoke("audit", "log")
     assert table.exit_code == 0 and "key.generate" in table.stdout
 
@@ -54,33 +57,33 @@ def test_checkpoint_then_verify_ok(invoke, busy_home: Path):
     result = invoke("audit", "verify", "--json")
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["ok"] is True and report["tree_size"] == 5
+    assert report["ok"] is True and report["tree_size"] == 6
     # more events after the checkpoint: still consistent; a second checkpoint too
     assert invoke("key", "generate", "--name", "third").exit_code == 0
     assert invoke("audit", "checkpoint").exit_code == 0
     result = invoke("audit", "verify", "--checkpoint", files[0])
     assert result.exit_code == 0 and "OK" in result.stdout
     report = json.loads(invoke("audit", "verify", "--json").stdout)
-    assert report["ok"] and report["tree_size"] == 6 and report["checked_checkpoints"] >= 2
+    assert report["ok"] and report["tree_size"] == 8 and report["checked_checkpoints"] >= 2
 
 
 def test_edited_row_is_reported(invoke, busy_home: Path, expect_error):
     with _db(busy_home) as conn:
-        (payload,) = conn.execute("SELECT payload FROM audit_events WHERE seq = 3").fetchone()
+        (payload,) = conn.execute("SELECT payload FROM audit_events WHERE seq = 4").fetchone()
         conn.execute(
-            "UPDATE audit_events SET payload = ? WHERE seq = 3",
+            "UPDATE audit_events SET payload = ? WHERE seq = 4",
             (payload.replace('"files":4', '"files":5'),),
         )
         assert conn.total_changes == 1
     conn.close()
     result = invoke("audit", "verify")
-    expect_error(result, 3, "audit event 3")
-    assert "audit event 3 was modified" in " ".join(result.stdout.split())
+    expect_error(result, 3, "audit event 4")
+    assert "audit event 4 was modified" in " ".join(result.stdout.split())
     as_json = invoke("audit", "verify", "--json")
     assert as_json.exit_code == 3
     report = json.loads(as_json.stdout)
     assert report["ok"] is False
-    assert any("audit event 3" in p for p in report["problems"])
+    assert any("audit event 4" in p for p in report["problems"])
 
 
 def test_edited_actor_is_reported(invoke, busy_home: Path, expect_error):
@@ -92,9 +95,9 @@ def test_edited_actor_is_reported(invoke, busy_home: Path, expect_error):
 
 def test_deleted_last_row_is_reported(invoke, busy_home: Path, expect_error):
     with _db(busy_home) as conn:
-        conn.execute("DELETE FROM audit_events WHERE seq = 4")
+        conn.execute("DELETE FROM audit_events WHERE seq = 5")
     conn.close()
-    expect_error(invoke("audit", "verify"), 3, "4")
+    expect_error(invoke("audit", "verify"), 3, "5")
 
 
 def test_truncated_tail_with_head_rewritten_is_reported(invoke, busy_home: Path, expect_error):

@@ -128,7 +128,11 @@ def test_register_and_verify(home: Path, tmp_path: Path) -> None:
     code, out, _ = assay("verify", "models:/churn/1", "--json")
     assert code == 0 and json.loads(out)["ok"] is True
 
+    # production is protected: a plain-MLflow move onto a version not known-good is refused
     Registry.open(Settings.from_env()).backend.set_alias("churn", "production", "1")
+    code, out, err = assay("verify", "models:/churn@production")
+    assert code == 3 and "not known-good" in out + err
+    assert assay("mark", "churn", "1", "known-good", "--reason", "evaluated")[0] == 0
     code, out, _ = assay("verify", "models:/churn@production")
     assert code == 0 and "OK models:/churn/1" in out
 
@@ -137,7 +141,7 @@ def test_bad_references_exit_1_with_one_line(home: Path, tmp_path: Path) -> None
     make = make_model(tmp_path / "m", b"churn weights for errors")
     assay("register", "errs", str(make), "--no-watermark")
     for args, text in (
-        (("verify", "models:/unknown-model/1"), "no model named 'unknown-model'"),
+        (("verify", "models:/unknown-model/1"), "model 'unknown-model' has no version 1"),
         (("verify", "models:/errs/7"), "has no version 7"),
         (("verify", "models:/errs@production"), "has no alias 'production'"),
         (("verify", "dataset:unknown-data@1"), "no dataset named 'unknown-data'"),

@@ -122,9 +122,11 @@ def test_golden_flipped_byte_fails(invoke, home: Path, golden: Path, version: st
     assert f"modified  {name}" in " ".join(result.stdout.split("\n"))
 
 
-def test_ci_key_from_env_is_trusted_automatically(
-    invoke, home: Path, model_dir: Path, tmp_path: Path, audit_events_count
+def test_ci_key_is_never_trusted_on_first_use(
+    invoke, home: Path, model_dir: Path, tmp_path: Path, audit_events_count, snapshot
 ):
+    """An unknown ASSAY_KEY cannot sign (one line saying how to get it trusted) until the admin
+    trusts its public key with a role; then it signs and verifies."""
     key = ec.generate_private_key(ec.SECP256R1())
     pem = tmp_path / "ci-key.pem"
     pem.write_bytes(
@@ -134,17 +136,74 @@ def test_ci_key_from_env_is_trusted_automatically(
             serialization.NoEncryption(),
         )
     )
+    public = tmp_path / "ci-key.pub"
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     events = audit_events_count(home)
+    before = snapshot(home, model_dir)
+    refused = invoke("sign", model_dir, env={"ASSAY_KEY": str(pem)})
+    assert refused.exit_code == 1
+    assert "is not trusted by this store" in refused.stderr
+    assert "assay key trust" in refused.stderr and refused.stderr.count("\n") == 1
+    assert audit_events_count(home) == events and snapshot(home, model_dir) == before
+    # the CI key cannot trust itself either: trust changes need the admin key
+    self_trust = invoke(
+        "key", "trust", public, "--name", "ci", "--role", "signer", env={"ASSAY_KEY": str(pem)}
+    )
+    assert self_trust.exit_code == 1 and "admin" in self_trust.stderr
+
+    trusted = invoke("key", "trust", public, "--name", "ci", "--role", "signer", "--json")
+    assert trusted.exit_code == 0, trusted.stderr
+    assert json.loads(trusted.stdout)["roles"] == ["signer"]
     signed = _sign(invoke, model_dir, env={"ASSAY_KEY": str(pem)})
     keys = {k["key_id"]: k for k in json.loads(invoke("key", "list", "--json").stdout)}
-    assert signed["key_id"] in keys
-    assert keys[signed["key_id"]]["name"].startswith("env-")
-    assert audit_events_count(home) == events + 2  # key.trust, then sign
+    assert keys[signed["key_id"]]["name"] == "ci" and keys[signed["key_id"]]["trusted"]
     report = _verify_ok(invoke, model_dir)
     assert report["key_id"] == signed["key_id"]
     # PEM text in ASSAY_KEY works too, and the key is not recorded twice
     _sign(invoke, model_dir, env={"ASSAY_KEY": pem.read_text()})
     assert len(json.loads(invoke("key", "list", "--json").stdout)) == 2
+
+
+def test_trust_row_written_into_the_database_grants_nothing(
+    invoke, home: Path, model_dir: Path, tmp_path: Path
+):
+    """An attacker with database access inserts a key row: the signed trust list decides."""
+    import sqlite3
+
+    from assay.registry.keys import generate_key
+
+    attacker = generate_key("ecdsa-p256")
+    pem = tmp_path / "attacker.pem"
+    pem.write_bytes(attacker.private_pem(None))
+    with sqlite3.connect(home / "assay.db") as conn:
+        conn.execute(
+            "INSERT INTO keys (key_id, name, key_type, public_pem, has_private, source, created_at)"
+            " VALUES (?, 'evil', 'ecdsa-p256', ?, 0, 'imported', '2026-01-01 00:00:00')",
+            (attacker.key_id, attacker.public_key.pem),
+        )
+    conn.close()
+    refused = invoke("sign", model_dir, env={"ASSAY_KEY": str(pem)})
+    assert refused.exit_code == 1 and "not trusted" in refused.stderr
+    listed = {k["key_id"]: k for k in json.loads(invoke("key", "list", "--json").stdout)}
+    assert listed[attacker.key_id]["trusted"] is False
+    # a forged trust-list row (signed by the attacker) breaks the chain: assay trusts nothing
+    from assay.registry.trust_list import TRUST_SUBJECT, TrustEntry, TrustList
+
+    entry = TrustEntry(attacker.key_id, "evil", "ecdsa-p256", attacker.public_key.pem, ("admin",))
+    forged = TrustList(2, {attacker.key_id: entry}, None).sign(attacker, datetime.now(timezone.utc))
+    with sqlite3.connect(home / "assay.db") as conn:
+        conn.execute(
+            "INSERT INTO signatures (artifact_id, subject, manifest_root, key_id, bundle,"
+            " recorded_at) VALUES (NULL, ?, ?, ?, ?, '2026-01-01 00:00:00')",
+            (TRUST_SUBJECT, "f" * 64, attacker.key_id, forged),
+        )
+    conn.close()
+    result = invoke("sign", model_dir, env={"ASSAY_KEY": str(pem)})
+    assert result.exit_code == 3 and "not signed by an admin key" in result.stderr
 
 
 def test_reuse_digests_same_root_and_rehashes_changes(

@@ -6,7 +6,6 @@ installed refuses a tampered model that assay registered (``ASSAY_ENFORCE``), th
 from __future__ import annotations
 
 import json
-import logging
 import os
 import pickle
 import shutil
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from assay.core.errors import IntegrityError
+from assay.core.errors import IntegrityError, NotFoundError
 from assay.core.settings import Settings
 from assay.registry.artifact_access import local_path_of
 from assay.registry.facade import Registry
@@ -167,7 +166,7 @@ def test_tampered_model_refused_warned_or_skipped(registry: Registry) -> None:
 
 
 @pytest.mark.slow
-def test_model_registered_with_plain_mlflow_loads_with_a_warning(registry: Registry) -> None:
+def test_model_registered_with_plain_mlflow_is_refused(registry: Registry) -> None:
     home = registry.settings.home
     env = {k: v for k, v in os.environ.items() if k not in CLEARED}
     env.update(ASSAY_HOME=str(home), MLFLOW_TRACKING_URI=f"sqlite:///{home / 'mlflow.db'}")
@@ -176,8 +175,25 @@ def test_model_registered_with_plain_mlflow_loads_with_a_warning(registry: Regis
     )
     assert made.returncode == 0, made.stderr[-3000:]
     proc = load(registry, "models:/plain-mlflow/1")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "was not registered with assay" in proc.stderr
+    assert proc.returncode != 0
+    assert "ModelIntegrityError" in proc.stderr
+    assert "does not manage model 'plain-mlflow'" in proc.stderr
+    # the explicit opt-out loads it, and says so
+    warned = load(registry, "models:/plain-mlflow/1", ASSAY_ENFORCE="warn")
+    assert warned.returncode == 0, warned.stderr[-3000:]
+    assert "ASSAY_ENFORCE=warn" in warned.stderr
+
+
+@pytest.mark.slow
+def test_store_unreachable_refuses_tampered_bytes(registry: Registry) -> None:
+    """The plugin with a wrong ASSAY_DB_URL or an empty ASSAY_HOME refuses (it used to load)."""
+    for env in (
+        {"ASSAY_DB_URL": "postgresql+psycopg://assay:wrong@127.0.0.1:1/assay"},
+        {"ASSAY_HOME": str(registry.settings.home.parent / "empty-home")},
+    ):
+        proc = load(registry, "models:/iris/1", **env)
+        assert proc.returncode != 0, env
+        assert "ModelIntegrityError" in proc.stderr and "refusing" in proc.stderr
 
 
 # -- verify_download in this process (no MLflow load) -------------------------------------------
@@ -205,26 +221,37 @@ def test_verify_download_of_a_tampered_copy(
         verify_download("iris", "1", str(copy))
 
 
-def test_verify_download_of_an_unknown_version_warns(
-    registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture, verify_download
+def test_verify_download_of_an_unknown_version_refuses(
+    registry: Registry, tmp_path: Path, verify_download
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="assay.registry.enforcement"):
+    """Versions that do not exist refuse too (the plugin case, an existing version assay does
+    not manage, is test_model_registered_with_plain_mlflow_is_refused)."""
+    with pytest.raises(NotFoundError):  # MLflow has no such version at all
         verify_download("never-registered", "1", str(tmp_path))
+    with pytest.raises(NotFoundError):
         verify_download("iris", "7", str(tmp_path))
-    assert caplog.text.count("not registered with assay") == 2
 
 
-def test_verify_download_without_assay_init_warns(
-    registry: Registry,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-    verify_download,
+def test_verify_download_without_assay_init_refuses(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, verify_download
 ) -> None:
     monkeypatch.setenv("ASSAY_HOME", str(tmp_path / "never-initialised"))
-    with caplog.at_level(logging.WARNING, logger="assay.registry.enforcement"):
+    with pytest.raises(IntegrityError, match="fail closed"):
         verify_download("iris", "1", str(tmp_path))
-    assert "not initialised" in caplog.text
+
+
+def test_unverified_loads_under_warn_are_audit_events(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """warn/off are explicit opt-outs, and each load they let through is on the record."""
+    from assay.registry.enforcement import record_unverified_load
+
+    before = registry.audit.tree_size()
+    record_unverified_load("models:/iris-tampered/1", "warn", "1 modified (model.pkl)")
+    events = registry.audit_events(limit=1)
+    assert registry.audit.tree_size() == before + 1
+    assert events[0]["action"] == "model.load-unverified"
+    assert events[0]["payload"] == {"mode": "warn", "reason": "1 modified (model.pkl)"}
 
 
 # -- assay.registry.load_model: explicit verify-then-load --------------------------------------
@@ -238,7 +265,7 @@ def test_load_model_verifies_then_loads_the_checked_bytes(
     from sklearn.datasets import load_iris
     from sklearn.tree import DecisionTreeClassifier
 
-    from assay.core.errors import AssayError, NotFoundError
+    from assay.core.errors import AssayError
     from assay.registry import load_model
 
     x, y = load_iris(return_X_y=True)
@@ -249,6 +276,12 @@ def test_load_model_verifies_then_loads_the_checked_bytes(
         serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
     )
     register_model(registry, "iris-explicit", str(folder), alias="production", watermark=False)
+    from assay.registry.states import mark
+
+    # production is protected: not known-good yet, so it does not load through that alias
+    with pytest.raises(IntegrityError, match="not known-good"):
+        load_model("models:/iris-explicit@production", registry=registry)
+    mark(registry, "iris-explicit", "1", "known-good", reason="evaluated")
 
     kept = tmp_path / "verified"
     model = load_model("models:/iris-explicit@production", registry=registry, dst_path=kept)
@@ -261,5 +294,5 @@ def test_load_model_verifies_then_loads_the_checked_bytes(
     stored.write_text(stored.read_text() + "\n# edited in the bucket\n")
     with pytest.raises(IntegrityError, match="modified.*MLmodel"):
         load_model("models:/iris-explicit/1", registry=registry)
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError):  # MLflow has no such model at all
         load_model("models:/never-registered/1", registry=registry)

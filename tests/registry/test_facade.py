@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from assay.core.errors import ConfigError
+from assay.core.errors import ConfigError, IntegrityError
 from assay.core.settings import Settings
 from assay.registry.facade import Registry, _safe_url
 
@@ -66,22 +66,45 @@ def test_initialise_with_ed25519(settings: Settings):
     assert result.created_key is not None and result.created_key.key_type == "ed25519"
 
 
-def test_initialise_with_ci_key_creates_no_key(settings: Settings, monkeypatch, tmp_path: Path):
+def test_first_init_with_ci_key_is_refused(settings: Settings, monkeypatch, tmp_path: Path):
+    """The first init creates the admin key; a CI key never becomes the admin by accident."""
+    from assay.core.errors import ConfigError
     from assay.registry.keys import generate_key
 
     pem = tmp_path / "ci.pem"
     pem.write_bytes(generate_key("ecdsa-p256").private_pem(None))
     monkeypatch.setenv("ASSAY_KEY", str(pem))
-    ci_settings = Settings.from_env()
-    result = Registry.initialise(ci_settings)
-    assert result.created_key is None
-    assert Registry.open(ci_settings).keys.list() == []
+    with pytest.raises(ConfigError, match="no admin key yet"):
+        Registry.initialise(Settings.from_env())
+
+
+def test_joining_init_adds_no_trusted_key(settings: Settings, monkeypatch, tmp_path: Path):
+    """A CI job's `assay init` on a shared store (its own home) adds no key and needs the root."""
+    from assay.core.errors import ConfigError
+    from assay.registry.keys import generate_key
+
+    first = Registry.initialise(settings)
+    monkeypatch.setenv("ASSAY_DB_URL", settings.db_url)
+    monkeypatch.setenv("ASSAY_HOME", str(tmp_path / "ci-home"))
+    pem = tmp_path / "ci.pem"
+    pem.write_bytes(generate_key("ecdsa-p256").private_pem(None))
+    monkeypatch.setenv("ASSAY_KEY", str(pem))
+    with pytest.raises(ConfigError, match="--trust-root"):
+        Registry.initialise(Settings.from_env())
+    joined = Registry.initialise(Settings.from_env(), trust_root=first.trust_root)
+    assert joined.created_key is None and joined.trust_root == first.trust_root
+    keys = Registry.open(Settings.from_env()).keys.list()
+    assert [k.key_id for k in keys if k.trusted] == [first.created_key.key_id]
+    wrong = generate_key("ecdsa-p256").key_id
+    monkeypatch.setenv("ASSAY_HOME", str(tmp_path / "ci-home-2"))
+    with pytest.raises(IntegrityError, match="not signed by the pinned trust root"):
+        Registry.initialise(Settings.from_env(), trust_root=wrong)
 
 
 def test_audit_events_for_init_key_and_sign(settings: Settings, tmp_path: Path):
     init = Registry.initialise(settings)
     registry = Registry.open(settings)
-    assert _actions(registry) == ["assay.init", "key.generate"]
+    assert _actions(registry) == ["assay.init", "trust.root"]
 
     registry.keys.generate(name="second", key_type="ed25519")
     partner = registry.keys.trust(
@@ -100,33 +123,37 @@ def test_audit_events_for_init_key_and_sign(settings: Settings, tmp_path: Path):
     events = registry.audit_events()
     assert [e["action"] for e in events] == [
         "assay.init",
+        "trust.root",
         "key.generate",
-        "key.generate",
+        "key.trust",  # the admin key acting here trusts the key it generated
         "key.trust",
         "sign",
         "key.revoke",
     ]
-    assert [e["seq"] for e in events] == list(range(6))
-    assert all(e["actor"] == "test@assay" for e in events)
-    assert events[1]["subject"] == f"key:{init.created_key.key_id}"
+    assert [e["seq"] for e in events] == list(range(7))
+    admin = init.created_key.key_id
+    assert events[0]["actor"] == "unsigned (test@assay)"  # before any key existed
+    assert all(e["actor"] == f"key:{admin[:16]} (test@assay)" for e in events[1:])
+    assert events[1]["subject"] == f"key:{admin}"
     assert events[2]["payload"] == {"name": "second", "key_type": "ed25519"}
-    assert events[3]["subject"] == f"key:{partner.key_id}"
-    sign = events[4]
+    assert events[3]["payload"]["roles"] == ["signer"]
+    assert events[4]["subject"] == f"key:{partner.key_id}"
+    sign = events[5]
     assert sign["subject"] == f"path:{model.resolve()}"
     assert sign["payload"]["root_digest"] == signed.root_digest
-    assert sign["payload"]["key_id"] == init.created_key.key_id
+    assert sign["payload"]["key_id"] == admin
     assert sign["payload"]["files"] == 2
-    assert events[5]["payload"]["reason"] == "rotated"
-    assert [e["seq"] for e in registry.audit_events(limit=2)] == [4, 5]
+    assert events[6]["payload"]["reason"] == "rotated"
+    assert [e["seq"] for e in registry.audit_events(limit=2)] == [5, 6]
 
     report = registry.verify_path(model)
     assert report.ok, report.summary()
     checkpoint = registry.audit_checkpoint()
-    assert checkpoint["tree_size"] == 6
+    assert checkpoint["tree_size"] == 7
     assert Path(checkpoint["path"]).parent == settings.checkpoints_dir
     assert registry.latest_checkpoint() is not None
     audit = registry.audit_verify()
-    assert audit.ok and audit.tree_size == 6 and audit.checked_checkpoints >= 1
+    assert audit.ok and audit.tree_size == 7 and audit.checked_checkpoints >= 1
 
 
 def test_failed_sign_records_nothing(settings: Settings, tmp_path: Path):

@@ -103,6 +103,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Regi
             watermark=False,
         )
         registry.backend.set_alias("churn", "canary", base.version)
+        # production is a protected alias: what serves there must be known-good
+        mark(registry, "churn", base.version, "known-good", reason="evaluated")
         yield home, registry
 
 

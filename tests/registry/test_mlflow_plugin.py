@@ -219,13 +219,17 @@ def test_default_verifier_is_looked_up_lazily(monkeypatch: pytest.MonkeyPatch) -
         set_verifier(previous)
 
 
-def test_no_verifier_installed_warns_and_loads(
+def test_no_verifier_installed_refuses_unless_warn(
     calls: list, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Fail closed: without a verifier nothing registered loads, unless ASSAY_ENFORCE=warn."""
     import mlflow
 
     set_verifier(None)
     monkeypatch.setitem(sys.modules, "assay.registry.enforcement", None)
+    with pytest.raises(ModelIntegrityError, match="verifier is not installed"):
+        mlflow.pyfunc.load_model("models:/iris/1")
+    monkeypatch.setenv("ASSAY_ENFORCE", "warn")
     monkeypatch.setattr(mlflow_plugin, "_warned_missing", False)
     with caplog.at_level(logging.WARNING, logger="assay.registry.mlflow_plugin"):
         mlflow.pyfunc.load_model("models:/iris/1")

@@ -1,0 +1,219 @@
+"""The store's policy: what assay enforces, versioned in the store and signed by an admin key.
+
+A policy is a small YAML (or JSON) document::
+
+    enforcement: enforce          # default ASSAY_ENFORCE: enforce | warn | off
+    protected_aliases: [production]
+    allow_unmanaged: false        # may models assay does not manage at all load under enforce?
+    roles:                        # which role each action needs (admin holds every role)
+      register: signer
+      mark-known-good: approver
+      mark-bad: responder         # quarantined, compromised
+      mark-other: approver        # back to registered
+      promote: approver
+      rollback: responder
+      label: approver
+      freeze: responder
+
+``assay policy set FILE`` stores it as a signed statement (``urn:assay:policy:v1``) whose signer
+must hold the ``admin`` role in the trust list; a policy row that does not verify is tampering and
+refuses everything (``IntegrityError``). With no policy set, :data:`DEFAULT_POLICY` applies.
+YAML anchors and aliases are refused (no expansion bombs), and so are unknown keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from assay.core.errors import FormatError, IntegrityError
+from assay.registry.canonical import iso_utc, parse_iso_utc
+from assay.registry.statements import digest_of, open_statement, sign_statement, statement_signed_by
+from assay.registry.trust import signature_time_problem
+from assay.registry.trust_list import ROLES
+
+if TYPE_CHECKING:
+    from assay.registry.keys import SigningKey
+    from assay.registry.trust_list import TrustList
+
+__all__ = [
+    "ACTIONS",
+    "DEFAULT_POLICY",
+    "MODES",
+    "POLICY_SUBJECT",
+    "PREDICATE_TYPE",
+    "Policy",
+    "evaluate_policy",
+    "load_policy",
+    "parse_policy_text",
+]
+
+PREDICATE_TYPE = "urn:assay:policy:v1"
+POLICY_SUBJECT = "urn:assay:policy"
+MODES = ("enforce", "warn", "off")
+#: Actions whose role the policy names, with the default role of each.
+ACTIONS: dict[str, str] = {
+    "register": "signer",
+    "mark-known-good": "approver",
+    "mark-bad": "responder",
+    "mark-other": "approver",
+    "promote": "approver",
+    "rollback": "responder",
+    "label": "approver",
+    "freeze": "responder",
+}
+MAX_POLICY_BYTES = 64 * 1024
+_KEYS = {"enforcement", "protected_aliases", "allow_unmanaged", "roles"}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The policy in force; ``serial`` 0 is the built-in default."""
+
+    enforcement: str = "enforce"
+    protected_aliases: tuple[str, ...] = ("production",)
+    allow_unmanaged: bool = False
+    roles: dict[str, str] = field(default_factory=lambda: dict(ACTIONS))
+    serial: int = 0
+    signed_by: str | None = None
+    issued_at: datetime | None = None
+
+    def role_for(self, action: str) -> str:
+        return self.roles.get(action, ACTIONS[action])
+
+    def is_protected(self, alias: str | None) -> bool:
+        return alias is not None and alias in self.protected_aliases
+
+    def document(self) -> dict[str, Any]:
+        """The policy's content (what is signed and what ``assay policy show`` prints)."""
+        return {
+            "enforcement": self.enforcement,
+            "protected_aliases": list(self.protected_aliases),
+            "allow_unmanaged": self.allow_unmanaged,
+            "roles": dict(sorted(self.roles.items())),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.document(),
+            "serial": self.serial,
+            "signed_by": self.signed_by,
+            "issued_at": iso_utc(self.issued_at) if self.issued_at else None,
+        }
+
+    def sign(self, key: SigningKey, serial: int, issued_at: datetime) -> str:
+        predicate = {"serial": serial, "issued_at": iso_utc(issued_at), "policy": self.document()}
+        return sign_statement(
+            key,
+            predicate_type=PREDICATE_TYPE,
+            subject=POLICY_SUBJECT,
+            digest=digest_of(predicate),
+            predicate=predicate,
+        )
+
+
+DEFAULT_POLICY = Policy()
+
+
+def load_policy(registry: Any) -> Policy:
+    """The policy in force in ``registry``'s store (``Registry.policy()``)."""
+    return registry.policy()
+
+
+def _no_aliases(text: str) -> None:
+    import yaml
+
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise FormatError("policy: YAML anchors and aliases are not allowed")
+    except yaml.YAMLError as exc:
+        raise FormatError(f"policy: not valid YAML: {' '.join(str(exc).split())}") from exc
+
+
+def _strings(value: Any, what: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise FormatError(f"policy: {what} must be a list of names")
+    if len(value) > 100:
+        raise FormatError(f"policy: {what} lists more than 100 names")
+    return tuple(dict.fromkeys(v.strip() for v in value))
+
+
+def policy_from_document(data: Any) -> Policy:
+    """A ``Policy`` from a parsed document; ``FormatError`` naming the first problem."""
+    if not isinstance(data, dict):
+        raise FormatError("policy: the document must be a mapping")
+    unknown = sorted(set(map(str, data)) - _KEYS)
+    if unknown:
+        raise FormatError(f"policy: unknown key {unknown[0]!r} (known: {', '.join(sorted(_KEYS))})")
+    mode = data.get("enforcement", "enforce")
+    if mode not in MODES:
+        raise FormatError(f"policy: enforcement must be one of {', '.join(MODES)}")
+    allow = data.get("allow_unmanaged", False)
+    if not isinstance(allow, bool):
+        raise FormatError("policy: allow_unmanaged must be true or false")
+    roles_in = data.get("roles") or {}
+    if not isinstance(roles_in, dict):
+        raise FormatError("policy: roles must map actions to roles")
+    roles = dict(ACTIONS)
+    for action, role in roles_in.items():
+        if action not in ACTIONS:
+            raise FormatError(
+                f"policy: unknown action {action!r} under roles (known: {', '.join(ACTIONS)})"
+            )
+        if role not in ROLES:
+            raise FormatError(f"policy: unknown role {role!r} (use one of {', '.join(ROLES)})")
+        roles[action] = role
+    protected = _strings(data.get("protected_aliases", ["production"]), "protected_aliases")
+    return Policy(enforcement=mode, protected_aliases=protected, allow_unmanaged=allow, roles=roles)
+
+
+def parse_policy_text(text: str) -> Policy:
+    """Parse a policy file's text (YAML or JSON), bounded and without YAML aliases."""
+    import yaml
+
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_POLICY_BYTES:
+        raise FormatError(f"policy: larger than {MAX_POLICY_BYTES // 1024} KiB")
+    _no_aliases(text)
+    try:
+        data = yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise FormatError(f"policy: not valid YAML: {' '.join(str(exc).split())}") from exc
+    return policy_from_document(data)
+
+
+def evaluate_policy(envelopes: Iterable[str], trust: TrustList) -> Policy:
+    """The newest stored policy, each checked: signed by a key that held ``admin`` when it was
+    issued. No envelope: :data:`DEFAULT_POLICY`; any envelope that fails: ``IntegrityError``."""
+    best: Policy | None = None
+    for text in envelopes:
+        statement = open_statement(text, PREDICATE_TYPE, what="policy")
+        predicate = statement.predicate
+        if statement.subject != POLICY_SUBJECT or statement.digest != digest_of(predicate):
+            raise IntegrityError("the stored policy's digest does not match: tampered")
+        try:
+            serial = int(predicate["serial"])
+            issued = parse_iso_utc(predicate["issued_at"])
+        except (KeyError, TypeError, ValueError, FormatError) as exc:
+            raise IntegrityError("corrupt policy in the store") from exc
+        signer = next((trust.get(k) for k in statement.key_ids if trust.get(k) is not None), None)
+        if signer is None or not signer.has_role("admin"):
+            raise IntegrityError(
+                f"policy {serial} is not signed by an admin key of the trust list: it was "
+                "written outside assay; ask an admin to run `assay policy set FILE`"
+            )
+        problem = signature_time_problem(signer.record(), issued)
+        if problem or not statement_signed_by(statement, signer.public_key):
+            raise IntegrityError(f"policy {serial} does not verify: {problem or 'bad signature'}")
+        try:
+            policy = policy_from_document(predicate.get("policy"))
+        except FormatError as exc:
+            raise IntegrityError(f"the stored policy {serial} is malformed: {exc}") from exc
+        policy = replace(policy, serial=serial, signed_by=signer.key_id, issued_at=issued)
+        if best is None or policy.serial > best.serial:
+            best = policy
+    return best or DEFAULT_POLICY

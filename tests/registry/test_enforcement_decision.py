@@ -1,0 +1,250 @@
+"""The enforcement decision, attacked as someone with plain MLflow (or database) write access would.
+
+Each test sets up what the issue describes (a compromised version moved behind ``production``
+with plain MLflow, an unsigned version, a pending one, a state row or a policy edited in the
+database, a key revoked after promotion, an unreachable store) and checks that
+``decide``, the plugin's ``verify_download``, ``verify_uri`` and ``assay verify`` all refuse.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import registry_fixtures as fx
+from click.testing import CliRunner
+
+from assay.cli import cli
+from assay.core.errors import IntegrityError, RefusedError
+from assay.core.settings import Settings
+from assay.registry.enforcement import decide, verify_download
+from assay.registry.facade import Registry
+from assay.registry.keys import generate_key
+from assay.registry.models import utcnow
+from assay.registry.policy import parse_policy_text
+from assay.registry.policy_service import set_policy
+from assay.registry.states import mark, promote
+from assay.registry.uri_verify import verify_uri
+
+world = fx.home_fixture()
+
+
+def _cli(*args: str, env: dict[str, str] | None = None):
+    return CliRunner().invoke(cli, list(args), env=env)
+
+
+def _good(reg: Registry, name: str, root: Path) -> str:
+    """A registered, known-good version serving as production."""
+    version = fx.model(reg, name, root)
+    mark(reg, name, version, "known-good", reason="evaluated")
+    promote(reg, name, version, alias="production", reason="release")
+    return version
+
+
+def test_known_good_version_behind_production_loads(world, tmp_path: Path) -> None:
+    _, reg = world
+    name = fx.unique("ok")
+    version = _good(reg, name, tmp_path)
+    decision = decide(reg, name, version, alias="production")
+    assert decision.allowed and decision.code == "ok", decision.reason
+    assert verify_uri(reg, f"models:/{name}@production").ok
+    assert _cli("verify", f"models:/{name}@production").exit_code == 0
+
+
+def test_compromised_version_moved_behind_production_with_plain_mlflow(world, tmp_path) -> None:
+    _, reg = world
+    name = fx.unique("comp")
+    _good(reg, name, tmp_path)
+    bad = fx.model(reg, name, tmp_path)
+    mark(reg, name, bad, "compromised", reason="stolen key")
+    reg.backend.set_alias(name, "production", bad)  # plain MLflow: assay is not asked
+    decision = decide(reg, name, bad, alias="production")
+    assert not decision.allowed and decision.code == "compromised"
+    assert "assay rollback" in decision.reason
+    assert not decide(reg, name, bad).allowed  # by number too
+    result = _cli("verify", f"models:/{name}@production")
+    assert result.exit_code == 3 and "compromised" in result.output
+    with pytest.raises(IntegrityError, match="compromised"):
+        verify_download(name, bad, str(tmp_path))
+
+
+def test_quarantined_version_by_number(world, tmp_path: Path) -> None:
+    _, reg = world
+    name = fx.unique("quar")
+    version = fx.model(reg, name, tmp_path)
+    mark(reg, name, version, "quarantined", reason="incident")
+    assert decide(reg, name, version).code == "quarantined"
+
+
+def test_unsigned_version_behind_production(world, tmp_path: Path) -> None:
+    _, reg = world
+    name = fx.unique("unsigned")
+    _good(reg, name, tmp_path)
+    evil = fx.mlflow_only_version(reg, name, tmp_path)
+    reg.backend.set_alias(name, "production", evil)
+    decision = decide(reg, name, evil, alias="production")
+    assert not decision.allowed and decision.code == "unsigned"
+    assert "not registered through assay" in decision.reason
+    result = _cli("verify", f"models:/{name}@production", "--json")
+    assert result.exit_code == 3 and "not registered through assay" in result.output
+
+
+def test_unmanaged_model_refused_unless_the_policy_allows_it(world, tmp_path: Path) -> None:
+    _, reg = world
+    name = fx.unique("plain")
+    version = fx.mlflow_only_version(reg, name, tmp_path)
+    decision = decide(reg, name, version)
+    assert not decision.allowed and decision.code == "unmanaged"
+    try:
+        set_policy(reg, parse_policy_text("allow_unmanaged: true\n"))
+        allowed = decide(reg, name, version)
+        assert allowed.allowed and allowed.code == "unmanaged"
+    finally:
+        set_policy(reg, parse_policy_text("allow_unmanaged: false\n"))
+    assert not decide(reg, name, version).allowed
+
+
+def test_pending_registration_never_loads(world, tmp_path, monkeypatch) -> None:
+    from assay.registry import registration
+
+    _, reg = world
+    name = fx.unique("pending")
+    with monkeypatch.context() as mp:
+        mp.setattr(registration, "_record", lambda *a, **k: (_ for _ in ()).throw(OSError("cut")))
+        with pytest.raises(OSError):
+            fx.model(reg, name, tmp_path)
+    decision = decide(reg, name, "1")
+    assert not decision.allowed and decision.code == "pending"
+    assert "re-run `assay register`" in decision.reason
+
+
+def test_registered_but_not_known_good_behind_a_protected_alias(world, tmp_path) -> None:
+    _, reg = world
+    name = fx.unique("fresh")
+    version = fx.model(reg, name, tmp_path)
+    reg.backend.set_alias(name, "production", version)
+    refused = decide(reg, name, version, alias="production")
+    assert not refused.allowed and refused.code == "not-known-good"
+    assert decide(reg, name, version).allowed  # by number: registered versions load
+    assert decide(reg, name, version, alias="staging").allowed  # not protected
+    mark(reg, name, version, "known-good", reason="evaluated")
+    assert decide(reg, name, version, alias="production").allowed
+
+
+def test_state_row_edited_in_the_database(world, tmp_path: Path) -> None:
+    home, reg = world
+    name = fx.unique("edited")
+    version = fx.model(reg, name, tmp_path)
+    mark(reg, name, version, "compromised", reason="backdoor")
+    with sqlite3.connect(home / "assay.db") as conn:
+        conn.execute(
+            "UPDATE artifact_states SET state = 'known-good' WHERE artifact_id ="
+            " (SELECT id FROM artifacts WHERE kind = 'model' AND name = ? AND version = ?)",
+            (name, version),
+        )
+    conn.close()
+    decision = decide(reg, name, version, alias="production")
+    assert not decision.allowed and decision.code == "tampered-state"
+    assert "edited outside assay" in decision.reason
+
+
+def test_tampered_bytes_refused_with_the_files_named(world, tmp_path: Path) -> None:
+    _, reg = world
+    name = fx.unique("bytes")
+    version = _good(reg, name, tmp_path)
+    fx.tamper(reg, name, version)
+    decision = decide(reg, name, version, alias="production")
+    assert not decision.allowed and decision.code == "tampered"
+    assert "weights.bin" in decision.reason
+
+
+def test_policy_edited_in_the_database_refuses_everything(world, tmp_path: Path) -> None:
+    home, reg = world
+    name = fx.unique("pol")
+    version = _good(reg, name, tmp_path)
+    set_policy(reg, parse_policy_text("protected_aliases: [production, canary]\n"))
+    with sqlite3.connect(home / "assay.db") as conn:
+        (row_id, bundle) = conn.execute(
+            "SELECT id, bundle FROM signatures WHERE subject = 'urn:assay:policy' ORDER BY id DESC"
+        ).fetchone()
+        import base64
+        import json
+
+        envelope = json.loads(bundle)
+        payload = json.loads(base64.b64decode(envelope["payload"]))
+        payload["predicate"]["policy"]["protected_aliases"] = []
+        envelope["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
+        conn.execute(
+            "UPDATE signatures SET bundle = ? WHERE id = ?", (json.dumps(envelope), row_id)
+        )
+    conn.close()
+    try:
+        decision = decide(reg, name, version, alias="production")
+        assert not decision.allowed and decision.code == "store-unreadable"
+        result = _cli("policy", "show")
+        assert result.exit_code == 3
+    finally:
+        with sqlite3.connect(home / "assay.db") as conn:
+            conn.execute("UPDATE signatures SET bundle = ? WHERE id = ?", (bundle, row_id))
+        conn.close()
+    assert decide(reg, name, version, alias="production").allowed
+
+
+def test_key_revoked_between_promotion_and_load(world, tmp_path, monkeypatch) -> None:
+    _, reg = world
+    ci = generate_key("ecdsa-p256")
+    pem = tmp_path / "ci.pem"
+    pem.write_bytes(ci.private_pem(None))
+    reg.keys.trust(ci.public_key.pem, name=fx.unique("ci"), roles=["signer"])
+    name = fx.unique("revoked")
+    with monkeypatch.context() as mp:
+        mp.setenv("ASSAY_KEY", str(pem))
+        ci_reg = Registry.open(Settings.from_env())
+        version = fx.model(ci_reg, name, tmp_path)
+        with pytest.raises(RefusedError, match="lacks the 'approver' role"):
+            mark(ci_reg, name, version, "known-good", reason="self-approval")
+    mark(reg, name, version, "known-good", reason="evaluated")
+    promote(reg, name, version, alias="production", reason="release")
+    assert decide(reg, name, version, alias="production").allowed
+    reg.keys.revoke(ci.key_id, reason="leaked", compromised_since=utcnow() - timedelta(hours=1))
+    decision = decide(reg, name, version, alias="production")
+    assert not decision.allowed and decision.code == "tampered"
+    assert "compromised since" in decision.reason
+
+
+def test_store_unreachable_or_home_empty_refuses(world, tmp_path, monkeypatch) -> None:
+    _, reg = world
+    name = fx.unique("reach")
+    version = _good(reg, name, tmp_path)
+    copy = fx.stored_folder(reg, name, version)
+    verify_download(name, version, str(copy))  # reachable: fine
+    with monkeypatch.context() as mp:
+        mp.setenv("ASSAY_DB_URL", "postgresql+psycopg://assay:wrong@127.0.0.1:1/none")
+        with pytest.raises(IntegrityError, match="refusing"):
+            verify_download(name, version, str(copy))
+    with monkeypatch.context() as mp:
+        mp.setenv("ASSAY_HOME", str(tmp_path / "empty-home"))
+        with pytest.raises(IntegrityError, match="fail closed"):
+            verify_download(name, version, str(copy))
+
+
+def test_state_changes_are_signed_statements_by_the_acting_key(world, tmp_path) -> None:
+    home, reg = world
+    name = fx.unique("signed")
+    version = _good(reg, name, tmp_path)
+    with sqlite3.connect(home / "assay.db") as conn:
+        subjects = [
+            r[0]
+            for r in conn.execute(
+                "SELECT subject FROM signatures WHERE subject LIKE 'change:%' AND subject LIKE ?",
+                (f"%{name}%",),
+            )
+        ]
+    conn.close()
+    assert f"change:models:/{name}/{version}" in subjects  # the mark
+    assert f"change:models:/{name}@production" in subjects  # the promotion
+    events = [e for e in reg.audit_events() if name in e["subject"]]
+    admin = reg.keys.trust_list().root
+    assert events and all(e["actor"].startswith(f"key:{admin[:16]}") for e in events)
