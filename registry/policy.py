@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from assay.core.errors import FormatError, IntegrityError
 from assay.registry.canonical import iso_utc, parse_iso_utc
+from assay.registry.serving_policy import DEFAULT_SERVING, ServingPolicy, parse_serving
 from assay.registry.statements import digest_of, open_statement, sign_statement, statement_signed_by
 from assay.registry.trust import signature_time_problem
 from assay.registry.trust_list import ROLES
@@ -65,7 +66,7 @@ ACTIONS: dict[str, str] = {
     "freeze": "responder",
 }
 MAX_POLICY_BYTES = 64 * 1024
-_KEYS = {"enforcement", "protected_aliases", "allow_unmanaged", "roles"}
+_KEYS = {"enforcement", "protected_aliases", "allow_unmanaged", "roles", "serving"}
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class Policy:
     protected_aliases: tuple[str, ...] = ("production",)
     allow_unmanaged: bool = False
     roles: dict[str, str] = field(default_factory=lambda: dict(ACTIONS))
+    serving: ServingPolicy = DEFAULT_SERVING  # assay serve (registry/serving_policy.py)
     serial: int = 0
     signed_by: str | None = None
     issued_at: datetime | None = None
@@ -88,12 +90,15 @@ class Policy:
 
     def document(self) -> dict[str, Any]:
         """The policy's content (what is signed and what ``assay policy show`` prints)."""
-        return {
+        doc = {
             "enforcement": self.enforcement,
             "protected_aliases": list(self.protected_aliases),
             "allow_unmanaged": self.allow_unmanaged,
             "roles": dict(sorted(self.roles.items())),
         }
+        if self.serving != DEFAULT_SERVING:  # absent when default: older documents unchanged
+            doc["serving"] = self.serving.document()
+        return doc
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -169,7 +174,14 @@ def policy_from_document(data: Any) -> Policy:
             raise FormatError(f"policy: unknown role {role!r} (use one of {', '.join(ROLES)})")
         roles[action] = role
     protected = _strings(data.get("protected_aliases", ["production"]), "protected_aliases")
-    return Policy(enforcement=mode, protected_aliases=protected, allow_unmanaged=allow, roles=roles)
+    serving = parse_serving(data.get("serving"))
+    return Policy(
+        enforcement=mode,
+        protected_aliases=protected,
+        allow_unmanaged=allow,
+        roles=roles,
+        serving=serving,
+    )
 
 
 def parse_policy_text(text: str) -> Policy:

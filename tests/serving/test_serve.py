@@ -1,0 +1,287 @@
+"""`assay serve` end to end: a real uvicorn server on 127.0.0.1 over a real registry.
+
+MLflow's scoring formats, malformed and oversized bodies, API keys (unknown, revoked), the token
+bucket (429), a rollback during a stream of requests (swapped, no failed request), a swap to a
+tampered version (refused and audited, the old version keeps serving), and the store
+unreachable (the loaded version keeps serving, writes queue and land afterwards).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from serve_fixtures import (
+    CLEARED,
+    POLICY,
+    register_known_good,
+    request,
+    running,
+    save_iris_model,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from assay.core.settings import Settings
+    from assay.registry.facade import Registry
+    from assay.registry.policy import parse_policy_text
+    from assay.registry.policy_service import set_policy
+    from assay.serving.clients import add_client
+
+    root = tmp_path_factory.mktemp("serve")
+    with pytest.MonkeyPatch.context() as mp:
+        for var in CLEARED:
+            mp.delenv(var, raising=False)
+        mp.setenv("ASSAY_HOME", str(root / "home"))
+        mp.setenv("ASSAY_ACTOR", "test@assay")
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        Registry.initialise(Settings.from_env())
+        registry = Registry.open(Settings.from_env())
+        set_policy(registry, parse_policy_text(POLICY))
+        models = {c: save_iris_model(root / f"m{c}", c) for c in (0.05, 1.0, 20.0)}
+        keys = {n: add_client(registry, n) for n in ("alice", "bob", "tiny")}
+        yield {"registry": registry, "root": root, "models": models, "keys": keys}
+
+
+def service_for(world: dict[str, Any], uri: str, interval: float = 0.3) -> Any:
+    """A service on its own Registry object (the tests may break its store)."""
+    from assay.core.settings import Settings
+    from assay.registry.facade import Registry
+    from assay.serving.follower import start_service
+
+    registry = Registry.open(Settings.from_env())
+    return start_service(registry, uri, interval=interval, workdir=world["root"] / "work")
+
+
+def iris(n: int = 5) -> Any:
+    from sklearn.datasets import load_iris
+
+    x, _ = load_iris(return_X_y=True)
+    return x[:: max(1, 150 // n)][:n]
+
+
+COLUMNS = [str(i) for i in range(4)]
+
+
+@pytest.fixture(scope="module")
+def basic(world: dict[str, Any]) -> Iterator[tuple[int, Any, dict[str, str]]]:
+    registry = world["registry"]
+    register_known_good(registry, "iris-basic", world["models"][1.0], alias="production")
+    service = service_for(world, "models:/iris-basic@production")
+    with running(service) as port:
+        yield port, service, world["keys"]
+
+
+def test_scoring_protocol_formats(basic: tuple[int, Any, dict[str, str]]) -> None:
+    port, service, keys = basic
+    x = iris()
+    expected = [int(v) for v in service.current.model.predict(x)]
+    bodies = [
+        {"inputs": x.tolist()},
+        {"instances": x.tolist()},
+        {"dataframe_split": {"columns": COLUMNS, "data": x.tolist()}},
+        {"dataframe_records": [dict(zip(COLUMNS, row, strict=True)) for row in x.tolist()]},
+    ]
+    for body in bodies:
+        status, headers, data = request(port, "POST", "/invocations", body, key=keys["alice"])
+        assert status == 200, data
+        assert headers["x-assay-version"] == "1"
+        assert json.loads(data) == {"predictions": expected}
+    csv = ",".join(COLUMNS) + "\n" + "\n".join(",".join(map(str, r)) for r in x.tolist())
+    status, _, data = request(
+        port, "POST", "/invocations", csv, key=keys["alice"], content_type="text/csv"
+    )
+    assert status == 200 and json.loads(data) == {"predictions": expected}
+    for path in ("/ping", "/health", "/version"):
+        status, headers, _ = request(port, "GET", path)
+        assert status == 200 and headers["x-assay-version"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        ("{not json", "application/json", 400),
+        ('{"rows": [[1, 2, 3, 4]]}', "application/json", 400),  # no known input field
+        ("[[1, 2, 3, 4]]", "application/json", 400),  # a list, not a dict
+        ('{"inputs": [[1, 2, 3, 4]]}', "application/xml", 415),
+        ('{"inputs": [[1, 2, 3, 4]]}', "application/json; charset=latin-1", 415),
+        (b"\xff\xfe\x00", "application/json", 400),
+        ('{"inputs": ' + "[" * 3000 + "]" * 3000 + "}", "application/json", 400),
+    ],
+)
+def test_bad_requests_answer_mlflow_error_json(
+    basic: tuple[int, Any, dict[str, str]], body: Any, content_type: str, status: int
+) -> None:
+    port, _, keys = basic
+    got, headers, data = request(
+        port, "POST", "/invocations", body, key=keys["alice"], content_type=content_type
+    )
+    assert got == status, data
+    error = json.loads(data)
+    assert set(error) == {"error_code", "message"} and "\n" not in error["message"]
+    assert len(error["message"]) <= 300
+
+
+def test_oversized_body_is_refused(basic: tuple[int, Any, dict[str, str]]) -> None:
+    port, _, keys = basic
+    body = json.dumps({"inputs": [[1.0, 2.0, 3.0, 4.0]] * 1000})  # > 8192 bytes (policy)
+    status, _, data = request(port, "POST", "/invocations", body, key=keys["alice"])
+    assert status == 413 and json.loads(data)["error_code"] == "INVALID_PARAMETER_VALUE"
+
+
+def test_unknown_missing_and_revoked_keys(
+    world: dict[str, Any], basic: tuple[int, Any, dict[str, str]]
+) -> None:
+    from assay.serving.clients import revoke_client
+
+    port, service, keys = basic
+    body = {"inputs": iris(1).tolist()}
+    assert request(port, "POST", "/invocations", body)[0] == 401
+    status, _, data = request(port, "POST", "/invocations", body, key="asy_not-a-key")
+    assert status == 401 and json.loads(data)["error_code"] == "UNAUTHENTICATED"
+    assert request(port, "POST", "/invocations", body, key=keys["bob"])[0] == 200
+    revoke_client(world["registry"], "bob", "test")
+    service.check_once()  # what the follower does every interval
+    assert request(port, "POST", "/invocations", body, key=keys["bob"])[0] == 401
+
+
+def test_token_bucket_answers_429(basic: tuple[int, Any, dict[str, str]]) -> None:
+    port, _, keys = basic
+    body = {"inputs": iris(1).tolist()}
+    statuses = [request(port, "POST", "/invocations", body, key=keys["tiny"])[0] for _ in range(5)]
+    assert statuses[:3] == [200, 200, 200]
+    status, headers, data = request(port, "POST", "/invocations", body, key=keys["tiny"])
+    assert status == 429 and int(headers["retry-after"]) >= 1
+    assert json.loads(data)["error_code"] == "REQUEST_LIMIT_EXCEEDED"
+
+
+def test_query_log_records_digests_and_samples(
+    world: dict[str, Any], basic: tuple[int, Any, dict[str, str]]
+) -> None:
+    from sqlalchemy import select
+
+    from assay.registry.models import ServeQuery
+
+    port, service, keys = basic
+    body = json.dumps({"inputs": iris(2).tolist()})
+    assert request(port, "POST", "/invocations", body, key=keys["alice"])[0] == 200
+    assert wait_for(lambda: service.writer.pending == 0, 30)
+    with world["registry"].store.session(readonly=True) as s:
+        rows = list(s.scalars(select(ServeQuery).where(ServeQuery.client == "alice")))
+    import hashlib
+
+    mine = [r for r in rows if r.input_digest == hashlib.sha256(body.encode()).hexdigest()]
+    assert mine and mine[-1].status == 200 and mine[-1].rows == 2 and mine[-1].version == "1"
+    assert mine[-1].sample == body and len(mine[-1].answer_digest) == 64
+
+
+def _stream(port: int, key: str, stop: threading.Event, seen: list[tuple[int, str | None]]) -> None:
+    body = json.dumps({"inputs": iris(3).tolist()})
+    while not stop.is_set() and len(seen) < 5000:
+        status, headers, _ = request(port, "POST", "/invocations", body, key=key)
+        seen.append((status, headers.get("x-assay-version")))
+
+
+def test_rollback_during_a_stream_swaps_without_failed_requests(world: dict[str, Any]) -> None:
+    from assay.rollback.execute import rollback
+
+    registry = world["registry"]
+    register_known_good(registry, "iris-rb", world["models"][1.0], alias="production")
+    register_known_good(registry, "iris-rb", world["models"][20.0], alias="production")
+    service = service_for(world, "models:/iris-rb@production")
+    assert service.current.version == "2"
+    with running(service) as port:
+        stop, seen = threading.Event(), []
+        thread = threading.Thread(target=_stream, args=(port, world["keys"]["alice"], stop, seen))
+        thread.start()
+        try:
+            assert wait_for(lambda: len(seen) >= 20, 60)
+            rollback(registry, "iris-rb", reason="bad predictions")
+            assert wait_for(lambda: seen and seen[-1][1] == "1", 60)
+            count = len(seen)
+            assert wait_for(lambda: len(seen) >= count + 20, 60)
+        finally:
+            stop.set()
+            thread.join(60)
+    assert {s for s, _ in seen} == {200}
+    versions = [v for _, v in seen]
+    assert versions[0] == "2" and versions[-1] == "1"
+    first_one = versions.index("1")
+    assert set(versions[first_one:]) == {"1"}  # no flapping back after the swap
+
+
+def test_swap_to_tampered_version_is_refused_and_audited(world: dict[str, Any]) -> None:
+    from assay.registry.artifact_access import local_path_of
+
+    registry = world["registry"]
+    register_known_good(registry, "iris-tamper", world["models"][1.0], alias="production")
+    service = service_for(world, "models:/iris-tamper@production")
+    with running(service) as port:
+        v2 = register_known_good(registry, "iris-tamper", world["models"][20.0], alias="production")
+        # promote verified v2; now its bytes change in the artifact store
+        folder = local_path_of(registry.backend.get_version("iris-tamper", v2).source)
+        pkl = Path(folder) / "model.pkl"
+        data = bytearray(pkl.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        pkl.write_bytes(bytes(data))
+        assert wait_for(lambda: v2 in service.stats.refused, 60)
+        status, headers, _ = request(
+            port, "POST", "/invocations", {"inputs": iris(1).tolist()}, key=world["keys"]["alice"]
+        )
+        assert status == 200 and headers["x-assay-version"] == "1"
+        assert wait_for(lambda: service.writer.pending == 0, 30)
+    events = [
+        e
+        for e in registry.audit_events()
+        if e["action"] == "serve.swap-refused" and "iris-tamper" in e["subject"]
+    ]
+    assert len(events) == 1  # once per version, not once per check
+    assert events[0]["payload"]["code"] == "tampered" and events[0]["payload"]["serving"] == "1"
+
+
+def test_store_unreachable_keeps_serving_and_queues_writes(world: dict[str, Any]) -> None:
+    from assay.registry.store import Store
+
+    registry = world["registry"]
+    register_known_good(registry, "iris-down", world["models"][1.0], alias="production")
+    service = service_for(world, "models:/iris-down@production")
+    with running(service) as port:
+        good = service.registry.store
+        service.registry.store = Store(f"sqlite:///{world['root'] / 'gone' / 'nowhere' / 'x.db'}")
+        body = {"inputs": iris(1).tolist()}
+        try:
+            service.check_once()
+            assert service.stats.check_errors >= 1
+            for _ in range(5):
+                status, headers, _ = request(
+                    port, "POST", "/invocations", body, key=world["keys"]["alice"]
+                )
+                assert status == 200 and headers["x-assay-version"] == "1"
+            assert wait_for(lambda: service.writer.failures >= 1, 30)
+            assert service.writer.pending >= 5
+        finally:
+            service.registry.store = good
+        assert wait_for(lambda: service.writer.pending == 0, 60)
+
+
+def test_first_load_refuses_a_version_that_fails_the_decision(world: dict[str, Any]) -> None:
+    from assay.core.errors import IntegrityError
+    from assay.registry.registration import register_model
+
+    registry = world["registry"]
+    register_model(
+        registry, "iris-new", str(world["models"][1.0]), watermark=False, alias="staging"
+    )
+    from assay.registry.states import mark
+
+    mark(registry, "iris-new", "1", "quarantined", reason="test")
+    with pytest.raises(IntegrityError, match="quarantined"):
+        service_for(world, "models:/iris-new@staging")
