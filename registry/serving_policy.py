@@ -16,7 +16,7 @@
       exact_models: []            # models that must answer exactly: no answer marks
       answer_marks: 0.005         # fraction of queries answered with a keyed alternative label
       extraction:
-        threshold: 0.95           # Shapiro-Wilk W below this flags the client (PRADA delta)
+        threshold: 0.90           # Shapiro-Wilk W below this flags the client (PRADA delta)
         min_queries: 50           # distances needed before the test runs
         window: 2000              # most recent queries kept per client
         volume_per_day: 5000      # rows per client per day that alone raise a volume alert
@@ -51,7 +51,7 @@ class ClientLimits:
 class ExtractionPolicy:
     """PRADA-style detection settings."""
 
-    threshold: float = 0.95
+    threshold: float = 0.90
     min_queries: int = 50
     window: int = 2000
     volume_per_day: int = 5000

@@ -44,13 +44,15 @@ def queue_alert(service: Service, client: str, kind: str, detail: dict[str, Any]
 
 def _start_playbook(registry: Registry, client: str, model: str, evidence: dict[str, Any]) -> None:
     try:
-        from assay.rollback.incidents import run_builtin
+        from assay.rollback.incidents import run
 
-        run_builtin(
+        result = run(
             registry,
             "model-extraction",
             {"client": client, "model": model, "evidence": json.dumps(evidence, sort_keys=True)},
+            assume_yes=True,
         )
+        log.warning("serving: model-extraction incident %s: %s", result.incident_id, result.status)
     except Exception as exc:  # noqa: BLE001 - the alert is recorded either way
         log.warning("serving: could not start the model-extraction playbook: %s", exc)
 

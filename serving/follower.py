@@ -76,6 +76,7 @@ class Service:
         self.stats = ServiceStats()
         self.detector: Any = None  # assay.serving.extraction.Detector, set by start_service
         self.marker: Any = None  # assay.serving.answer_marks.AnswerMarker
+        self.last_prune = 0.0
         self._stop = threading.Event()
         self._swap_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="assay-serve-follow", daemon=True)
@@ -111,6 +112,9 @@ class Service:
             exc.decision.raise_if_refused()
             raise
         self.current = loaded
+        from assay.serving.querylog import rows_today
+
+        self.limiter = Limiter(rows_today(self.registry, self.name))
         return loaded
 
     def check_once(self) -> str | None:
@@ -180,10 +184,20 @@ class Service:
 
     # -- lifecycle --------------------------------------------------------------------------
 
+    def prune_if_due(self, every_s: float = 3600.0) -> None:
+        """Queue the query log's retention prune, at most once per ``every_s``."""
+        from assay.serving.querylog import prune_job
+
+        now = time.monotonic()
+        if now - self.last_prune >= every_s:
+            self.last_prune = now
+            self.writer.put(prune_job(self.policy.retention_days))
+
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             try:
                 self.check_once()
+                self.prune_if_due()
             except Exception:  # noqa: BLE001 - the follower must never die
                 log.exception("serving: alias check failed")
 

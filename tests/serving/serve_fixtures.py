@@ -28,7 +28,7 @@ serving:
   max_body_bytes: 8192
   sample_rate: 1.0
   answer_marks: 0.0
-  extraction: {min_queries: 20, threshold: 0.9}
+  extraction: {min_queries: 20, threshold: 0.9, playbook: true}
   clients:
     tiny: {rate_per_second: 0.001, burst: 3}
 """

@@ -285,3 +285,69 @@ def test_first_load_refuses_a_version_that_fails_the_decision(world: dict[str, A
     mark(registry, "iris-new", "1", "quarantined", reason="test")
     with pytest.raises(IntegrityError, match="quarantined"):
         service_for(world, "models:/iris-new@staging")
+
+
+def test_retention_prunes_old_rows_and_quota_counts_today(world: dict[str, Any]) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import select
+
+    from assay.registry.models import ServeQuery
+    from assay.serving.querylog import prune_job, rows_today
+
+    registry = world["registry"]
+    old = datetime.now(timezone.utc) - timedelta(days=40)
+    with registry.store.session() as s:
+        s.add(ServeQuery(client="old", at=old, model_name="iris-ret", status=200, rows=3))
+        s.add(ServeQuery(client="new", model_name="iris-ret", status=200, rows=4))
+        s.add(ServeQuery(client="new", model_name="iris-ret", status=429, rows=9))
+    assert rows_today(registry, "iris-ret") == {"new": 4}
+    with registry.store.session() as s:
+        prune_job(30)(s)
+    with registry.store.session(readonly=True) as s:
+        clients = [
+            r.client
+            for r in s.scalars(select(ServeQuery).where(ServeQuery.model_name == "iris-ret"))
+        ]
+    assert sorted(clients) == ["new", "new"]
+
+
+def test_extraction_is_flagged_alerted_and_the_playbook_blocks_the_client(
+    world: dict[str, Any], basic: tuple[int, Any, dict[str, str]]
+) -> None:
+    import numpy as np
+    from click.testing import CliRunner
+
+    from assay.cli import cli
+    from assay.serving.clients import add_client, list_clients
+
+    port, service, _ = basic
+    secret = add_client(world["registry"], "mallory")
+    service.check_once()
+    rng = np.random.default_rng(0)
+    queries = list(iris(5))
+    while len(queries) < 60:  # synthetic queries: small signed steps from earlier ones
+        base = queries[rng.integers(len(queries))]
+        queries.append(base + 0.05 * rng.choice([-1.0, 1.0], 4))
+    statuses = [
+        request(port, "POST", "/invocations", {"inputs": [q.tolist()]}, key=secret)[0]
+        for q in queries
+    ]
+    assert statuses == [200] * len(queries)
+    service.detector.drain()
+    assert wait_for(lambda: service.writer.pending == 0, 30)
+    result = CliRunner().invoke(cli, ["serve", "alerts", "--client", "mallory", "--json"])
+    assert result.exit_code == 0, result.output
+    alerts = json.loads(result.output)
+    assert alerts and alerts[0]["kind"] == "extraction" and alerts[0]["detail"]["shapiro_w"] < 0.9
+
+    def blocked() -> bool:
+        return any(c.name == "mallory" and c.blocked_at for c in list_clients(world["registry"]))
+
+    assert wait_for(blocked, 120)  # the model-extraction playbook (policy: playbook: true)
+    service.check_once()
+    status, _, data = request(
+        port, "POST", "/invocations", {"inputs": iris(1).tolist()}, key=secret
+    )
+    assert status == 403 and json.loads(data)["error_code"] == "PERMISSION_DENIED"
+    assert any(e["action"] == "serve.alert" for e in world["registry"].audit_events())
