@@ -26,6 +26,7 @@ serving:
   rate_per_second: 1000
   burst: 1000
   max_body_bytes: 8192
+  request_timeout_s: 2
   sample_rate: 1.0
   answer_marks: 0.0
   extraction: {min_queries: 20, threshold: 0.9, playbook: true}

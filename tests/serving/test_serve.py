@@ -351,3 +351,111 @@ def test_extraction_is_flagged_alerted_and_the_playbook_blocks_the_client(
     )
     assert status == 403 and json.loads(data)["error_code"] == "PERMISSION_DENIED"
     assert any(e["action"] == "serve.alert" for e in world["registry"].audit_events())
+
+
+def test_slow_body_is_cut_off(basic: tuple[int, Any, dict[str, str]]) -> None:
+    import socket
+
+    port, _, keys = basic
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        head = (
+            "POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {keys['alice']}\r\nContent-Length: 400\r\n\r\n"
+        )
+        sock.sendall(head.encode() + b'{"inputs": [[1')  # then nothing: a slowloris body
+        reply = sock.recv(4096).decode()
+    assert reply.startswith("HTTP/1.1 408") and "REQUEST_TIMEOUT" in reply
+
+
+def _serve_process(uri: str, port: int) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-c", "from assay.cli import main; main()", "serve", uri,
+         "--port", str(port), "--check-every", "0.5"],
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+
+
+def _up(port: int) -> bool:
+    try:
+        return request(port, "GET", "/ping")[0] == 200
+    except OSError:
+        return False
+
+
+def test_cli_server_restarts_after_kill_9_on_a_verified_version(world: dict[str, Any]) -> None:
+    import signal
+
+    from serve_fixtures import free_port
+
+    registry = world["registry"]
+    register_known_good(registry, "iris-cli", world["models"][1.0], alias="production")
+    port = free_port()
+    proc = _serve_process("models:/iris-cli@production", port)
+    try:
+        assert wait_for(lambda: _up(port) or proc.poll() is not None, 180), "server did not start"
+        assert proc.poll() is None, proc.stdout.read()
+        body = {"inputs": iris(2).tolist()}
+        status, headers, _ = request(port, "POST", "/invocations", body, key=world["keys"]["alice"])
+        assert status == 200 and headers["x-assay-version"] == "1"
+        register_known_good(registry, "iris-cli", world["models"][20.0], alias="production")
+        proc.send_signal(signal.SIGKILL)  # while it notices the new version (or just after)
+        proc.wait(30)
+        proc = _serve_process("models:/iris-cli@production", port)
+        assert wait_for(lambda: _up(port) or proc.poll() is not None, 180)
+        status, headers, _ = request(port, "POST", "/invocations", body, key=world["keys"]["alice"])
+        assert status == 200 and headers["x-assay-version"] == "2"
+    finally:
+        proc.kill()
+        proc.wait(30)
+
+
+def test_cli_serve_refuses_to_start_on_a_refused_version(world: dict[str, Any]) -> None:
+    from click.testing import CliRunner
+
+    from assay.cli import cli
+    from assay.registry.registration import register_model
+    from assay.registry.states import mark
+
+    registry = world["registry"]
+    register_model(registry, "iris-q", str(world["models"][1.0]), watermark=False, alias="staging")
+    mark(registry, "iris-q", "1", "compromised", reason="test")
+    result = CliRunner().invoke(cli, ["serve", "models:/iris-q@staging", "--port", "0"])
+    assert result.exit_code == 3 and "compromised" in result.output
+
+
+def test_cli_keys(world: dict[str, Any]) -> None:
+    from click.testing import CliRunner
+
+    from assay.cli import cli
+
+    runner = CliRunner()
+    added = runner.invoke(cli, ["serve", "key", "add", "carol"])
+    assert added.exit_code == 0 and added.output.startswith("asy_")
+    again = runner.invoke(cli, ["serve", "key", "add", "carol"])
+    assert again.exit_code == 1 and "exists already" in again.output
+    listed = json.loads(runner.invoke(cli, ["serve", "key", "list", "--json"]).output)
+    carol = next(c for c in listed if c["name"] == "carol")
+    assert carol["revoked_at"] is None and "secret" not in json.dumps(carol)
+    revoked = runner.invoke(cli, ["serve", "key", "revoke", "carol", "--reason", "left", "--json"])
+    assert revoked.exit_code == 0 and json.loads(revoked.output)["revoked_at"]
+    throttled = runner.invoke(
+        cli, ["serve", "key", "throttle", "alice", "--rate", "500", "--burst", "500"]
+    )
+    assert throttled.exit_code == 0
+    missing = runner.invoke(cli, ["serve", "key", "block", "nobody"])
+    assert missing.exit_code == 1 and "no serving client" in missing.output
+    from sqlalchemy import select
+
+    from assay.registry.models import ServeClient
+    from assay.serving.clients import hash_secret
+
+    with world["registry"].store.session(readonly=True) as s:
+        row = s.scalar(select(ServeClient).where(ServeClient.name == "carol"))
+    assert row.secret_hash == hash_secret(added.output.splitlines()[0].strip())
