@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import json
 import random
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Request  # at module level: FastAPI resolves the handler's annotations here
@@ -209,24 +210,14 @@ def create_app(service: Service) -> Any:
         try:
             body = await _read_body(request, policy.max_body_bytes, policy.request_timeout_s)
             client = _client(service, request)
-            parsed = await asyncio.to_thread(
-                parse_request,
-                body,
-                request.headers.get("content-type"),
-                loaded.model,
-                loaded.input_schema,
+            content_type = request.headers.get("content-type")
+            outcome = await asyncio.wait_for(
+                asyncio.to_thread(_handle, service, loaded, client, body, content_type),
+                policy.request_timeout_s,
             )
-            rows = row_count(parsed.data)
-            if rows > policy.max_rows:
-                raise ProtocolError(
-                    400,
-                    "INVALID_PARAMETER_VALUE",
-                    f"more than {policy.max_rows} rows in one request",
-                )
-            rate, burst, quota = _limits(service, client)
-            limited = service.limiter.check(client, rows, rate=rate, burst=burst, quota=quota)
-            if limited is not None:
-                message, wait = limited
+            rows, answer = outcome.rows, outcome.answer
+            if outcome.limited is not None:
+                message, wait = outcome.limited
                 service.writer.put(
                     _log_job(service, client, loaded.version, 429, rows, body, None, False)
                 )
@@ -236,10 +227,6 @@ def create_app(service: Service) -> Any:
                     message,
                     {"Retry-After": str(max(1, round(wait)))},
                 )
-            answer = await asyncio.wait_for(
-                asyncio.to_thread(_answer, service, loaded, client, parsed),
-                policy.request_timeout_s,
-            )
         except ProtocolError as exc:
             if exc.status != 401:  # unauthenticated noise is not logged per request
                 service.writer.put(
@@ -260,6 +247,31 @@ def create_app(service: Service) -> Any:
         )
 
     return app
+
+
+@dataclass
+class _Outcome:
+    rows: int
+    answer: bytes | None = None
+    limited: tuple[str, float] | None = None
+
+
+def _handle(
+    service: Service, loaded: Any, client: str, body: bytes, content_type: str | None
+) -> _Outcome:
+    """Parse, check the rows and limits, answer: one worker-thread hop per request."""
+    policy = service.policy
+    parsed = parse_request(body, content_type, loaded.model, loaded.input_schema)
+    rows = row_count(parsed.data)
+    if rows > policy.max_rows:
+        raise ProtocolError(
+            400, "INVALID_PARAMETER_VALUE", f"more than {policy.max_rows} rows in one request"
+        )
+    rate, burst, quota = _limits(service, client)
+    limited = service.limiter.check(client, rows, rate=rate, burst=burst, quota=quota)
+    if limited is not None:
+        return _Outcome(rows, limited=limited)
+    return _Outcome(rows, answer=_answer(service, loaded, client, parsed))
 
 
 def _answer(service: Service, loaded: Any, client: str, parsed: Any) -> bytes:

@@ -50,19 +50,30 @@ def shapiro_w(values: Any) -> float:
 
 @dataclass
 class ClientHistory:
-    """One client's recent queries and their minimum distances."""
+    """One client's recent queries (a ring buffer of ``window`` rows) and minimum distances."""
 
     window: int
-    queries: collections.deque = field(default_factory=collections.deque)
+    buffer: Any = None  # (window, width) float64
+    count: int = 0  # rows in the buffer
+    next: int = 0  # where the next row goes
     distances: collections.deque = field(default_factory=collections.deque)
     since_test: int = 0
+
+    @property
+    def queries(self) -> Any:
+        return () if self.buffer is None else self.buffer[: self.count]
 
     def observe(self, rows: Any) -> None:
         import numpy as np
 
         for row in rows:
-            if self.queries and len(self.queries[0]) == len(row):
-                past = np.stack(self.queries)
+            row = np.asarray(row, dtype=np.float64)
+            if self.buffer is None or self.buffer.shape[1] != row.shape[0]:  # (another) width
+                self.buffer = np.empty((self.window, row.shape[0]))
+                self.count = self.next = 0
+                self.distances.clear()
+            if self.count:
+                past = self.buffer[: self.count]
                 d = float(np.sqrt(((past - row) ** 2).sum(axis=1)).min())
                 if d == 0.0:  # an exact repeat tells an attacker nothing new: not counted
                     continue
@@ -70,12 +81,9 @@ class ClientHistory:
                 self.since_test += 1
                 if len(self.distances) > self.window:
                     self.distances.popleft()
-            elif self.queries:  # another input width: start over
-                self.queries.clear()
-                self.distances.clear()
-            self.queries.append(np.array(row, dtype=np.float64))
-            if len(self.queries) > self.window:
-                self.queries.popleft()
+            self.buffer[self.next] = row
+            self.next = (self.next + 1) % self.window
+            self.count = min(self.count + 1, self.window)
 
     def finding(self, policy: ExtractionPolicy, *, force: bool = False) -> float | None:
         """W when it is below the threshold (tested every ``TEST_EVERY`` distances)."""
