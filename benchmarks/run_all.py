@@ -7,7 +7,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-BENCHMARKS = ["bench_signing", "bench_registry", "watermark_robustness", "bench_rollback"]
+BENCHMARKS = [
+    "bench_signing",
+    "bench_registry",
+    "watermark_robustness",
+    "bench_rollback",
+    "bench_serve",
+]
 
 
 def main(argv: list[str]) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -33,6 +34,8 @@ def _render(policy_obj):
         console.print(f"allow unmanaged:   {str(doc['allow_unmanaged']).lower()}", markup=False)
         for action, role in doc["roles"].items():
             console.print(f"role for {action + ':':17} {role}", markup=False)
+        if "serving" in doc:  # assay serve's section, when set (--json shows every key)
+            console.print(f"serving:           {json.dumps(doc['serving'])}", markup=False)
 
     return render
 

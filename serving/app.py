@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["create_app"]
 
+log = logging.getLogger(__name__)
 MAX_SAMPLE_CHARS = 64 * 1024
 VERSION_HEADER = "X-Assay-Version"
 
@@ -235,6 +237,9 @@ def create_app(service: Service) -> Any:
             return error(exc.status, exc.code, str(exc))
         except (asyncio.TimeoutError, TimeoutError):
             return error(504, "DEADLINE_EXCEEDED", "request processing time exceeded the limit")
+        except Exception as exc:  # noqa: BLE001 - never a traceback or a plain-text 500
+            log.exception("serving: unexpected error")
+            return error(500, "INTERNAL_ERROR", f"internal error ({type(exc).__name__})")
         sampled = random.random() < policy.sample_rate
         service.writer.put(
             _log_job(service, client, loaded.version, 200, rows, body, answer, sampled)

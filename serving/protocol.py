@@ -101,9 +101,13 @@ def row_count(data: Any) -> int:
     if shape is not None and len(shape) > 0:
         return int(shape[0])
     if isinstance(data, dict):
-        lengths = [
-            len(v) for v in data.values() if hasattr(v, "__len__") and not isinstance(v, str)
-        ]
+        lengths = []
+        for value in data.values():
+            inner = getattr(value, "shape", None)
+            if inner is not None:
+                lengths.append(int(inner[0]) if len(inner) else 1)
+            elif isinstance(value, (list, tuple)):
+                lengths.append(len(value))
         return max(lengths, default=1)
     if isinstance(data, (list, tuple)):
         return len(data)
