@@ -47,7 +47,7 @@ def wait_up(port: int, proc: subprocess.Popen, bound_s: float = 300.0) -> None:
     deadline = time.monotonic() + bound_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
+            raise RuntimeError(f"server exited with {proc.returncode}")
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             conn.request("GET", "/ping")
@@ -65,8 +65,11 @@ def requests(port: int, body: bytes, n: int, headers: dict[str, str], out: list[
         if time.monotonic() > deadline:
             break
         start = time.perf_counter()
-        conn.request("POST", "/invocations", body=body, headers=headers)
-        resp = conn.getresponse()
+        try:
+            conn.request("POST", "/invocations", body=body, headers=headers)
+            resp = conn.getresponse()
+        except TimeoutError as exc:
+            raise RuntimeError(f"port {port}: no answer in 30 s after {len(out)} requests") from exc
         resp.read()
         if resp.status != 200:
             raise RuntimeError(f"status {resp.status}")
@@ -167,16 +170,18 @@ def main() -> None:
             mark(registry, f"bench-{name}", version, "known-good", reason="bench")
             promote(registry, f"bench-{name}", version, alias="production")
             a_port, m_port = free_port(), free_port()
+            # to a file, never an unread pipe: a server blocks once a pipe's buffer is full
+            logs = (root / f"{name}-servers.log").open("w")
             assay = subprocess.Popen(
                 [sys.executable, "-c", "from assay.cli import main; main()", "serve",
                  f"models:/bench-{name}@production", "--port", str(a_port)],
-                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                env=env, stdout=logs, stderr=subprocess.STDOUT, text=True,
             )  # fmt: skip
             mlflow_bin = str(Path(sys.executable).parent / "mlflow")
             plain = subprocess.Popen(
                 [mlflow_bin, "models", "serve", "-m", str(folder), "-p", str(m_port),
                  "--env-manager", "local", "-w", "1"],
-                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                env=env, stdout=logs, stderr=subprocess.STDOUT, text=True,
             )  # fmt: skip
             procs += [assay, plain]
             wait_up(a_port, assay)

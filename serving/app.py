@@ -2,7 +2,8 @@
 
 ``GET /ping``, ``/health`` (200 once a verified version is loaded), ``/version`` (MLflow's
 version, as ``mlflow models serve``), ``POST /invocations`` (MLflow's scoring protocol), and
-``GET /assay/status`` (the serving version, swaps, refused versions, queued store writes).
+``GET /assay/status`` (the serving version, swaps, refused versions, queued store writes; it
+takes a client key like ``/invocations`` when keys are required).
 Every answer names the version that produced it in ``X-Assay-Version``.
 
 A request to ``/invocations`` is: body read with a size limit and a time limit (413, 408) ->
@@ -38,6 +39,7 @@ __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 MAX_SAMPLE_CHARS = 64 * 1024
+MAX_OBSERVED_ROWS = 512  # rows of one request the extraction detector sees (bounded CPU)
 VERSION_HEADER = "X-Assay-Version"
 
 
@@ -135,7 +137,7 @@ def _log_job(
     answer: bytes | None,
     sampled: bool,
 ):
-    from assay.registry.models import ServeQuery
+    from assay.registry.models import utcnow
 
     entry = {
         "client": client,
@@ -146,8 +148,9 @@ def _log_job(
         "input_digest": hashlib.sha256(body).hexdigest() if body else None,
         "answer_digest": hashlib.sha256(answer).hexdigest() if answer is not None else None,
         "sample": body[:MAX_SAMPLE_CHARS].decode("utf-8", "replace") if sampled else None,
+        "at": utcnow(),
     }
-    return lambda session: session.add(ServeQuery(**entry))
+    return entry  # a row the writer inserts in bulk
 
 
 def create_app(service: Service) -> Any:
@@ -189,7 +192,11 @@ def create_app(service: Service) -> Any:
         )
 
     @app.get("/assay/status")
-    async def status() -> Any:
+    async def status(request: Request) -> Any:
+        try:
+            _client(service, request)  # the same key as /invocations when keys are required
+        except ProtocolError as exc:
+            return error(exc.status, exc.code, str(exc))
         current = service.current
         body = {
             "model": service.name,
@@ -292,7 +299,7 @@ def _answer(service: Service, loaded: Any, client: str, parsed: Any) -> bytes:
         if marks:
             service.writer.put(mark_job(loaded.name, loaded.version, client, marks), important=True)
     if service.detector is not None and rows is not None:
-        service.detector.submit(client, rows)
+        service.detector.submit(client, rows[:MAX_OBSERVED_ROWS])
     try:
         return predictions_json(predictions, parsed.unified_llm).encode()
     except Exception as exc:  # noqa: BLE001 - an answer MLflow cannot encode

@@ -129,6 +129,7 @@ class Service:
                 return None
             current = self.current
             if current is not None and version == current.version:
+                self.stats.refused.clear()  # the alias is back: a later move is decided afresh
                 return None
             if version in self.stats.refused:
                 return None

@@ -23,7 +23,8 @@ __all__ = ["StoreWriter"]
 
 log = logging.getLogger(__name__)
 
-Job = Callable[[Any], None]
+#: A function of a session, or a dict: one ``serve_queries`` row (inserted in bulk).
+Job = Callable[[Any], None] | dict
 
 
 class StoreWriter:
@@ -85,8 +86,18 @@ class StoreWriter:
             return True
         try:
             with self.registry.store.session() as session:
+                rows = [job for _, job in batch if isinstance(job, dict)]
                 for _, job in batch:
-                    job(session)
+                    if not isinstance(job, dict):
+                        job(session)
+                if rows:  # query-log rows: one executemany, not one ORM object each
+                    from sqlalchemy import insert
+
+                    from assay.registry.models import ServeQuery, utcnow
+
+                    for row in rows:
+                        row.setdefault("at", utcnow())
+                    session.execute(insert(ServeQuery), rows)
         except (AssayError, OSError) as exc:
             self.failures += 1
             self.last_error = str(exc)

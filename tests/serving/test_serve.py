@@ -363,7 +363,13 @@ def test_slow_body_is_cut_off(basic: tuple[int, Any, dict[str, str]]) -> None:
             f"Authorization: Bearer {keys['alice']}\r\nContent-Length: 400\r\n\r\n"
         )
         sock.sendall(head.encode() + b'{"inputs": [[1')  # then nothing: a slowloris body
-        reply = sock.recv(4096).decode()
+        reply = b""
+        while b"REQUEST_TIMEOUT" not in reply and len(reply) < 65536:
+            chunk = sock.recv(4096)  # bounded by the socket timeout
+            if not chunk:
+                break
+            reply += chunk
+        reply = reply.decode()
     assert reply.startswith("HTTP/1.1 408") and "REQUEST_TIMEOUT" in reply
 
 
@@ -459,3 +465,11 @@ def test_cli_keys(world: dict[str, Any]) -> None:
     with world["registry"].store.session(readonly=True) as s:
         row = s.scalar(select(ServeClient).where(ServeClient.name == "carol"))
     assert row.secret_hash == hash_secret(added.output.splitlines()[0].strip())
+
+
+def test_status_needs_a_key_and_names_the_version(basic: tuple[int, Any, dict[str, str]]) -> None:
+    port, _, keys = basic
+    assert request(port, "GET", "/assay/status")[0] == 401
+    status, _, data = request(port, "GET", "/assay/status", key=keys["alice"])
+    body = json.loads(data)
+    assert status == 200 and body["version"] == "1" and body["model"] == "iris-basic"
