@@ -1,7 +1,8 @@
 """The background store writer: query log rows, alerts and audit events, off the request path.
 
-Requests never wait on the store: they put a job (a function of a session) on a bounded queue,
-and one thread commits jobs in batches. When the store is unreachable the jobs stay queued and
+Requests never wait on the store: they put a job (a function of a session, or a query-log row)
+on a bounded queue, and one thread commits jobs in batches: query-log rows at most once per
+``interval`` (one transaction and one bulk insert each), alerts and audit events at once. When the store is unreachable the jobs stay queued and
 are retried (alerts are kept before query rows); when the queue is full the oldest query-log
 jobs are dropped and counted, never the alerts or audit events.
 """
@@ -24,6 +25,8 @@ __all__ = ["StoreWriter"]
 log = logging.getLogger(__name__)
 
 #: A function of a session, or a dict: one ``serve_queries`` row (inserted in bulk).
+BATCH = 5000  # query-log rows per transaction
+
 Job = Callable[[Any], None] | dict
 
 
@@ -54,7 +57,8 @@ class StoreWriter:
                     self._log.popleft()
                     self.dropped += 1
                 self._log.append(job)
-            self._cond.notify()
+            if important:  # query-log rows wait for the next batch (one commit per interval)
+                self._cond.notify()
 
     @property
     def pending(self) -> int:
@@ -63,10 +67,10 @@ class StoreWriter:
 
     def _take(self) -> list[tuple[bool, Job]]:
         with self._cond:
-            while not (self._log or self._important or self._stop):
+            if not (self._important or self._stop or len(self._log) >= BATCH):
                 self._cond.wait(self.interval)
             batch = [(True, self._important.popleft()) for _ in range(len(self._important))]
-            batch += [(False, self._log.popleft()) for _ in range(min(len(self._log), 1000))]
+            batch += [(False, self._log.popleft()) for _ in range(min(len(self._log), BATCH))]
             return batch
 
     def _requeue(self, batch: list[tuple[bool, Job]]) -> None:
