@@ -3,7 +3,8 @@
 MLflow's scoring formats, malformed and oversized bodies, API keys (unknown, revoked), the token
 bucket (429), a rollback during a stream of requests (swapped, no failed request), a swap to a
 tampered version (refused and audited, the old version keeps serving), and the store
-unreachable (the loaded version keeps serving, writes queue and land afterwards).
+unreachable (the loaded version keeps serving, writes queue and land afterwards). On SQLite and,
+with ``ASSAY_TEST_PG_URL``, on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pg_helpers import STORE_BACKENDS, drop_database, fresh_database
 from serve_fixtures import (
     CLEARED,
     POLICY,
@@ -28,8 +30,10 @@ from serve_fixtures import (
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+@pytest.fixture(scope="module", params=STORE_BACKENDS)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
     from assay.core.settings import Settings
     from assay.registry.facade import Registry
     from assay.registry.policy import parse_policy_text
@@ -43,12 +47,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         mp.setenv("ASSAY_HOME", str(root / "home"))
         mp.setenv("ASSAY_ACTOR", "test@assay")
         mp.setenv("HF_HUB_OFFLINE", "1")
+        db = fresh_database() if request.param == "postgresql" else None
+        if db:
+            mp.setenv("ASSAY_DB_URL", db)
         Registry.initialise(Settings.from_env())
         registry = Registry.open(Settings.from_env())
         set_policy(registry, parse_policy_text(POLICY))
         models = {c: save_iris_model(root / f"m{c}", c) for c in (0.05, 1.0, 20.0)}
         keys = {n: add_client(registry, n) for n in ("alice", "bob", "tiny")}
         yield {"registry": registry, "root": root, "models": models, "keys": keys}
+        registry.store.dispose()
+        if db:
+            drop_database(db)
 
 
 def service_for(world: dict[str, Any], uri: str, interval: float = 0.3) -> Any:
