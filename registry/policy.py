@@ -14,6 +14,7 @@ A policy is a small YAML (or JSON) document::
       rollback: responder
       label: approver
       freeze: responder
+      serve-clients: responder    # assay serve's API clients (add, revoke, block, throttle)
 
 ``assay policy set FILE`` stores it as a signed statement (``urn:assay:policy:v1``) whose signer
 must hold the ``admin`` role in the trust list; a policy row that does not verify is tampering and
@@ -64,6 +65,7 @@ ACTIONS: dict[str, str] = {
     "rollback": "responder",
     "label": "approver",
     "freeze": "responder",
+    "serve-clients": "responder",  # assay serve's API clients: add, revoke, block, throttle
 }
 MAX_POLICY_BYTES = 64 * 1024
 _KEYS = {"enforcement", "protected_aliases", "allow_unmanaged", "roles", "serving"}

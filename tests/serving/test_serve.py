@@ -483,3 +483,26 @@ def test_status_needs_a_key_and_names_the_version(basic: tuple[int, Any, dict[st
     status, _, data = request(port, "GET", "/assay/status", key=keys["alice"])
     body = json.loads(data)
     assert status == 200 and body["version"] == "1" and body["model"] == "iris-basic"
+
+
+def test_client_changes_need_the_responder_role(
+    world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from assay.core.errors import RefusedError
+    from assay.core.settings import Settings
+    from assay.registry.facade import Registry
+    from assay.registry.keys import generate_key
+    from assay.serving.clients import add_client, block_client, list_clients
+
+    ci = generate_key("ecdsa-p256")
+    pem = tmp_path / "ci.pem"
+    pem.write_bytes(ci.private_pem(None))
+    world["registry"].keys.trust(ci.public_key.pem, name="ci-signer", roles=["signer"])
+    monkeypatch.setenv("ASSAY_KEY", str(pem))
+    signer = Registry.open(Settings.from_env())
+    with pytest.raises(RefusedError, match="responder"):
+        add_client(signer, "sneaky")
+    with pytest.raises(RefusedError, match="responder"):
+        block_client(signer, "alice")
+    assert "sneaky" not in {c.name for c in list_clients(world["registry"])}  # nothing committed
+    assert not next(c for c in list_clients(world["registry"]) if c.name == "alice").blocked_at
