@@ -69,7 +69,10 @@ def run(
 
 @serve.group("key")
 def key() -> None:
-    """API clients of the server: a secret per client, stored hashed."""
+    """API clients of the server: a secret per client, stored hashed.
+
+    Every change is signed and needs a key holding the policy's serve-clients role
+    (default responder)."""
 
 
 @key.command("add")
