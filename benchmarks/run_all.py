@@ -16,6 +16,7 @@ BENCHMARKS = [
     "parsers",
     "hostile_inputs",
     "bench_guard",
+    "bench_serve",
 ]
 
 

@@ -224,6 +224,22 @@ def hostile_inputs(d: dict) -> list[str]:
     return lines
 
 
+def serve(d: dict) -> list[str]:
+    t = d["targets"]
+    lines = [
+        f"| assay serve vs mlflow models serve ({d['rounds']} rounds, 1 worker) | assay | mlflow | ratio / extra | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for model, r in d["models"].items():
+        a, m, met = r["assay"], r["mlflow"], r["met"]
+        lines += [
+            f"| {model}: median latency (1 client, {a['requests']} requests) | {a['median_ms']:.2f} ms | {m['median_ms']:.2f} ms | {r['median_ratio']:.2f}x | <= {t['median_ratio_max']:.2f}x | {_ok(met['median'])} |",
+            f"| {model}: p99 latency | {a['p99_ms']:.2f} ms | {m['p99_ms']:.2f} ms | {r['p99_extra_ms']:+.2f} ms | <= +{t['p99_extra_ms_max']:.0f} ms | {_ok(met['p99'])} |",
+            f"| {model}: throughput ({d['client_threads']} client threads) | {a['throughput_rps']:.0f}/s | {m['throughput_rps']:.0f}/s | {r['throughput_ratio']:.2f}x | >= {t['throughput_ratio_min']:.1f}x | {_ok(met['throughput'])} |",
+        ]
+    return lines
+
+
 def main() -> None:
     for name, render in (
         ("signing", signing),
@@ -234,6 +250,7 @@ def main() -> None:
         ("enforcement", enforcement),
         ("parsers", parsers),
         ("hostile_inputs", hostile_inputs),
+        ("serve", serve),
     ):
         d = _load(name)
         if d is None:

@@ -9,6 +9,7 @@ from assay.cli.model_cmds import dataset, register
 from assay.cli.policy_cmds import policy
 from assay.cli.registry_cmds import COMMANDS as REGISTRY_COMMANDS
 from assay.cli.rollback_cmds import rollback_cmd
+from assay.cli.serve_cmds import serve
 from assay.cli.sign_cmds import sign, verify
 from assay.cli.watermark_cmds import trace, watermark
 
@@ -26,6 +27,7 @@ for _command in (
     playbook,
     audit,
     policy,
+    serve,
 ):
     cli.add_command(_command)
 for _command in REGISTRY_COMMANDS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -36,6 +37,8 @@ def _render(policy_obj):
         signing = doc["signing"]
         shards = f", shards of {signing['shard_size']} bytes" if signing["shard_size"] else ""
         console.print(f"signing:           {signing['hash']}{shards}", markup=False)
+        if "serving" in doc:  # assay serve's section, when set (--json shows every key)
+            console.print(f"serving:           {json.dumps(doc['serving'])}", markup=False)
 
     return render
 

@@ -70,15 +70,39 @@ def detect_cmd(app: AppContext, suspect: Path, reference: str | None, as_json: b
     "--top", type=int, default=3, show_default=True, help="Test the N best-ranked versions in full."
 )
 @click.option("--model", "models", multiple=True, help="Only versions of this model (repeatable).")
+@click.option(
+    "--behaviour",
+    is_flag=True,
+    help="Test what SUSPECT answers instead of its weights: replay the answer marks `assay serve` "
+    "recorded (an .onnx file; a copy distilled from the API).",
+)
+@click.option(
+    "--trust-suspect-code",
+    is_flag=True,
+    help="With --behaviour: allow an MLflow pyfunc folder (loading it runs the suspect's code).",
+)
 @json_option
 @click.pass_obj
-def trace(app: AppContext, suspect: Path, top: int, models: tuple[str, ...], as_json: bool) -> None:
+def trace(
+    app: AppContext,
+    suspect: Path,
+    top: int,
+    models: tuple[str, ...],
+    behaviour: bool,
+    trust_suspect_code: bool,
+    as_json: bool,
+) -> None:
     """Is SUSPECT one of ours? Which version? How sure (p-value)?
 
     Exact file hashes first, then the watermark test against registered versions (re-aligned for
     permutation, scaling, pruning, quantization, format conversion), then blind detection.
-    Verdict `match` at corrected p <= 1e-9. Exits 0 whatever the verdict.
+    With --behaviour: the share of recorded answer marks SUSPECT reproduces, against the chance
+    of agreement (exact binomial test). Verdict `match` at corrected p <= 1e-9. Exits 0 whatever
+    the verdict.
     """
+    if behaviour:
+        _trace_behaviour(app, suspect, models, trust_suspect_code, as_json)
+        return
     from assay.registry.tracing import trace_suspect
 
     report = trace_suspect(open_registry(app), suspect, models=list(models) or None, top=top)
@@ -110,6 +134,44 @@ def trace(app: AppContext, suspect: Path, top: int, models: tuple[str, ...], as_
                 p,
                 str(c.tensors_matched),
                 "" if c.similarity is None else f"{c.similarity:.3f}",
+            )
+        console.print(table)
+        console.print(esc(report.summary()))
+        for note in report.notes:
+            console.print(f"note: {esc(note)}")
+
+    app.emit(report.to_dict(), as_json, render)
+
+
+def _trace_behaviour(
+    app: AppContext, suspect: Path, models: tuple[str, ...], trust: bool, as_json: bool
+) -> None:
+    from assay.serving.behaviour import behaviour_trace
+
+    report = behaviour_trace(
+        open_registry(app), suspect, models=list(models) or None, trust_suspect_code=trust
+    )
+
+    def render(console):
+        table = new_table(
+            console,
+            "model",
+            "version",
+            "method",
+            "verdict",
+            "marks agreed",
+            "labels",
+            "p (corrected)",
+        )
+        for c in report.candidates:
+            table.add_row(
+                c.model,
+                c.version,
+                "answer-marks",
+                c.verdict,
+                f"{c.agreed}/{c.marks}",
+                str(c.labels),
+                f"{10**c.log10_p_corrected:.2e} (log10 {c.log10_p_corrected:.1f})",
             )
         console.print(table)
         console.print(esc(report.summary()))

@@ -51,6 +51,10 @@ __all__ = [
     "Base",
     "Checkpoint",
     "Key",
+    "ServeAlert",
+    "ServeClient",
+    "ServeMark",
+    "ServeQuery",
     "Signature",
     "UTCDateTime",
     "utcnow",
@@ -355,3 +359,65 @@ class IncidentStep(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+
+
+class ServeClient(Base):
+    """An API client of ``assay serve``: its secret is kept only as a SHA-256 digest."""
+
+    __tablename__ = "serve_clients"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)  # hex sha256 of the secret
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+    blocked_at: Mapped[datetime | None]  # set by the model-extraction playbook
+    throttle: Mapped[str | None] = mapped_column(Text)  # JSON {"rate_per_second", "burst"}
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class ServeQuery(Base):
+    """One answered (or refused) query: append-only, pruned only by retention."""
+
+    __tablename__ = "serve_queries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client: Mapped[str] = mapped_column(Text, index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    model_name: Mapped[str] = mapped_column(Text)
+    version: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[int] = mapped_column(Integer)
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    input_digest: Mapped[str | None] = mapped_column(String(64))
+    answer_digest: Mapped[str | None] = mapped_column(String(64))
+    sample: Mapped[str | None] = mapped_column(Text)  # JSON of the input, for sampled queries
+
+
+class ServeAlert(Base):
+    """A finding of the serving guard (extraction detector, volume), for `assay serve alerts`."""
+
+    __tablename__ = "serve_alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client: Mapped[str] = mapped_column(Text, index=True)
+    model_name: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(32))  # extraction, volume
+    detail: Mapped[str] = mapped_column(Text)  # JSON evidence
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open, handled
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ServeMark(Base):
+    """An answer watermark: the input and the keyed alternative answer that was returned."""
+
+    __tablename__ = "serve_marks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_name: Mapped[str] = mapped_column(Text, index=True)
+    version: Mapped[str] = mapped_column(Text)
+    client: Mapped[str] = mapped_column(Text)
+    input_digest: Mapped[str] = mapped_column(String(64))
+    input: Mapped[str] = mapped_column(Text)  # JSON list of the row's features
+    answer: Mapped[str] = mapped_column(Text)  # JSON: the marked answer returned
+    original: Mapped[str] = mapped_column(Text)  # JSON: the model's own answer
+    at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -14,6 +14,7 @@ A policy is a small YAML (or JSON) document::
       rollback: responder
       label: approver
       freeze: responder
+      serve-clients: responder    # assay serve's API clients (add, revoke, block, throttle)
     signing:                      # how `assay sign` hashes unless told otherwise
       hash: sha256                # sha256 | blake2b | blake3
       shard_size: null            # bytes: OMS shard serialization (not with blake3)
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from assay.core.errors import FormatError, IntegrityError
 from assay.registry.canonical import iso_utc, parse_iso_utc
+from assay.registry.serving_policy import DEFAULT_SERVING, ServingPolicy, parse_serving
 from assay.registry.statements import digest_of, open_statement, sign_statement, statement_signed_by
 from assay.registry.trust import signature_time_problem
 from assay.registry.trust_list import ROLES
@@ -67,9 +69,10 @@ ACTIONS: dict[str, str] = {
     "rollback": "responder",
     "label": "approver",
     "freeze": "responder",
+    "serve-clients": "responder",  # assay serve's API clients: add, revoke, block, throttle
 }
 MAX_POLICY_BYTES = 64 * 1024
-_KEYS = {"enforcement", "protected_aliases", "allow_unmanaged", "roles", "signing"}
+_KEYS = {"enforcement", "protected_aliases", "allow_unmanaged", "roles", "signing", "serving"}
 #: Hash types a policy may name for signing (OMS / model_signing 1.1.1 names).
 SIGNING_HASHES = ("sha256", "blake2b", "blake3")
 _SIGNING_KEYS = {"hash", "shard_size"}
@@ -116,6 +119,7 @@ class Policy:
     allow_unmanaged: bool = False
     roles: dict[str, str] = field(default_factory=lambda: dict(ACTIONS))
     signing: SigningPolicy = field(default_factory=SigningPolicy)
+    serving: ServingPolicy = DEFAULT_SERVING  # assay serve (registry/serving_policy.py)
     serial: int = 0
     signed_by: str | None = None
     issued_at: datetime | None = None
@@ -128,13 +132,16 @@ class Policy:
 
     def document(self) -> dict[str, Any]:
         """The policy's content (what is signed and what ``assay policy show`` prints)."""
-        return {
+        doc = {
             "enforcement": self.enforcement,
             "protected_aliases": list(self.protected_aliases),
             "allow_unmanaged": self.allow_unmanaged,
             "roles": dict(sorted(self.roles.items())),
             "signing": self.signing.document(),
         }
+        if self.serving != DEFAULT_SERVING:  # absent when default: older documents unchanged
+            doc["serving"] = self.serving.document()
+        return doc
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -210,12 +217,14 @@ def policy_from_document(data: Any) -> Policy:
             raise FormatError(f"policy: unknown role {role!r} (use one of {', '.join(ROLES)})")
         roles[action] = role
     protected = _strings(data.get("protected_aliases", ["production"]), "protected_aliases")
+    serving = parse_serving(data.get("serving"))
     return Policy(
         enforcement=mode,
         protected_aliases=protected,
         allow_unmanaged=allow,
         roles=roles,
         signing=SigningPolicy.parse(data.get("signing")),
+        serving=serving,
     )
 
 

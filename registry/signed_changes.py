@@ -70,6 +70,8 @@ def policy_action(action: str, payload: dict[str, Any], policy: Policy | None = 
         return "label"
     if action in ("model.freeze", "model.unfreeze"):
         return "freeze"
+    if action.startswith("serve.client-"):  # issuing or withdrawing serving credentials
+        return "serve-clients"
     return None
 
 

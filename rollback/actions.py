@@ -107,6 +107,7 @@ def _spec(name: str, required: str, optional: str, mutates: bool, summary: str) 
 #                           aliases ([{model, alias, version}] serving a failed version), checked, ok
 #   registry.rollback    -> model, alias, from_version, to_version, changed
 #   watermark.trace      -> match (bool), version ("NAME/V"), p_value, method
+#   serve.restrict       -> client, mode (block | throttle), changed  (assay serve's API clients)
 SPECS: dict[str, ActionSpec] = {
     s.name: s
     for s in (
@@ -160,6 +161,13 @@ SPECS: dict[str, ActionSpec] = {
             "models",
             False,
             "trace {path} against the registry (hash, watermark, similarity)",
+        ),
+        _spec(
+            "serve.restrict",
+            "client mode",
+            "rate burst reason",
+            True,
+            "{mode} serving client {client}",
         ),
         _spec(
             "notify",
@@ -364,6 +372,7 @@ class FakeRegistry:
     models: dict[str, dict[int, FakeVersion]] = field(default_factory=dict)
     aliases: dict[tuple[str, str], int] = field(default_factory=dict)
     frozen: set[str] = field(default_factory=set)
+    restricted: dict[str, str] = field(default_factory=dict)  # serving client -> block|throttle
     datasets: dict[str, str] = field(default_factory=dict)
     revoked: dict[str, str] = field(default_factory=dict)  # key id -> compromised_since
     suspects: dict[str, tuple[str, float]] = field(default_factory=dict)  # path -> ("m/v", p)
@@ -479,6 +488,15 @@ def _freeze(reg: FakeRegistry, ctx: ActionContext, p: dict[str, Any]) -> dict[st
         reg.frozen.add(m)
         reg.events.append(("freeze", m))
     return {"frozen": models, "changed": bool(new), "summary": f"frozen: {_fmt(models)}"}
+
+
+def _restrict(reg: FakeRegistry, ctx: ActionContext, p: dict[str, Any]) -> dict[str, Any]:
+    client, mode = str(p["client"]), str(p["mode"])
+    changed = reg.restricted.get(client) != mode
+    if changed:
+        reg.restricted[client] = mode
+        reg.events.append(("restrict", client, mode))
+    return {"client": client, "mode": mode, "changed": changed, "summary": f"{mode}: {client}"}
 
 
 def _verify(reg: FakeRegistry, ctx: ActionContext, p: dict[str, Any]) -> dict[str, Any]:
@@ -625,6 +643,7 @@ _FAKES: dict[str, Callable[..., dict[str, Any]]] = {
     "keys.revoke": _revoke,
     "keys.resign": _resign,
     "watermark.trace": _trace,
+    "serve.restrict": _restrict,
 }
 
 

@@ -287,6 +287,35 @@ class Trace(_RegistryAction):
         }
 
 
+class RestrictClient(_RegistryAction):
+    """Block or throttle an API client of ``assay serve`` (running servers apply it on their
+    next alias check)."""
+
+    spec = SPECS["serve.restrict"]
+
+    def run(self, ctx: ActionContext, params: Mapping[str, Any]) -> dict[str, Any]:
+        from assay.serving.clients import block_client, list_clients, throttle_client
+
+        client, mode = str(params["client"]), str(params["mode"])
+        reason = params.get("reason") or f"incident {ctx.incident_id}"
+        before = next((c for c in list_clients(self.registry) if c.name == client), None)
+        if mode == "block":
+            if before is not None and before.blocked_at is not None:
+                return {
+                    "client": client,
+                    "mode": mode,
+                    "changed": False,
+                    "summary": f"{client} already blocked",
+                }
+            block_client(self.registry, client, reason)
+        elif mode == "throttle":
+            rate, burst = float(params.get("rate") or 0.1), int(params.get("burst") or 1)
+            throttle_client(self.registry, client, rate, burst, reason)
+        else:
+            raise AssayError(f"serve.restrict mode must be block or throttle, not {mode!r}")
+        return {"client": client, "mode": mode, "changed": True, "summary": f"{mode}: {client}"}
+
+
 _ACTIONS = (
     BlastRadius,
     QuarantineDataset,
@@ -297,6 +326,7 @@ _ACTIONS = (
     RevokeKey,
     Resign,
     Trace,
+    RestrictClient,
 )
 
 

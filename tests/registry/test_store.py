@@ -17,6 +17,10 @@ from assay.registry.models import Artifact, Base, Key, Signature
 from assay.registry.store import HEAD_REVISION, MIGRATIONS_DIR, Store
 
 TABLES = [
+    "serve_marks",
+    "serve_alerts",
+    "serve_queries",
+    "serve_clients",
     "incident_steps",
     "incidents",
     "watermarks",

@@ -17,6 +17,7 @@ EXPECTED = {
     "adversarial-evasion",
     "backdoored-model",
     "data-poisoning",
+    "model-extraction",
     "model-theft",
     "signing-key-compromise",
     "tampered-artifact",
@@ -31,6 +32,7 @@ REQUIRED_ACTIONS = {
     "keys.revoke",
     "keys.resign",
     "watermark.trace",
+    "serve.restrict",
     "notify",
     "report.write",
 }
@@ -189,6 +191,7 @@ def test_dry_run_of_every_builtin(name):
         "tampered-artifact": {},
         "signing-key-compromise": {"key_id": "k", "compromised_since": "2024-05-01T00:00:00Z"},
         "model-theft": {"suspect": "/tmp/x"},
+        "model-extraction": {"client": "mallory"},
         "adversarial-evasion": {"model": "churn"},
     }[name]
     reg = registry()

@@ -1,0 +1,14 @@
+"""``assay serve``: a verifying model server speaking MLflow's scoring protocol.
+
+Modules, one job each:
+
+* ``loaded.py``: download a version once, decide on those files, load exactly them;
+* ``follower.py``: follow the alias; verify and swap in a new version, refuse a bad one;
+* ``clients.py``: API clients (secrets stored hashed), block and throttle;
+* ``limits.py``: per-client token buckets and daily quotas;
+* ``writer.py``: the background store writer (query log, alerts, audit events), bounded queue;
+* ``protocol.py``: MLflow's request parsing and error JSON;
+* ``app.py``: the FastAPI application; ``server.py``: uvicorn;
+* ``extraction.py``: the PRADA-style extraction detector;
+* ``answer_marks.py``: DAWN-style keyed answer marks.
+"""

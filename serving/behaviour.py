@@ -1,0 +1,236 @@
+"""Behavioural trace: does a suspect model answer the recorded answer marks?
+
+``assay trace --behaviour SUSPECT`` replays the inputs of every recorded answer mark
+(``serve_marks``) through SUSPECT and counts how often it gives the *marked* label. For a model
+that was not trained on the marked answers, each marked label was chosen by a keyed HMAC,
+uniformly among the labels other than the served model's own answer, independently of the
+suspect; so the chance it agrees is ``P(suspect != own answer) / (K - 1) <= 1 / (K - 1)``. The
+p-value is the exact binomial tail ``P(X >= agreed | n marks, 1 / (K - 1))``, in log space, with
+``K`` the labels seen in the marks (never more than the model's real label count, so the null is
+conservative) and Bonferroni-corrected over the versions tested. Binary classifiers give no
+evidence this way (``K - 1 = 1``) and are reported as such.
+
+SUSPECT is loaded in a sandboxed way: an ``.onnx`` file through onnxruntime (no custom operators;
+no Python code runs). A pyfunc folder would run the suspect's own code, so it is loaded only with
+``trust_suspect_code`` (``--trust-suspect-code``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from assay.core.errors import AssayError, FormatError, UnsafeInputError
+
+if TYPE_CHECKING:
+    from assay.registry.facade import Registry
+
+__all__ = ["BehaviourCandidate", "BehaviourReport", "behaviour_trace"]
+
+MATCH, WEAK = 1e-9, 1e-3
+MAX_SUSPECT_BYTES = 4 * 1024**3
+MAX_MARKS = 100_000
+BATCH = 512
+
+
+@dataclass(frozen=True)
+class BehaviourCandidate:
+    model: str
+    version: str
+    marks: int
+    agreed: int
+    labels: int
+    log10_p: float
+    log10_p_corrected: float
+    verdict: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "method": "answer-marks",
+            "marks": self.marks,
+            "agreed": self.agreed,
+            "labels": self.labels,
+            "log10_p": self.log10_p,
+            "log10_p_corrected": self.log10_p_corrected,
+            "p_corrected": 10**self.log10_p_corrected,
+            "verdict": self.verdict,
+        }
+
+
+@dataclass
+class BehaviourReport:
+    suspect: str
+    candidates: list[BehaviourCandidate] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "suspect": self.suspect,
+            "method": "behaviour",
+            "candidates": [c.to_dict() for c in self.candidates],
+            "notes": self.notes,
+        }
+
+    def summary(self) -> str:
+        best = self.candidates[0] if self.candidates else None
+        if best is None or best.verdict == "no-match":
+            return f"{self.suspect}: no-match (no version's answer marks are reproduced)"
+        return (
+            f"{self.suspect}: {best.verdict} {best.model}/{best.version} by answer marks "
+            f"({best.agreed}/{best.marks} agreed, p = 10^{best.log10_p_corrected:.1f})"
+        )
+
+
+def _verdict(log10_p: float) -> str:
+    if log10_p <= math.log10(MATCH):
+        return "match"
+    return "inconclusive" if log10_p <= math.log10(WEAK) else "no-match"
+
+
+def log10_binom_tail(agreed: int, n: int, p0: float) -> float:
+    """log10 P(X >= agreed) for X ~ Binomial(n, p0)."""
+    from scipy.stats import binom
+
+    if agreed <= 0:
+        return 0.0
+    if p0 >= 1.0:
+        return 0.0
+    return min(0.0, float(binom.logsf(agreed - 1, n, p0)) / math.log(10))
+
+
+class OnnxSuspect:
+    """An ONNX classifier run by onnxruntime: first input fed float32 rows, first output read
+    as labels (1-D) or scores (2-D, argmax)."""
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime as ort
+
+        if path.stat().st_size > MAX_SUSPECT_BYTES:
+            raise FormatError(f"{path} is larger than {MAX_SUSPECT_BYTES // 1024**3} GiB")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 2
+        try:
+            self.session = ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors
+            raise FormatError(
+                f"{path.name}: not a loadable ONNX model: {' '.join(str(exc).split())[:200]}"
+            ) from exc
+        self.input = self.session.get_inputs()[0]
+
+    def predict(self, rows: Any) -> list[Any]:
+        import numpy as np
+
+        shape = [d if isinstance(d, int) else -1 for d in self.input.shape]
+        out: list[Any] = []
+        for start in range(0, len(rows), BATCH):
+            batch = np.asarray(rows[start : start + BATCH], dtype=np.float32)
+            if len(shape) > 2:
+                batch = batch.reshape([len(batch), *[abs(d) for d in shape[1:]]])
+            try:
+                result = self.session.run(None, {self.input.name: batch})[0]
+            except Exception as exc:  # noqa: BLE001
+                raise FormatError(
+                    f"the suspect cannot evaluate the marked inputs: {' '.join(str(exc).split())[:200]}"
+                ) from exc
+            result = np.asarray(result)
+            labels = result.argmax(axis=1) if result.ndim == 2 else result.reshape(-1)
+            out.extend(v.item() if hasattr(v, "item") else v for v in labels)
+        return out
+
+
+class PyfuncSuspect:
+    def __init__(self, path: Path) -> None:
+        import mlflow.pyfunc
+
+        self.model = mlflow.pyfunc.load_model(str(path))
+
+    def predict(self, rows: Any) -> list[Any]:
+        import numpy as np
+
+        result = np.asarray(self.model.predict(np.asarray(rows)))
+        labels = result.argmax(axis=1) if result.ndim == 2 else result.reshape(-1)
+        return [v.item() if hasattr(v, "item") else v for v in labels]
+
+
+def open_suspect(path: Path, *, trust_suspect_code: bool = False) -> Any:
+    if path.is_file() and path.suffix.lower() == ".onnx":
+        return OnnxSuspect(path)
+    if path.is_dir() and (path / "MLmodel").is_file():
+        if not trust_suspect_code:
+            raise UnsafeInputError(
+                f"{path} is an MLflow pyfunc folder: loading it runs the suspect's code; "
+                "pass --trust-suspect-code to do that (in a sandbox), or export it to ONNX"
+            )
+        return PyfuncSuspect(path)
+    raise FormatError(f"{path}: a behavioural trace takes an .onnx file or an MLflow model folder")
+
+
+def _marks(registry: Registry, models: list[str] | None) -> dict[tuple[str, str], list[Any]]:
+    from sqlalchemy import select
+
+    from assay.registry.models import ServeMark
+
+    groups: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    with registry.store.session(readonly=True) as session:
+        query = select(ServeMark).order_by(ServeMark.id).limit(MAX_MARKS)
+        if models:
+            query = query.where(ServeMark.model_name.in_(models))
+        for row in session.scalars(query):
+            groups[(row.model_name, row.version)].append(
+                (json.loads(row.input), json.loads(row.answer), json.loads(row.original))
+            )
+    return groups
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return float(a) == float(b)
+    return str(a) == str(b)
+
+
+def behaviour_trace(
+    registry: Registry,
+    suspect_path: Path,
+    *,
+    models: list[str] | None = None,
+    trust_suspect_code: bool = False,
+) -> BehaviourReport:
+    """Replay the recorded answer marks through the suspect; candidates best first."""
+    report = BehaviourReport(str(suspect_path))
+    groups = _marks(registry, models)
+    if not groups:
+        report.notes.append("no answer marks are recorded (assay serve records them as it answers)")
+        return report
+    suspect = open_suspect(Path(suspect_path), trust_suspect_code=trust_suspect_code)
+    tested = len(groups)
+    for (model, version), marks in groups.items():
+        widths = {len(m[0]) for m in marks}
+        if len(widths) != 1:
+            raise AssayError(f"{model}/{version}: marked inputs of different widths")
+        answers = suspect.predict([m[0] for m in marks])
+        agreed = sum(
+            1 for got, (_, marked, _) in zip(answers, marks, strict=True) if _same(got, marked)
+        )
+        labels = len({json.dumps(m[1]) for m in marks} | {json.dumps(m[2]) for m in marks})
+        if labels <= 2:
+            report.notes.append(
+                f"{model}/{version}: {labels} labels seen in its marks: label marks carry no "
+                "evidence for a binary classifier"
+            )
+        log10_p = log10_binom_tail(agreed, len(marks), 1.0 / max(1, labels - 1))
+        corrected = min(0.0, log10_p + math.log10(tested))
+        report.candidates.append(
+            BehaviourCandidate(
+                model, version, len(marks), agreed, labels, log10_p, corrected, _verdict(corrected)
+            )
+        )
+    report.candidates.sort(key=lambda c: c.log10_p_corrected)
+    return report

@@ -1,0 +1,232 @@
+"""The serving state and the alias follower.
+
+:class:`Service` holds what requests read (the loaded model, the serving policy, the client
+table), each replaced as a whole so a request that started on one version finishes on it. A
+background thread re-reads, every ``interval`` seconds, the alias, the policy and the clients:
+
+* the alias names another version: that version is downloaded, decided on
+  (:func:`assay.registry.enforcement.decide`, fail closed) and loaded beside the serving one,
+  then swapped in; a refused version is not served (the old one keeps answering) and a
+  ``serve.swap-refused`` audit event records why (once per version and reason);
+* the store or MLflow cannot be read: the loaded, verified version keeps serving, no swap
+  happens, and audit events and query-log rows wait in the writer's queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from assay.core.errors import AssayError
+from assay.registry.serving_policy import DEFAULT_SERVING, ServingPolicy
+from assay.serving.limits import Limiter
+from assay.serving.loaded import LoadedModel, Refused, load_verified
+from assay.serving.writer import StoreWriter
+
+if TYPE_CHECKING:
+    from assay.registry.facade import Registry
+    from assay.serving.clients import Client
+
+__all__ = ["Service", "ServiceStats", "start_service"]
+
+log = logging.getLogger(__name__)
+
+#: Decision codes that say nothing about the version itself: retried on the next check.
+TRANSIENT = {"store-unreadable", "store-unreachable"}
+
+
+@dataclass
+class ServiceStats:
+    swaps: int = 0
+    refused: dict[str, str] = field(default_factory=dict)  # version -> reason
+    check_errors: int = 0
+    last_check_error: str | None = None
+    last_check: float = 0.0
+
+
+class Service:
+    """One served alias (``models:/NAME@ALIAS``) or pinned version (``models:/NAME/V``)."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        name: str,
+        *,
+        alias: str | None,
+        version: str | None = None,
+        interval: float = 3.0,
+        workdir: Path | None = None,
+    ) -> None:
+        self.registry = registry
+        self.name = name
+        self.alias = alias
+        self.pinned = version
+        self.interval = interval
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="assay-serve-"))
+        self.current: LoadedModel | None = None
+        self.policy: ServingPolicy = DEFAULT_SERVING
+        self.clients: dict[str, Client] = {}
+        self.limiter = Limiter()
+        self.writer = StoreWriter(registry)
+        self.stats = ServiceStats()
+        self.detector: Any = None  # assay.serving.extraction.Detector, set by start_service
+        self.marker: Any = None  # assay.serving.answer_marks.AnswerMarker
+        self.last_prune = 0.0
+        self._stop = threading.Event()
+        self._swap_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="assay-serve-follow", daemon=True)
+
+    # -- reads from the store ---------------------------------------------------------------
+
+    def target_version(self) -> str:
+        """The version the alias names now (read from MLflow), or the pinned version."""
+        if self.pinned is not None:
+            return self.pinned
+        from assay.registry.uri_verify import resolve_model_version
+
+        return resolve_model_version(self.registry, f"models:/{self.name}@{self.alias}")[1]
+
+    def refresh(self) -> None:
+        """Re-read policy and clients; errors leave the previous ones in force."""
+        from assay.serving.clients import client_table
+
+        self.policy = self.registry.policy().serving
+        self.clients = client_table(self.registry)
+
+    # -- swapping ---------------------------------------------------------------------------
+
+    def load_initial(self) -> LoadedModel:
+        """The first load: a refusal raises (``IntegrityError``: nothing serves)."""
+        self.refresh()
+        version = self.target_version()
+        try:
+            loaded = load_verified(
+                self.registry, self.name, version, alias=self.alias, workdir=self.workdir
+            )
+        except Refused as exc:
+            exc.decision.raise_if_refused()
+            raise
+        self.current = loaded
+        from assay.serving.querylog import rows_today
+
+        self.limiter = Limiter(rows_today(self.registry, self.name))
+        return loaded
+
+    def check_once(self) -> str | None:
+        """One follower step; the version now serving (None when nothing changed or failed)."""
+        with self._swap_lock:
+            self.stats.last_check = time.time()
+            try:
+                self.refresh()
+                version = self.target_version()
+            except (AssayError, OSError) as exc:
+                self._check_failed(exc)
+                return None
+            current = self.current
+            if current is not None and version == current.version:
+                self.stats.refused.clear()  # the alias is back: a later move is decided afresh
+                return None
+            if version in self.stats.refused:
+                return None
+            try:
+                loaded = load_verified(
+                    self.registry, self.name, version, alias=self.alias, workdir=self.workdir
+                )
+            except Refused as exc:
+                self._refused(version, exc.decision.code, exc.decision.reason)
+                return None
+            except (AssayError, OSError) as exc:
+                self._check_failed(exc)
+                return None
+            except Exception as exc:  # noqa: BLE001 - a model that fails to load is refused
+                self._refused(version, "load-failed", " ".join(str(exc).split())[:300])
+                return None
+            self.current = loaded
+            self.stats.swaps += 1
+            self._audit(
+                "serve.swap",
+                {"from": current.version if current else None, "to": loaded.version},
+                version,
+            )
+            log.info("serving %s/%s (was %s)", self.name, version, current and current.version)
+            if current is not None:
+                threading.Timer(30.0, current.discard).start()  # after in-flight requests
+            return loaded.version
+
+    def _check_failed(self, exc: BaseException) -> None:
+        self.stats.check_errors += 1
+        self.stats.last_check_error = " ".join(str(exc).split())[:300]
+        log.warning(
+            "serving: cannot check %s: %s (still serving the loaded version)",
+            self.name,
+            self.stats.last_check_error,
+        )
+
+    def _refused(self, version: str, code: str, reason: str) -> None:
+        log.warning("serving: refusing to swap to %s/%s: %s", self.name, version, reason)
+        if code not in TRANSIENT:
+            self.stats.refused[version] = reason
+        serving = self.current.version if self.current else None
+        self._audit(
+            "serve.swap-refused", {"code": code, "reason": reason, "serving": serving}, version
+        )
+
+    def _audit(self, action: str, payload: dict[str, Any], version: str) -> None:
+        from assay.registry.version_record import display
+
+        subject = display("model", self.name, version)
+        body = {"alias": self.alias, **payload}
+        self.writer.put(lambda s: self.registry.record(s, action, subject, body), important=True)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def prune_if_due(self, every_s: float = 3600.0) -> None:
+        """Queue the query log's retention prune, at most once per ``every_s``."""
+        from assay.serving.querylog import prune_job
+
+        now = time.monotonic()
+        if now - self.last_prune >= every_s:
+            self.last_prune = now
+            self.writer.put(prune_job(self.policy.retention_days))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.check_once()
+                self.prune_if_due()
+            except Exception:  # noqa: BLE001 - the follower must never die
+                log.exception("serving: alias check failed")
+
+    def start(self) -> Service:
+        self.writer.start()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(30)
+        self.writer.stop()
+
+
+def start_service(
+    registry: Registry, uri: str, *, interval: float = 3.0, workdir: Path | None = None
+) -> Service:
+    """Load ``models:/NAME@ALIAS`` (or ``/V``) through the decision and start following it."""
+    from assay.registry.refs import parse_model_ref
+    from assay.serving.answer_marks import AnswerMarker
+    from assay.serving.extraction import Detector
+
+    ref = parse_model_ref(uri)
+    service = Service(
+        registry, ref.name, alias=ref.alias, version=ref.version, interval=interval, workdir=workdir
+    )
+    service.load_initial()
+    service.detector = Detector(service)
+    service.marker = AnswerMarker.for_registry(registry)
+    return service.start()
