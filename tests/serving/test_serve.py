@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pg_helpers import STORE_BACKENDS, drop_database, fresh_database
 from serve_fixtures import (
     CLEARED,
     POLICY,
@@ -26,6 +25,7 @@ from serve_fixtures import (
     save_iris_model,
     wait_for,
 )
+from store_backends import STORE_BACKENDS, drop_database, fresh_database
 
 pytestmark = pytest.mark.slow
 
