@@ -121,12 +121,31 @@ def load_classifier(model_dir: Path, gate: str) -> Classifier:
         import mlflow.pytorch
 
         model = mlflow.pytorch.load_model(str(root), map_location="cpu")
-        model.eval()
+        try:
+            model.eval()
+        except NotImplementedError:  # MLflow's pt2 (torch.export) modules refuse eval()
+            model = _frozen(model)
         return Classifier("torch", model, None)
     shown = ", ".join(sorted(flavors)) or "none"
     raise CannotRun(
         f"gate {gate}: the model is neither sklearn nor torch (MLflow flavors: {shown})"
     )
+
+
+def _frozen(program: Any) -> Any:
+    """An ``nn.Module`` calling an exported program that refuses ``train()``/``eval()``: the
+    program is kept out of the module tree, so ART's ``eval()`` does not reach it."""
+    import torch
+
+    class Frozen(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self._call = [program]
+
+        def forward(self, x: Any) -> Any:
+            return self._call[0](x)
+
+    return Frozen()
 
 
 def sample(table: Any, y: Any, max_rows: int, seed: int = 0) -> tuple[Any, Any]:

@@ -11,6 +11,7 @@ pickle that cannot be walked or is larger than the scan's bounds.
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import pickletools
 import zipfile
@@ -59,6 +60,16 @@ class PickleReport:
         }
 
 
+def _py3_name(module: str, name: str) -> str:
+    """``module.name`` as Python 3 imports it (protocol 0-2 pickles spell some the Python 2
+    way; the unpickler maps them, so the scan does too)."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+    elif module in _compat_pickle.IMPORT_MAPPING:
+        module = _compat_pickle.IMPORT_MAPPING[module]
+    return f"{module}.{name}"
+
+
 def _walk(data: bytes, start: int) -> tuple[list[str], int]:
     """(globals named, offset after STOP) of the pickle at ``data[start:]``; nothing runs."""
     found: list[str] = []
@@ -73,11 +84,10 @@ def _walk(data: bytes, start: int) -> tuple[list[str], int]:
             raise ValueError(f"more than {MAX_OPCODES} opcodes")
         name, pushed = opcode.name, None
         if name in ("GLOBAL", "INST"):
-            module, _, attr = str(arg).partition(" ")
-            found.append(f"{module}.{attr}")
+            found.append(_py3_name(*str(arg).split(" ", 1)) if " " in str(arg) else str(arg))
         elif name == "STACK_GLOBAL":
             resolved = len(strings) >= 2
-            found.append(f"{strings[-2]}.{strings[-1]}" if resolved else "<unresolved>")
+            found.append(_py3_name(strings[-2], strings[-1]) if resolved else "<unresolved>")
             strings.clear()
         elif name in _STRING_OPS:
             pushed = arg.decode("latin-1") if isinstance(arg, bytes) else str(arg)

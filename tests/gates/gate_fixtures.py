@@ -51,8 +51,9 @@ def sklearn_model(root: Path, frame: Any, kind: str = "logistic", fmt: str = "sk
     return path
 
 
-def torch_model(root: Path, frame: Any, epochs: int = 60) -> Path:
-    """An MLflow pytorch model (a small MLP of torch.nn layers) fitted on the train rows."""
+def torch_model(root: Path, frame: Any, epochs: int = 60, fmt: str = "pickle") -> Path:
+    """An MLflow pytorch model (a small MLP of torch.nn layers) fitted on the train rows
+    (``fmt``: ``pickle``, the whole module, or ``pt2``, an exported program)."""
     import mlflow.pytorch
     import torch
 
@@ -67,7 +68,7 @@ def torch_model(root: Path, frame: Any, epochs: int = 60) -> Path:
         torch.nn.functional.cross_entropy(net(x), y).backward()
         opt.step()
     path = root / f"torch-{next(_counter)}"
-    mlflow.pytorch.save_model(net, str(path), input_example=x[:2].numpy())
+    mlflow.pytorch.save_model(net, str(path), serialization_format=fmt, input_example=x[:2].numpy())
     return path
 
 

@@ -232,6 +232,12 @@ def test_torch_classifier_robustness_and_backdoor(world, tmp_path):
     # mlflow.pytorch pickles the whole module: torch.nn classes are outside the allow-list.
     assert by["pickle-scan"].status == "failed"
     assert any("torch.nn.modules" in g for g in by["pickle-scan"].metrics["refused_globals"])
+    # MLflow's pt2 format (an exported program) is measured too.
+    exported = fx.unique("pt2")
+    ev = gf.register(registry, exported, gf.torch_model(tmp_path, frame, fmt="pt2"), data)
+    (result,) = run_gates(registry, f"models:/{exported}/{ev}", ["robustness"]).results
+    assert result.status in ("passed", "failed"), result.detail
+    assert result.metrics["clean_accuracy"] > 0.8
 
 
 class _Raises:
