@@ -109,3 +109,53 @@ def list_cmd(app: AppContext, as_json: bool) -> None:
 
     names = available()
     app.emit({"gates": names}, as_json, lambda c: c.print("\n".join(names), markup=False))
+
+
+@click.command("bom")
+@click.argument("model")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["cyclonedx-json"]),
+    default="cyclonedx-json",
+    show_default=True,
+    help="BOM format.",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the BOM here.")
+@click.option(
+    "--provenance",
+    type=click.Path(dir_okay=False),
+    help="Write the signed in-toto/SLSA provenance (DSSE envelope) here.",
+)
+@json_option
+@click.pass_obj
+def bom_cmd(
+    app: AppContext,
+    model: str,
+    fmt: str,
+    output: str | None,
+    provenance: str | None,
+    as_json: bool,
+) -> None:
+    """A CycloneDX 1.6 ML-BOM of MODEL (models:/NAME/V): model card with datasets, lineage,
+    signatures, gate evidence and watermark fingerprint; and an in-toto/SLSA provenance
+    statement over its bytes, signed by assay's key. Without -o the BOM goes to stdout;
+    --json prints both."""
+    import json
+    from pathlib import Path
+
+    from assay.gates.bom import build_bom
+    from assay.registry.fsutil import atomic_write
+
+    result = build_bom(open_registry(app), model)
+    text = json.dumps(result.bom, indent=2, sort_keys=True) + "\n"
+    if output:
+        atomic_write(Path(output), text.encode("utf-8"))
+    if provenance:
+        atomic_write(Path(provenance), result.provenance.encode("utf-8"))
+    if as_json:
+        app.emit(result.to_dict(), True, lambda c: None)
+    elif not output:
+        click.echo(text, nl=False)
+    else:
+        click.echo(f"wrote {output}" + (f" and {provenance}" if provenance else ""))

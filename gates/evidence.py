@@ -149,7 +149,11 @@ def gate_results(
     good: list[GateResult] = []
     for bundle, recorded_at in rows:
         result = _verified(bundle, recorded_at, trust, policy)
-        if result is not None and result.manifest_root == artifact.manifest_root:
+        if (
+            result is not None
+            and result.subject == subject
+            and result.manifest_root == artifact.manifest_root
+        ):
             good.append(result)
     return good, len(rows) - len(good)
 
