@@ -27,7 +27,7 @@ class BackdoorGate:
 
         p = context.params
         table = context.need_data(self.name)
-        clf = load_classifier(context.model_dir, self.name)
+        clf = load_classifier(context.model_dir, self.name, context.pickle_allow)
         if clf.kind != "torch":
             raise CannotRun(
                 f"gate backdoor needs a torch classifier (it reads activations); this model is "

@@ -38,6 +38,7 @@ class GateContext:
     params: dict[str, Any]
     data: Table | None = None
     data_ref: str | None = None
+    pickle_allow: list[str] = field(default_factory=list)  # policy's pickle-scan allow_globals
 
     def need_data(self, gate: str) -> Table:
         if self.data is None:

@@ -1,8 +1,10 @@
 """Loading a verified model folder as a classifier the gates can measure (sklearn or torch).
 
-Only folders MLflow wrote with the ``sklearn`` or ``pytorch`` flavor are loaded, and only after
+Only folders MLflow wrote with the ``sklearn`` or ``pytorch`` flavor are loaded, only after
 the runner verified them against the version's signature (the bytes that were checked are the
-bytes that load, as in ``assay.registry.loading``). Anything else cannot be measured: the gate
+bytes that load, as in ``assay.registry.loading``), and only when every pickle among them passes
+the pickle scan (so a cloudpickle or pickled-module model needs its globals accepted by the
+policy's ``pickle-scan`` ``allow_globals``; skops and pt2 formats hold none). Anything else cannot be measured: the gate
 says so in one line (:class:`CannotRun`).
 """
 
@@ -105,9 +107,27 @@ def _flavors(model_dir: Path, gate: str) -> tuple[Path, dict[str, Any]]:
     return path.parent, flavors
 
 
-def load_classifier(model_dir: Path, gate: str) -> Classifier:
-    """The sklearn or torch classifier in ``model_dir`` (verified by the caller)."""
+def _refuse_unsafe_pickles(model_dir: Path, gate: str, allow: list[str]) -> None:
+    """Loading unpickles: only when every pickle in the folder passes the pickle scan (assay's
+    allow-list plus the policy's ``pickle-scan`` ``allow_globals``)."""
+    from assay.gates.pickle_scan import scan_folder
+
+    for report in scan_folder(model_dir, allow=allow):
+        if report.error or report.refused:
+            why = report.error or f"names {', '.join(report.refused[:3])}"
+            raise CannotRun(
+                f"gate {gate} will not load the model: {report.path} {why} (outside the "
+                "allow-list; accept reviewed globals with the policy's pickle-scan allow_globals)"
+            )
+
+
+def load_classifier(
+    model_dir: Path, gate: str, pickle_allow: list[str] | None = None
+) -> Classifier:
+    """The sklearn or torch classifier in ``model_dir`` (verified by the caller), loaded only
+    if its pickles pass the pickle scan with ``pickle_allow``."""
     root, flavors = _flavors(Path(model_dir), gate)
+    _refuse_unsafe_pickles(root, gate, list(pickle_allow or []))
     if "sklearn" in flavors:
         import mlflow.sklearn
 

@@ -41,7 +41,7 @@ class PrivacyGate:
                 f"gate privacy needs a {column!r} column marking the rows the model was trained "
                 f"on ({p['member_value']!r}) and held-out rows"
             )
-        clf = load_classifier(context.model_dir, self.name)
+        clf = load_classifier(context.model_dir, self.name, context.pickle_allow)
         y = clf.targets(self.name, table)
         member = (table.frame[column].astype(str) == str(p["member_value"])).to_numpy()
         rng = np.random.default_rng(int(p["seed"]))

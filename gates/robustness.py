@@ -32,7 +32,7 @@ class RobustnessGate:
 
         p = context.params
         table = context.need_data(self.name)
-        clf = load_classifier(context.model_dir, self.name)
+        clf = load_classifier(context.model_dir, self.name, context.pickle_allow)
         y_all = clf.targets(self.name, table)
         x, y = sample(table, y_all, int(p["max_rows"]))
         estimator = clf.art(self.name, table, y)

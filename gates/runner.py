@@ -159,6 +159,8 @@ def run_gates(
     if record.status != "complete" or not record.manifest_root:
         raise AssayError(f"{subject} is a registration that never completed: nothing to measure")
     planned = _plan(registry, name, gates)
+    pickle_allow = registry.policy().gates.for_model(name).get("pickle-scan", {})
+    pickle_allow = [str(g) for g in pickle_allow.get("allow_globals", [])]
     data = _dataset_for(registry, name, version, data)
     root = Path(tempfile.mkdtemp(prefix="assay-gate-"))
     try:
@@ -184,6 +186,7 @@ def run_gates(
                     dict(params),
                     table,
                     data_subject,
+                    pickle_allow,
                 )
                 try:
                     outcome = gate.run(context)
