@@ -6,8 +6,9 @@
   clean tables. Issue targets: recall >= 0.8 and precision >= 0.6 at 10 %; clean <= 3 %.
 * BadNets triggers on digits (a 2x2 corner of maximal pixels, relabelled to class 0) at 1/5/10 %
   poison on a torch MLP: the share of poisoned rows each ART detector flags (activation
-  clustering, spectral signatures), and, over clean models, how often activation clustering
-  flags more than the backdoor gate's default ``max_suspect_rate`` (false alarms).
+  clustering confirmed by exclusionary reclassification: the gate's verdict; plain size-based
+  clustering; spectral signatures), and, over clean models, how often the verdict flags more
+  than the gate's default ``max_suspect_rate`` of 5 % (false alarms).
 * Scan time per table.
 
 Writes benchmarks/results/gates.json.
@@ -111,13 +112,15 @@ def _detect(net, x, y):
         nb_classes=10,
         clip_values=(0.0, 1.0),
         device_type="cpu",
+        optimizer=torch.optim.Adam(net.parameters(), lr=1e-3),
     )
     onehot = np.eye(10, dtype=np.float32)[y]
-    _, ac = ActivationDefence(est, x, onehot).detect_poison(
-        nb_clusters=2, reduce="PCA", nb_dims=2, cluster_analysis="smaller"
-    )
+    kw = {"nb_clusters": 2, "reduce": "PCA", "nb_dims": 10, "cluster_analysis": "smaller"}
+    _, size = ActivationDefence(est, x, onehot).detect_poison(**kw)
+    # the backdoor gate's verdict: clusters confirmed by exclusionary reclassification
+    _, ac = ActivationDefence(est, x, onehot).detect_poison(**kw, ex_re_threshold=1.0)
     _, ss = SpectralSignatureDefense(est, x, onehot, expected_pp_poison=0.1).detect_poison()
-    return 1 - np.asarray(ac), 1 - np.asarray(ss)
+    return 1 - np.asarray(ac), 1 - np.asarray(ss), 1 - np.asarray(size)
 
 
 def backdoors(clean_models: int) -> dict:
@@ -136,7 +139,7 @@ def backdoors(clean_models: int) -> dict:
             img[6:, 6:] = 1.0
         yp[pick] = 0
         net = _train(xp, yp, 0)
-        ac, ss = _detect(net, xp, yp)
+        ac, ss, size = _detect(net, xp, yp)
         poisoned = np.zeros(len(y), bool)
         poisoned[pick] = True
         rows.append(
@@ -144,6 +147,8 @@ def backdoors(clean_models: int) -> dict:
                 "poison_rate": rate,
                 "activation_clustering_recall": round(float(ac[poisoned].mean()), 4),
                 "activation_clustering_flagged_share": round(float(ac.mean()), 4),
+                "size_clustering_recall": round(float(size[poisoned].mean()), 4),
+                "size_clustering_flagged_share": round(float(size.mean()), 4),
                 "spectral_recall": round(float(ss[poisoned].mean()), 4),
                 "spectral_flagged_share": round(float(ss.mean()), 4),
             }
@@ -151,13 +156,13 @@ def backdoors(clean_models: int) -> dict:
     alarms, shares = 0, []
     for seed in range(clean_models):
         net = _train(x, y, seed)
-        ac, _ = _detect(net, x, y)
+        ac, _, _ = _detect(net, x, y)
         shares.append(float(ac.mean()))
         alarms += ac.mean() > 0.05
     return {
         "poisoned": rows,
         "clean_models": clean_models,
-        "clean_false_alarms_at_0.05": int(alarms),
+        "clean_false_alarms_at_0.05": int(alarms),  # activation clustering + reclassification
         "clean_flagged_share_median": round(float(np.median(shares)), 4),
     }
 

@@ -79,9 +79,12 @@ class Classifier:
         import torch
         from art.estimators.classification import PyTorchClassifier
 
+        params = [p for p in self.model.parameters() if p.requires_grad]
         return PyTorchClassifier(
             model=self.model,
             loss=torch.nn.CrossEntropyLoss(),
+            # ART refits clones (exclusionary reclassification) with it; the model is not trained
+            optimizer=torch.optim.Adam(params, lr=1e-3) if params else None,
             input_shape=tuple(table.x.shape[1:]),
             nb_classes=self.nb_classes(table, y),
             clip_values=clip,
