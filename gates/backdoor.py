@@ -7,7 +7,8 @@ verdict: the gate passes when the share of rows it flags is at most ``max_suspec
 size-based clustering (which flags about a third of the rows of clean models too) and spectral
 signatures (which always flag about ``1.5 x expected_poison`` of each class) are reported
 alongside. Needs a torch classifier with trainable parameters (activations, refitting).
-``benchmarks/bench_gates.py`` measures how well this detects BadNets triggers.
+``benchmarks/bench_gates.py`` measures it on BadNets triggers in digits with an MLP: it does not
+detect them there and flags clean models' rows too (README, Benchmarks): read it, do not rely on it.
 """
 
 from __future__ import annotations
