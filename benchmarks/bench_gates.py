@@ -9,7 +9,7 @@
   clustering confirmed by exclusionary reclassification: the gate's verdict; plain size-based
   clustering; spectral signatures), and, over clean models, how often the verdict flags more
   than the gate's default ``max_suspect_rate`` of 5 % (false alarms).
-* Scan time per table.
+* Scan time per table, and seconds per gate run on a registered sklearn and torch model.
 
 Writes benchmarks/results/gates.json.
 """
@@ -167,6 +167,60 @@ def backdoors(clean_models: int) -> dict:
     }
 
 
+def gate_times() -> dict:
+    """Seconds per gate on a registered sklearn logistic regression and torch MLP (400-row
+    table, 8 features), in a throw-away ASSAY_HOME; each includes download and verification."""
+    import os
+    import tempfile
+
+    tests = Path(__file__).resolve().parents[1] / "tests"
+    sys.path[:0] = [str(tests / "gates")]
+    import gate_fixtures as gf
+
+    from assay.core.settings import Settings
+    from assay.gates.runner import run_gates
+    from assay.registry.facade import Registry
+    from assay.registry.policy import parse_policy_text
+    from assay.registry.policy_service import set_policy
+
+    root = Path(tempfile.mkdtemp(prefix="assay-bench-gates-"))
+    for var in ("ASSAY_DB_URL", "MLFLOW_TRACKING_URI", "ASSAY_KEY", "ASSAY_KEY_PASSPHRASE"):
+        os.environ.pop(var, None)
+    os.environ["ASSAY_HOME"] = str(root / "home")
+    Registry.initialise(Settings.from_env())
+    registry = Registry.open(Settings.from_env())
+    path, frame = gf.table(root)
+    data = gf.register_table(registry, "bench-table", path)
+    set_policy(
+        registry,
+        parse_policy_text(
+            "gates:\n  bench-torch: {pickle-scan: {allow_globals: [torch.nn.modules.*]}}\n"
+        ),
+    )
+    out: dict = {}
+    for name, model, gates in (
+        (
+            "bench-sklearn",
+            gf.sklearn_model(root, frame),
+            ("pickle-scan", "robustness", "label-issues", "privacy"),
+        ),
+        (
+            "bench-torch",
+            gf.torch_model(root, frame),
+            ("pickle-scan", "robustness", "privacy", "backdoor"),
+        ),
+    ):
+        version = gf.register(registry, name, model, data)
+        for gate in gates:
+            start = time.perf_counter()
+            (result,) = run_gates(registry, f"models:/{name}/{version}", [gate]).results
+            out[f"{name}:{gate}"] = {
+                "seconds": round(time.perf_counter() - start, 2),
+                "status": result.status,
+            }
+    return out
+
+
 def main() -> None:
     flips = label_flips()
     summary = {}
@@ -182,11 +236,16 @@ def main() -> None:
                     "precision_mean": round(float(np.mean([r["precision"] or 0 for r in rows])), 4),
                 }
     clean_models = int(sys.argv[1]) if len(sys.argv) > 1 else 20
-    payload = {"label_flips": flips, "summary": summary, "backdoor": backdoors(clean_models)}
+    payload = {
+        "label_flips": flips,
+        "summary": summary,
+        "backdoor": backdoors(clean_models),
+        "gate_seconds": gate_times(),
+    }
     path = write_result("gates", payload)
     import json
 
-    print(json.dumps({"summary": summary, "backdoor": payload["backdoor"]}, indent=1))
+    print(json.dumps({k: v for k, v in payload.items() if k != "label_flips"}, indent=1))
     print(f"wrote {path}")
 
 
