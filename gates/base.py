@@ -39,8 +39,11 @@ class GateContext:
     data: Table | None = None
     data_ref: str | None = None
     pickle_allow: list[str] = field(default_factory=list)  # policy's pickle-scan allow_globals
+    data_error: str | None = None  # why the model's own dataset could not be read as a table
 
     def need_data(self, gate: str) -> Table:
+        if self.data is None and self.data_error:
+            raise CannotRun(f"gate {gate}: {self.data_ref}: {self.data_error}")
         if self.data is None:
             raise CannotRun(
                 f"gate {gate} needs a dataset: pass --data dataset:NAME@V (a table with the "

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from assay.core.errors import AssayError, ConfigError, IntegrityError
+from assay.core.errors import AssayError, ConfigError, FormatError, IntegrityError
 
 if TYPE_CHECKING:
     from assay.gates.base import GateResult
@@ -161,6 +161,7 @@ def run_gates(
     planned = _plan(registry, name, gates)
     pickle_allow = registry.policy().gates.for_model(name).get("pickle-scan", {})
     pickle_allow = [str(g) for g in pickle_allow.get("allow_globals", [])]
+    explicit = data is not None
     data = _dataset_for(registry, name, version, data)
     root = Path(tempfile.mkdtemp(prefix="assay-gate-"))
     try:
@@ -168,9 +169,15 @@ def run_gates(
         report = verify_local_copy(registry, name, version, local)
         if not report.ok:
             raise IntegrityError(f"{subject} does not verify: {_one_line(report.summary())}")
-        table, data_subject, data_root = None, None, None
+        table, data_subject, data_root, data_error = None, None, None, None
         if data is not None:
-            data_subject, data_root, table = _read_dataset(registry, data, label_column, root)
+            try:
+                data_subject, data_root, table = _read_dataset(registry, data, label_column, root)
+            except FormatError as exc:
+                if explicit:  # --data names a table: a bad one is the caller's error
+                    raise
+                # the model's own trained-on dataset: only the gates that need a table fail
+                data_subject, data_error = data, _one_line(exc)
         run = GateRun(subject, record.manifest_root, data_subject)
         for gate_name, gate, params in planned:
             status, metrics, detail = "error", {}, ""
@@ -187,6 +194,7 @@ def run_gates(
                     table,
                     data_subject,
                     pickle_allow,
+                    data_error,
                 )
                 try:
                     outcome = gate.run(context)

@@ -313,3 +313,19 @@ def test_bad_input_is_one_line_and_records_nothing(world, sk, tmp_path):
         run_gates(registry, uri, ["robustness"], data=data)
     gate_events = [e for e in registry.audit_events()[before:] if e["action"] == "gate.result"]
     assert gate_events == []
+
+
+def test_a_non_table_trained_on_dataset_fails_only_the_gates_that_need_it(world, tmp_path):
+    from assay.gates.runner import run_gates
+
+    registry = world[1]
+    ds = fx.unique("files")
+    ds_version = fx.dataset(registry, ds, tmp_path)  # a folder of bytes, not a table
+    name = fx.unique("lineage")
+    version = fx.model(registry, name, tmp_path, datasets=(f"{ds}@{ds_version}",))
+    run = run_gates(registry, f"models:/{name}/{version}", ["pickle-scan", "label-issues"])
+    by = {r.gate: r for r in run.results}
+    assert by["pickle-scan"].status == "passed"
+    assert by["label-issues"].status == "error"
+    assert "is neither CSV nor Parquet" in by["label-issues"].detail
+    assert by["label-issues"].data == f"dataset:{ds}@{ds_version}"
