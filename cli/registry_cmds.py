@@ -230,6 +230,13 @@ def unfreeze_cmd(app: AppContext, name: str, reason: str | None, as_json: bool) 
     app.emit(result.to_dict(), as_json, lambda c: c.print(f"{esc(name)}: {verb}"))
 
 
+def _gates_cell(gates: dict[str, str]) -> str:
+    """``3 passed``, or the gates that did not pass first: ``label-issues failed, 2 passed``."""
+    bad = [f"{g} {s}" for g, s in gates.items() if s != "passed"]
+    good = len(gates) - len(bad)
+    return ", ".join(bad + ([f"{good} passed"] if good else []))
+
+
 def _render_status(console, report) -> None:
     from assay.registry.versions import version_key  # loaded with assay.registry.status
 
@@ -269,7 +276,7 @@ def _render_status(console, report) -> None:
                     short(r.manifest_root),
                     ", ".join(r.datasets),
                     ", ".join(r.parents),
-                    ", ".join(f"{g} {st}" for g, st in vs.gates.items()),
+                    _gates_cell(vs.gates),
                 )
             )
         serving = {}
