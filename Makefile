@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[watermark,torch,onnx,mlflow,postgres,dev]"
+	$(PIP) install -q -e ".[watermark,torch,onnx,mlflow,postgres,gates,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

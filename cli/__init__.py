@@ -2,6 +2,7 @@
 
 from assay.cli.app import cli, main
 from assay.cli.audit_cmds import audit
+from assay.cli.gate_cmds import bom_cmd, gate
 from assay.cli.incident_cmds import incident, playbook
 from assay.cli.init_cmd import init
 from assay.cli.key_cmds import key
@@ -28,6 +29,8 @@ for _command in (
     audit,
     policy,
     serve,
+    gate,
+    bom_cmd,
 ):
     cli.add_command(_command)
 for _command in REGISTRY_COMMANDS:

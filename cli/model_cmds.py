@@ -104,26 +104,82 @@ def register(
 
 @click.group("dataset")
 def dataset() -> None:
-    """Register, list and show dataset versions."""
+    """Register, list, show and scan dataset versions."""
 
 
 @dataset.command("register")
 @click.argument("name")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--scan", is_flag=True, help="Scan the table (see `dataset scan`) and record it.")
+@click.option("--label-column", default="label", show_default=True, help="Label column (--scan).")
 @json_option
 @click.pass_obj
-def dataset_register(app: AppContext, name: str, path: Path, as_json: bool) -> None:
-    """Hash, sign and store PATH as the next version of dataset NAME."""
+def dataset_register(
+    app: AppContext, name: str, path: Path, scan: bool, label_column: str, as_json: bool
+) -> None:
+    """Hash, sign and store PATH as the next version of dataset NAME.
+
+    With --scan the table is read first (nothing is registered if it is not a table with the
+    label column), then the stored, verified copy is scanned and the scan recorded.
+    """
     from assay.registry.datasets import register_dataset
 
     registry = open_registry(app)
+    if scan:
+        from assay.gates.tables import read_table
+
+        read_table(path, label_column)
     with byte_progress(f"hashing {path.name}", enabled=None if not as_json else False) as advance:
         record = register_dataset(registry, name, path, progress=advance)
-    app.emit(
-        record.to_dict(),
-        as_json,
-        lambda c: c.print(f"registered {esc(record.ref)} (manifest {short(record.manifest_root)})"),
+    doc = record.to_dict()
+    if scan:
+        from assay.gates.dataset_scan import scan_dataset
+
+        doc["scan"] = scan_dataset(
+            registry, f"{record.name}@{record.version}", label_column
+        ).to_dict()
+
+    def render(c) -> None:
+        c.print(f"registered {esc(record.ref)} (manifest {short(record.manifest_root)})")
+        if scan:
+            _render_scan(c, doc["scan"])
+
+    app.emit(doc, as_json, render)
+
+
+def _render_scan(console, doc) -> None:
+    console.print(
+        f"{doc['subject']}: {doc['rows']} rows, label issues {doc['label_issue_rate']:.1%} "
+        f"({len(doc['suspect_rows'])} suspect rows), {doc['duplicates']} duplicates "
+        f"({doc['conflicting_duplicates']} with conflicting labels), "
+        f"{doc['near_duplicates']} near-duplicates",
+        markup=False,
     )
+    shift = doc.get("shift")
+    if shift and "error" not in shift:
+        console.print(
+            f"shift vs {shift['against']}: max KS {shift['max_ks']:.3f} "
+            f"({shift['max_ks_column']}), label TVD {shift['label_tvd']:.3f}",
+            markup=False,
+        )
+    for row in doc["suspect_rows"][:10]:
+        console.print(
+            f"  row {row['row']}: label {row['label']} score {row['score']:.3f}", markup=False
+        )
+
+
+@dataset.command("scan")
+@click.argument("ref", metavar="dataset:NAME@V")
+@click.option("--label-column", required=True, help="The column holding the labels.")
+@json_option
+@click.pass_obj
+def dataset_scan(app: AppContext, ref: str, label_column: str, as_json: bool) -> None:
+    """Label issues (cleanlab), duplicates and shift vs the previous version of a CSV/Parquet
+    dataset version; `suspect_rows` in --json lists every suspect row with its score."""
+    from assay.gates.dataset_scan import scan_dataset
+
+    doc = scan_dataset(open_registry(app), ref, label_column).to_dict()
+    app.emit(doc, as_json, lambda c: _render_scan(c, doc))
 
 
 def _render_versions(console, records) -> None:

@@ -39,6 +39,8 @@ def _render(policy_obj):
         console.print(f"signing:           {signing['hash']}{shards}", markup=False)
         if "serving" in doc:  # assay serve's section, when set (--json shows every key)
             console.print(f"serving:           {json.dumps(doc['serving'])}", markup=False)
+        for model, gates in doc.get("gates", {}).items():
+            console.print(f"gates for {model}: {', '.join(gates)}", markup=False)
 
     return render
 

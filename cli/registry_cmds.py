@@ -37,6 +37,11 @@ def _split_kind(name: str) -> tuple[str, str]:
 @click.argument("state", type=click.Choice(STATE_CHOICES))
 @click.option("--reason", required=True, help="Why (recorded in the history and audit log).")
 @click.option("--incident", "incident_id", metavar="ID", help="Incident this change belongs to.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="known-good without the policy's passing gate results (recorded with --reason).",
+)
 @json_option
 @click.pass_obj
 def mark_cmd(
@@ -46,20 +51,30 @@ def mark_cmd(
     state: str,
     reason: str,
     incident_id: str | None,
+    force: bool,
     as_json: bool,
 ) -> None:
     """Set the STATE of model NAME's VERSION (dataset:NAME for a dataset version).
 
     known-good needs clean lineage (no quarantined or compromised dataset or parent) and a
     verification that passes now: the bytes are re-read from the artifact store (exit 3 if they
-    do not verify). quarantined and compromised are always accepted. Every change is kept in the
+    do not verify), and passing `assay gate run` results for those bytes of every gate the
+    policy's gates: section requires of the model (--force --reason overrides only the gates,
+    and is recorded). quarantined and compromised are always accepted. Every change is kept in the
     version's history and the audit log, and mirrored to the assay.state tag in MLflow.
     """
     from assay.registry.states import mark
 
     kind, bare = _split_kind(name)
     record = mark(
-        open_registry(app), bare, version, state, reason=reason, incident_id=incident_id, kind=kind
+        open_registry(app),
+        bare,
+        version,
+        state,
+        reason=reason,
+        incident_id=incident_id,
+        kind=kind,
+        force=force,
     )
     app.emit(
         record.to_dict(),
@@ -215,6 +230,13 @@ def unfreeze_cmd(app: AppContext, name: str, reason: str | None, as_json: bool) 
     app.emit(result.to_dict(), as_json, lambda c: c.print(f"{esc(name)}: {verb}"))
 
 
+def _gates_cell(gates: dict[str, str]) -> str:
+    """``3 passed``, or the gates that did not pass first: ``label-issues failed, 2 passed``."""
+    bad = [f"{g} {s}" for g, s in gates.items() if s != "passed"]
+    good = len(gates) - len(bad)
+    return ", ".join(bad + ([f"{good} passed"] if good else []))
+
+
 def _render_status(console, report) -> None:
     from assay.registry.versions import version_key  # loaded with assay.registry.status
 
@@ -233,6 +255,7 @@ def _render_status(console, report) -> None:
             "manifest",
             "datasets",
             "parents",
+            "gates",
             title=title,
             title_justify="left",
         )
@@ -253,6 +276,7 @@ def _render_status(console, report) -> None:
                     short(r.manifest_root),
                     ", ".join(r.datasets),
                     ", ".join(r.parents),
+                    _gates_cell(vs.gates),
                 )
             )
         serving = {}
@@ -260,7 +284,7 @@ def _render_status(console, report) -> None:
             serving.setdefault(version, []).append(alias)
         for version in model.pending:  # in MLflow only, never recorded: it cannot load
             state = styled("[yellow]pending-registration[/yellow]")
-            rows.append((version, state, ", ".join(serving.get(version, [])), "", "", "", ""))
+            rows.append((version, state, ", ".join(serving.get(version, [])), "", "", "", "", ""))
         for row in sorted(rows, key=lambda row: version_key(row[0])):
             table.add_row(*row)
         console.print(table)

@@ -18,6 +18,9 @@ A policy is a small YAML (or JSON) document::
     signing:                      # how `assay sign` hashes unless told otherwise
       hash: sha256                # sha256 | blake2b | blake3
       shard_size: null            # bytes: OMS shard serialization (not with blake3)
+    gates:                        # measured checks known-good needs, per model name or "*"
+      "*": {pickle-scan: {}}
+      fraud: {robustness: {eps: 0.1, min_accuracy: 0.7}, privacy: {max_auc: 0.6}}
 
 ``assay policy set FILE`` stores it as a signed statement (``urn:assay:policy:v1``) whose signer
 must hold the ``admin`` role in the trust list; a policy row that does not verify is tampering and
@@ -27,6 +30,8 @@ YAML anchors and aliases are refused (no expansion bombs), and so are unknown ke
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -46,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ACTIONS",
     "DEFAULT_POLICY",
+    "GatesPolicy",
     "MODES",
     "POLICY_SUBJECT",
     "PREDICATE_TYPE",
@@ -72,7 +78,15 @@ ACTIONS: dict[str, str] = {
     "serve-clients": "responder",  # assay serve's API clients: add, revoke, block, throttle
 }
 MAX_POLICY_BYTES = 64 * 1024
-_KEYS = {"enforcement", "protected_aliases", "allow_unmanaged", "roles", "signing", "serving"}
+_KEYS = {
+    "enforcement",
+    "protected_aliases",
+    "allow_unmanaged",
+    "roles",
+    "signing",
+    "serving",
+    "gates",
+}
 #: Hash types a policy may name for signing (OMS / model_signing 1.1.1 names).
 SIGNING_HASHES = ("sha256", "blake2b", "blake3")
 _SIGNING_KEYS = {"hash", "shard_size"}
@@ -110,6 +124,73 @@ class SigningPolicy:
         return cls(hash=algorithm, shard_size=size)
 
 
+_GATE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_MAX_GATE_PARAMS = 32
+
+
+@dataclass(frozen=True)
+class GatesPolicy:
+    """``gates:``: the gates (with their thresholds) ``known-good`` needs, per model or ``*``.
+
+    A model needs the gates of ``*`` and of its own entry (its own parameters win for a gate
+    both name). Parameters are scalars or lists of strings; each gate checks its own.
+    """
+
+    required: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def for_model(self, name: str) -> dict[str, dict[str, Any]]:
+        """Gate name -> parameters that ``name`` must pass."""
+        return {**self.required.get("*", {}), **self.required.get(name, {})}
+
+    def document(self) -> dict[str, Any]:
+        return {m: {g: dict(p) for g, p in sorted(gs.items())} for m, gs in self.required.items()}
+
+
+def _gate_param(value: Any, where: str) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FormatError(f"policy: {where} must be a finite number")
+    if isinstance(value, bool | int | float | str) and not (
+        isinstance(value, str) and len(value) > 200
+    ):
+        return value
+    if isinstance(value, list) and len(value) <= 100 and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise FormatError(f"policy: {where} must be a number, true/false, text or a list of names")
+
+
+def gates_from_document(data: Any) -> GatesPolicy:
+    """The ``gates:`` section, parsed strictly (``FormatError`` naming the first problem)."""
+    if data is None:
+        return GatesPolicy()
+    if not isinstance(data, dict) or len(data) > 1000:
+        raise FormatError("policy: gates must map model names (or '*') to gates")
+    required: dict[str, dict[str, dict[str, Any]]] = {}
+    for model, gates in data.items():
+        if not isinstance(model, str) or not model.strip():
+            raise FormatError("policy: gates: model names must be text")
+        if gates is None:
+            gates = {}
+        if isinstance(gates, list):
+            gates = {g: {} for g in _strings(gates, f"gates: {model}")}
+        if not isinstance(gates, dict) or len(gates) > 50:
+            raise FormatError(f"policy: gates: {model} must map gate names to parameters")
+        entry: dict[str, dict[str, Any]] = {}
+        for gate, params in gates.items():
+            if not isinstance(gate, str) or not _GATE_NAME.fullmatch(gate):
+                raise FormatError(f"policy: gates: {model}: {str(gate)[:40]!r} is not a gate name")
+            params = {} if params is None else params
+            if not isinstance(params, dict) or len(params) > _MAX_GATE_PARAMS:
+                raise FormatError(f"policy: gates: {model}: {gate} needs a mapping of parameters")
+            checked = {}
+            for key, value in params.items():
+                if not isinstance(key, str) or not _GATE_NAME.fullmatch(key.replace("_", "-")):
+                    raise FormatError(f"policy: gates: {model}: {gate}: bad parameter name")
+                checked[key] = _gate_param(value, f"gates: {model}: {gate}: {key}")
+            entry[gate] = checked
+        required[model.strip()] = entry
+    return GatesPolicy(required)
+
+
 @dataclass(frozen=True)
 class Policy:
     """The policy in force; ``serial`` 0 is the built-in default."""
@@ -120,6 +201,7 @@ class Policy:
     roles: dict[str, str] = field(default_factory=lambda: dict(ACTIONS))
     signing: SigningPolicy = field(default_factory=SigningPolicy)
     serving: ServingPolicy = DEFAULT_SERVING  # assay serve (registry/serving_policy.py)
+    gates: GatesPolicy = field(default_factory=GatesPolicy)
     serial: int = 0
     signed_by: str | None = None
     issued_at: datetime | None = None
@@ -141,6 +223,8 @@ class Policy:
         }
         if self.serving != DEFAULT_SERVING:  # absent when default: older documents unchanged
             doc["serving"] = self.serving.document()
+        if self.gates.required:  # absent when empty: older policies keep their digest
+            doc["gates"] = self.gates.document()
         return doc
 
     def to_dict(self) -> dict[str, Any]:
@@ -218,6 +302,7 @@ def policy_from_document(data: Any) -> Policy:
         roles[action] = role
     protected = _strings(data.get("protected_aliases", ["production"]), "protected_aliases")
     serving = parse_serving(data.get("serving"))
+    gates = gates_from_document(data.get("gates"))
     return Policy(
         enforcement=mode,
         protected_aliases=protected,
@@ -225,6 +310,7 @@ def policy_from_document(data: Any) -> Policy:
         roles=roles,
         signing=SigningPolicy.parse(data.get("signing")),
         serving=serving,
+        gates=gates,
     )
 
 

@@ -193,13 +193,16 @@ def mark(
     reason: str | None,
     incident_id: str | None = None,
     kind: str = "model",
+    force: bool = False,
 ) -> VersionRecord:
     """Set the state of a version (``kind`` model or dataset) and mirror it into MLflow.
 
     ``known-good`` needs a complete registration, clean lineage (no quarantined or compromised
-    dataset or parent, transitively: RefusedError naming it) and a verification that passes now
-    (IntegrityError, exit 3, otherwise). Bad states are always accepted. Re-marking a version
-    with its current state changes nothing.
+    dataset or parent, transitively: RefusedError naming it), a verification that passes now
+    (IntegrityError, exit 3, otherwise) and, for a model, a passing signed result for these bytes
+    of every gate the policy's ``gates:`` section requires (RefusedError naming the missing ones;
+    ``force`` with a reason overrides only this, recorded as a ``gate.override`` audit event).
+    Bad states are always accepted. Re-marking a version with its current state changes nothing.
     """
     if state not in STATES:
         raise AssayError(f"unknown state {state!r}: use one of {', '.join(STATES)}")
@@ -224,8 +227,24 @@ def mark(
         ok, summary = _verify(registry, kind, name, version)
         if not ok:
             raise IntegrityError(f"refusing to mark {subject} known-good: {summary}")
+    if force and not (reason and reason.strip()):
+        raise AssayError("--force needs --reason: a forced known-good is recorded with its reason")
     with registry.store.session() as session:
         artifact = require_artifact(session, kind, name, version)
+        if state == "known-good" and kind == "model":
+            from assay.gates.evidence import missing_gates
+
+            missing = missing_gates(registry, session, artifact)
+            if missing and not force:
+                raise RefusedError(
+                    f"refusing to mark {subject} known-good: the policy's gates have not passed "
+                    f"for these bytes: {'; '.join(missing)} (`assay gate run {subject}`, or "
+                    "--force --reason)"
+                )
+            if missing:
+                registry.record(
+                    session, "gate.override", subject, {"missing": missing, "reason": reason}
+                )
         set_state(registry, session, artifact, state, reason=reason, incident_id=incident_id)
         record = record_of(session, artifact)
     if kind == "model":  # also when unchanged: repairs a tag an earlier failure left stale

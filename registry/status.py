@@ -108,6 +108,7 @@ class VersionStatus:
     aliases: list[str] = field(default_factory=list)
     in_mlflow: bool = True
     verified: bool | None = None  # deep only
+    gates: dict[str, str] = field(default_factory=dict)  # gate -> status of its newest result
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -115,6 +116,7 @@ class VersionStatus:
             "aliases": self.aliases,
             "in_mlflow": self.in_mlflow,
             "verified": self.verified,
+            "gates": self.gates,
         }
 
 
@@ -389,6 +391,7 @@ def status(registry: Registry, name: str | None = None, *, deep: bool = False) -
             )
         )
 
+    _attach_gates(registry, report)
     if name is None:
         for model in backend.list_models():
             if model in set(known):
@@ -538,6 +541,21 @@ def _model_status(
                 )
             )
     return model
+
+
+def _attach_gates(registry: Registry, report: StatusReport) -> None:
+    """Each version's newest verifying gate results for its bytes (``assay gate run``)."""
+    from assay.gates.evidence import gate_summary, has_gate_results
+    from assay.registry.versions import find_artifact
+
+    with registry.store.session(readonly=True) as session:
+        if not has_gate_results(session):
+            return
+        for model in report.models:
+            for vs in model.versions:
+                artifact = find_artifact(session, "model", model.name, vs.record.version)
+                if artifact is not None:
+                    vs.gates = gate_summary(registry, session, artifact)
 
 
 def _deep_check(registry: Registry, name: str, version: str) -> tuple[bool, str]:

@@ -314,6 +314,11 @@ def verify_dataset(
     return _verify_artifact(RegistryReads(registry), "dataset", name, version, progress=progress)
 
 
+def verify_local_dataset(registry: Registry, name: str, version: str, path: Path) -> VerifyReport:
+    """Verify files already downloaded for a dataset version (verify-before-read)."""
+    return _verify_artifact(RegistryReads(registry), "dataset", name, str(version), local_path=path)
+
+
 def decided_report(
     reads: _Reads,
     name: str,

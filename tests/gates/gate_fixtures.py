@@ -1,0 +1,90 @@
+"""Helpers for the gate tests: real tables, real sklearn / torch MLflow models, registered."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+_counter = itertools.count(1)
+
+
+def table(root: Path, *, rows: int = 400, flip: float = 0.0, seed: int = 0) -> tuple[Path, Any]:
+    """A two-class table (8 numeric features, ``label``, ``split``) as CSV; (path, frame)."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(
+        n_samples=rows, n_features=8, n_informative=5, class_sep=2.0, random_state=seed
+    )
+    rng = np.random.default_rng(seed)
+    if flip:
+        pick = rng.choice(rows, int(rows * flip), replace=False)
+        y[pick] = 1 - y[pick]
+    frame = pd.DataFrame(x.astype("float32"), columns=[f"f{i}" for i in range(8)])
+    frame["label"] = y
+    frame["split"] = np.where(np.arange(rows) % 2 == 0, "train", "test")
+    path = root / f"table-{next(_counter)}" / "data.csv"
+    path.parent.mkdir(parents=True)
+    frame.to_csv(path, index=False)
+    return path, frame
+
+
+def sklearn_model(root: Path, frame: Any, kind: str = "logistic", fmt: str = "skops") -> Path:
+    """An MLflow sklearn model folder fitted on the table's train rows (``fmt``: MLflow's
+    serialization format, ``skops`` or ``cloudpickle``)."""
+    import mlflow.sklearn
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+
+    train = frame[frame["split"] == "train"]
+    x, y = train[[f"f{i}" for i in range(8)]].to_numpy(), train["label"].to_numpy()
+    clf = (
+        LogisticRegression(max_iter=500)
+        if kind == "logistic"
+        else KNeighborsClassifier(n_neighbors=5, algorithm="brute")
+    )
+    clf.fit(x, y)
+    path = root / f"model-{next(_counter)}"
+    mlflow.sklearn.save_model(clf, str(path), serialization_format=fmt)
+    return path
+
+
+def torch_model(root: Path, frame: Any, epochs: int = 60, fmt: str = "pickle") -> Path:
+    """An MLflow pytorch model (a small MLP of torch.nn layers) fitted on the train rows
+    (``fmt``: ``pickle``, the whole module, or ``pt2``, an exported program)."""
+    import mlflow.pytorch
+    import torch
+
+    torch.manual_seed(0)
+    train = frame[frame["split"] == "train"]
+    x = torch.tensor(train[[f"f{i}" for i in range(8)]].to_numpy(), dtype=torch.float32)
+    y = torch.tensor(train["label"].to_numpy(), dtype=torch.long)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    for _ in range(epochs):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    path = root / f"torch-{next(_counter)}"
+    mlflow.pytorch.save_model(net, str(path), serialization_format=fmt, input_example=x[:2].numpy())
+    return path
+
+
+def register(registry: Any, name: str, model_path: Path, dataset: str | None = None) -> str:
+    """Register a model folder (watermarking off); its version."""
+    from assay.registry.refs import parse_dataset_ref
+    from assay.registry.registration import register_model
+
+    datasets = [parse_dataset_ref(dataset, require_version=True)] if dataset else []
+    return register_model(
+        registry, name, str(model_path), datasets=datasets, watermark=False
+    ).version
+
+
+def register_table(registry: Any, name: str, path: Path) -> str:
+    """Register a table file as a dataset version; ``NAME@V``."""
+    from assay.registry.datasets import register_dataset
+
+    return f"{name}@{register_dataset(registry, name, path).version}"
