@@ -198,20 +198,34 @@ def _same(a: Any, b: Any) -> bool:
 
 def behaviour_trace(
     registry: Registry,
-    suspect_path: Path,
+    suspect_path: Path | str,
     *,
     models: list[str] | None = None,
     trust_suspect_code: bool = False,
+    suspect: Any | None = None,
+    max_queries: int | None = None,
 ) -> BehaviourReport:
-    """Replay the recorded answer marks through the suspect; candidates best first."""
+    """Replay the recorded answer marks through the suspect; candidates best first.
+
+    ``suspect``: an opened suspect (``predict(rows) -> labels``, e.g. an
+    :class:`~assay.serving.endpoint.EndpointSuspect`) instead of the file ``suspect_path``.
+    ``max_queries``: replay at most this many marks in all (split evenly over the versions).
+    """
     report = BehaviourReport(str(suspect_path))
     groups = _marks(registry, models)
     if not groups:
         report.notes.append("no answer marks are recorded (assay serve records them as it answers)")
         return report
-    suspect = open_suspect(Path(suspect_path), trust_suspect_code=trust_suspect_code)
+    if suspect is None:
+        suspect = open_suspect(Path(suspect_path), trust_suspect_code=trust_suspect_code)
     tested = len(groups)
+    share = None if max_queries is None else max(1, max_queries // tested)
     for (model, version), marks in groups.items():
+        if share is not None and len(marks) > share:
+            report.notes.append(
+                f"{model}/{version}: {share} of its {len(marks)} marks replayed (--max-queries)"
+            )
+            marks = marks[:share]
         widths = {len(m[0]) for m in marks}
         if len(widths) != 1:
             raise AssayError(f"{model}/{version}: marked inputs of different widths")
