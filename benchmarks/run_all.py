@@ -17,6 +17,7 @@ BENCHMARKS = [
     "hostile_inputs",
     "bench_guard",
     "bench_serve",
+    "bench_extraction",
 ]
 
 

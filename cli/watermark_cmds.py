@@ -65,7 +65,7 @@ def detect_cmd(app: AppContext, suspect: Path, reference: str | None, as_json: b
 
 
 @click.command("trace")
-@click.argument("suspect", type=click.Path(exists=True, path_type=Path))
+@click.argument("suspect", required=False, type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--top", type=int, default=3, show_default=True, help="Test the N best-ranked versions in full."
 )
@@ -81,15 +81,54 @@ def detect_cmd(app: AppContext, suspect: Path, reference: str | None, as_json: b
     is_flag=True,
     help="With --behaviour: allow an MLflow pyfunc folder (loading it runs the suspect's code).",
 )
+@click.option(
+    "--endpoint",
+    metavar="URL",
+    help="Instead of SUSPECT: a black-box scoring endpoint (MLflow protocol, POST URL/invocations); "
+    "the answer marks are replayed against it.",
+)
+@click.option(
+    "--api-key",
+    envvar="ASSAY_ENDPOINT_API_KEY",
+    help="With --endpoint: sent as 'Authorization: Bearer KEY' (as `assay serve` expects; "
+    "env ASSAY_ENDPOINT_API_KEY).",
+)
+@click.option(
+    "--header",
+    "headers",
+    multiple=True,
+    metavar="'NAME: VALUE'",
+    help="With --endpoint: an extra request header (repeatable).",
+)
+@click.option(
+    "--max-queries",
+    type=click.IntRange(1, 100_000),
+    default=10_000,
+    show_default=True,
+    help="With --endpoint: replay at most N marked inputs in all.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(0.1, 600),
+    default=30.0,
+    show_default=True,
+    help="With --endpoint: seconds per request (the whole replay is bounded to 10 minutes).",
+)
 @json_option
 @click.pass_obj
 def trace(
     app: AppContext,
-    suspect: Path,
+    suspect: Path | None,
     top: int,
     models: tuple[str, ...],
     behaviour: bool,
     trust_suspect_code: bool,
+    endpoint: str | None,
+    api_key: str | None,
+    headers: tuple[str, ...],
+    max_queries: int,
+    timeout_s: float,
     as_json: bool,
 ) -> None:
     """Is SUSPECT one of ours? Which version? How sure (p-value)?
@@ -97,9 +136,19 @@ def trace(
     Exact file hashes first, then the watermark test against registered versions (re-aligned for
     permutation, scaling, pruning, quantization, format conversion), then blind detection.
     With --behaviour: the share of recorded answer marks SUSPECT reproduces, against the chance
-    of agreement (exact binomial test). Verdict `match` at corrected p <= 1e-9. Exits 0 whatever
+    of agreement (exact binomial test). Verdict `match` at corrected p <= 1e-9. With --endpoint URL
+    (no SUSPECT): the same test against a served copy, through its scoring API. Exits 0 whatever
     the verdict.
     """
+    if (suspect is None) == (endpoint is None):
+        raise click.UsageError("give SUSPECT or --endpoint URL (one of them)")
+    if endpoint is None and (api_key or headers):
+        raise click.UsageError("--api-key and --header go with --endpoint")
+    if endpoint is not None:
+        opened = _open_endpoint(endpoint, api_key, headers, timeout_s)
+        _trace_behaviour(app, endpoint, models, False, as_json, opened, max_queries)
+        return
+    assert suspect is not None
     if behaviour:
         _trace_behaviour(app, suspect, models, trust_suspect_code, as_json)
         return
@@ -143,13 +192,33 @@ def trace(
     app.emit(report.to_dict(), as_json, render)
 
 
+def _open_endpoint(url: str, api_key: str | None, headers: tuple[str, ...], timeout_s: float):
+    from assay.serving.endpoint import EndpointSuspect, parse_header
+
+    sent = dict(parse_header(h) for h in headers)
+    if api_key:
+        sent["Authorization"] = f"Bearer {api_key.strip()}"
+    return EndpointSuspect(url, headers=sent, timeout_s=timeout_s)
+
+
 def _trace_behaviour(
-    app: AppContext, suspect: Path, models: tuple[str, ...], trust: bool, as_json: bool
+    app: AppContext,
+    suspect: Path | str,
+    models: tuple[str, ...],
+    trust: bool,
+    as_json: bool,
+    opened: object | None = None,
+    max_queries: int | None = None,
 ) -> None:
     from assay.serving.behaviour import behaviour_trace
 
     report = behaviour_trace(
-        open_registry(app), suspect, models=list(models) or None, trust_suspect_code=trust
+        open_registry(app),
+        suspect,
+        models=list(models) or None,
+        trust_suspect_code=trust,
+        suspect=opened,
+        max_queries=max_queries,
     )
 
     def render(console):

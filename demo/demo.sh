@@ -248,13 +248,137 @@ YAML
 assay policy set "$WORK/policy.yaml"
 assay dataset register digits-table "$WORK/table-v1/digits.csv" --scan --label-column label
 assay dataset register digits-table "$WORK/table-v2/digits.csv" --scan --label-column label
-assay register digits-gated "$WORK/gated-v1" --dataset digits-table@1 --no-watermark
-assay register digits-gated "$WORK/gated-v2" --dataset digits-table@2 --no-watermark
+assay register digits-gated "$WORK/gated-v1" --dataset digits-table@1
+assay register digits-gated "$WORK/gated-v2" --dataset digits-table@2
 assay gate run models:/digits-gated/1
 expect_fail assay gate run models:/digits-gated/2
 assay mark digits-gated 1 known-good --reason "gates passed"
 expect_fail assay mark digits-gated 2 known-good --reason "looks fine"
 assay status digits-gated
 assay bom models:/digits-gated/1 -o "$WORK/digits-gated-1.cdx.json" --provenance "$WORK/digits-gated-1.provenance.json"
+
+
+step "12. model extraction: the digits classifier is served; a Knockoff-style client copies it, is flagged and blocked, and its copy is traced by its answers"
+cat >"$WORK/serving-policy.yaml" <<'YAML'
+serving:                     # the demo's limits: generous, so the attack runs until detected
+  rate_per_second: 100000
+  burst: 100000
+  daily_quota: 100000
+  answer_marks: 0.02         # 2 % of answers carry a keyed mark (default 0.5 %)
+  extraction: {threshold: 0.90, min_queries: 50, playbook: true}
+YAML
+assay policy set "$WORK/serving-policy.yaml" >/dev/null && echo "policy: serving section set (signed by the admin key)"
+python - "$WORK" <<'PY'
+import sys, warnings
+from pathlib import Path
+warnings.filterwarnings("ignore")
+import mlflow.sklearn
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+X, y = load_digits(return_X_y=True)
+mlflow.sklearn.save_model(LogisticRegression(max_iter=2000).fit(X[:900], y[:900]), str(Path(sys.argv[1]) / "api-v1"))
+PY
+assay register digits-api "$WORK/api-v1"
+assay mark digits-api 1 known-good --reason "passed evaluation"
+assay promote digits-api 1 --alias production
+THIEF_KEY=$(assay serve key add thief 2>/dev/null)
+SERVE_PORT=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+assay serve models:/digits-api@production --host 127.0.0.1 --port "$SERVE_PORT" >"$WORK/serve.log" 2>&1 &
+SERVE_PID=$!
+trap 'kill $SERVE_PID 2>/dev/null || true' EXIT
+python - "$SERVE_PORT" <<'PY'
+import sys, time, urllib.request
+for _ in range(240):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/ping", timeout=2); break
+    except OSError:
+        time.sleep(0.5)
+else:
+    sys.exit("assay serve did not start")
+print("assay serve is answering on 127.0.0.1")
+PY
+# The attacker (Knockoff-style, bounded): 4,000 uniformly random inputs, then synthetic queries
+# (small signed steps from earlier ones, as the Jacobian-based augmentation makes them) until the
+# API refuses it, at most 3,000; it keeps every answer it got.
+THIEF_KEY="$THIEF_KEY" python - "$SERVE_PORT" "$WORK/stolen-answers.npz" <<'PY'
+import json, os, sys, time, urllib.error, urllib.request
+import numpy as np
+from sklearn.datasets import load_digits
+url, out = f"http://127.0.0.1:{sys.argv[1]}/invocations", sys.argv[2]
+headers = {"Authorization": f"Bearer {os.environ['THIEF_KEY']}", "Content-Type": "application/json"}
+def ask(rows):
+    req = urllib.request.Request(url, json.dumps({"inputs": rows.tolist()}).encode(), headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read())["predictions"], 200
+    except urllib.error.HTTPError as exc:
+        return None, exc.code
+rng = np.random.default_rng(7)
+queries, answers, status = [], [], 200
+for _ in range(40):  # random phase: 40 x 100 rows
+    rows = rng.integers(0, 17, size=(100, 64)).astype(float)
+    got, status = ask(rows)
+    queries.append(rows); answers.extend(got)
+print(f"random phase: {len(answers)} answers")
+pool = list(load_digits(return_X_y=True)[0][rng.permutation(1797)[:10]])  # 10 seed images
+synthetic = 0
+while synthetic < 3000 and status == 200:
+    rows = np.array([np.clip(pool[rng.integers(len(pool))] + rng.choice([-1.0, 1.0], 64), 0, 16) for _ in range(20)])
+    got, status = ask(rows)
+    if status != 200:
+        break
+    pool.extend(rows); queries.append(rows); answers.extend(got); synthetic += len(rows)
+    time.sleep(0.02)
+print(f"synthetic phase: {synthetic} answers, then HTTP {status}")
+np.savez(out, x=np.concatenate(queries), y=np.array(answers))
+if status != 403:
+    sys.exit("demo: the extraction was not blocked")
+print(f"the API refused the client with 403 after {len(answers)} answers")
+PY
+assay serve alerts
+assay serve key list
+assay incident list | tail -3
+# The copy: an MLP trained on the stolen answers (a surrogate), exported to ONNX; and a model of
+# the same task trained independently on the true labels.
+python - "$WORK" <<'PY'
+import sys, warnings
+from pathlib import Path
+warnings.filterwarnings("ignore")
+import numpy as np, torch
+from sklearn.datasets import load_digits
+work = Path(sys.argv[1])
+stolen = np.load(work / "stolen-answers.npz")
+X, y = load_digits(return_X_y=True)
+class Scale(torch.nn.Module):
+    def forward(self, x):
+        return x / 16.0
+def train(x, labels, seed, path):
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    xt, yt = torch.tensor(x / 16.0, dtype=torch.float32), torch.tensor(labels, dtype=torch.long)
+    for _ in range(2000):  # full batch until the training answers are fitted
+        opt.zero_grad(); torch.nn.functional.cross_entropy(net(xt), yt).backward(); opt.step()
+    model = torch.nn.Sequential(Scale(), net).eval()
+    acc = float((net(torch.tensor(X[1300:] / 16.0, dtype=torch.float32)).argmax(1).numpy() == y[1300:]).mean())
+    torch.onnx.export(model, (torch.zeros(1, 64),), str(path), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}})
+    print(f"{path.name}: trained on {len(x)} rows, {acc:.1%} accuracy on held-out digits")
+train(stolen["x"], stolen["y"], 0, work / "surrogate.onnx")
+train(X[:1300], y[:1300], 1, work / "independent.onnx")
+PY
+assay trace --behaviour "$WORK/surrogate.onnx"
+assay trace --behaviour "$WORK/independent.onnx"
+python - "$WORK" <<'PY'
+import json, subprocess, sys
+def best(name):
+    out = subprocess.run(["assay", "trace", "--behaviour", f"{sys.argv[1]}/{name}", "--json"], check=True, capture_output=True, text=True).stdout
+    return json.loads(out)["candidates"][0]
+s, i = best("surrogate.onnx"), best("independent.onnx")
+assert s["verdict"] == "match" and s["model"] == "digits-api" and s["p_corrected"] <= 1e-9, s
+assert i["verdict"] == "no-match", i
+print(f"surrogate: match digits-api/{s['version']} at p = {s['p_corrected']:.1e}; independent model: {i['verdict']}")
+PY
+kill $SERVE_PID; wait $SERVE_PID 2>/dev/null || true; trap - EXIT
 
 printf '\n\033[1mdemo finished: everything above ran against real files in %s\033[0m\n' "$WORK"

@@ -29,7 +29,7 @@ from assay.core.errors import AssayError, FormatError, UnsafeInputError
 if TYPE_CHECKING:
     from assay.registry.facade import Registry
 
-__all__ = ["BehaviourCandidate", "BehaviourReport", "behaviour_trace"]
+__all__ = ["BehaviourCandidate", "BehaviourReport", "behaviour_trace", "score_marks"]
 
 MATCH, WEAK = 1e-9, 1e-3
 MAX_SUSPECT_BYTES = 4 * 1024**3
@@ -196,36 +196,56 @@ def _same(a: Any, b: Any) -> bool:
     return str(a) == str(b)
 
 
+def score_marks(answers: list[Any], marks: list[Any]) -> tuple[int, int, float]:
+    """(agreed, labels, log10 p) of a suspect's ``answers`` to ``marks`` (input, marked, own):
+    the one implementation of the statistic (the trace and benchmarks/bench_extraction.py)."""
+    agreed = sum(
+        1 for got, (_, marked, _) in zip(answers, marks, strict=True) if _same(got, marked)
+    )
+    labels = len({json.dumps(m[1]) for m in marks} | {json.dumps(m[2]) for m in marks})
+    return agreed, labels, log10_binom_tail(agreed, len(marks), 1.0 / max(1, labels - 1))
+
+
 def behaviour_trace(
     registry: Registry,
-    suspect_path: Path,
+    suspect_path: Path | str,
     *,
     models: list[str] | None = None,
     trust_suspect_code: bool = False,
+    suspect: Any | None = None,
+    max_queries: int | None = None,
 ) -> BehaviourReport:
-    """Replay the recorded answer marks through the suspect; candidates best first."""
+    """Replay the recorded answer marks through the suspect; candidates best first.
+
+    ``suspect``: an opened suspect (``predict(rows) -> labels``, e.g. an
+    :class:`~assay.serving.endpoint.EndpointSuspect`) instead of the file ``suspect_path``.
+    ``max_queries``: replay at most this many marks in all (split evenly over the versions).
+    """
     report = BehaviourReport(str(suspect_path))
     groups = _marks(registry, models)
     if not groups:
         report.notes.append("no answer marks are recorded (assay serve records them as it answers)")
         return report
-    suspect = open_suspect(Path(suspect_path), trust_suspect_code=trust_suspect_code)
+    if suspect is None:
+        suspect = open_suspect(Path(suspect_path), trust_suspect_code=trust_suspect_code)
     tested = len(groups)
+    share = None if max_queries is None else max(1, max_queries // tested)
     for (model, version), marks in groups.items():
+        if share is not None and len(marks) > share:
+            report.notes.append(
+                f"{model}/{version}: {share} of its {len(marks)} marks replayed (--max-queries)"
+            )
+            marks = marks[:share]
         widths = {len(m[0]) for m in marks}
         if len(widths) != 1:
             raise AssayError(f"{model}/{version}: marked inputs of different widths")
         answers = suspect.predict([m[0] for m in marks])
-        agreed = sum(
-            1 for got, (_, marked, _) in zip(answers, marks, strict=True) if _same(got, marked)
-        )
-        labels = len({json.dumps(m[1]) for m in marks} | {json.dumps(m[2]) for m in marks})
+        agreed, labels, log10_p = score_marks(answers, marks)
         if labels <= 2:
             report.notes.append(
                 f"{model}/{version}: {labels} labels seen in its marks: label marks carry no "
                 "evidence for a binary classifier"
             )
-        log10_p = log10_binom_tail(agreed, len(marks), 1.0 / max(1, labels - 1))
         corrected = min(0.0, log10_p + math.log10(tested))
         report.candidates.append(
             BehaviourCandidate(

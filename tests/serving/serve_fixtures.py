@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from fastapi import Request  # at module level: FastAPI resolves handler annotations here
+
 CLEARED = (
     "ASSAY_DB_URL",
     "MLFLOW_TRACKING_URI",
@@ -126,3 +128,39 @@ def wait_for(predicate: Any, bound_s: float = 60.0, step: float = 0.1) -> bool:
             return True
         time.sleep(step)
     return bool(predicate())
+
+
+@contextmanager
+def endpoint(answer: Any, token: str | None = None) -> Iterator[str]:
+    """Serve ``answer(rows) -> (status, body bytes, headers)`` at /invocations; yields the URL."""
+    import uvicorn
+    from fastapi import FastAPI
+    from fastapi.responses import Response
+
+    app = FastAPI()
+
+    @app.post("/invocations")
+    async def invocations(request: Request) -> Any:
+        if token is not None and request.headers.get("authorization") != f"Bearer {token}":
+            return Response(
+                json.dumps({"error_code": "UNAUTHENTICATED", "message": "unknown API key"}),
+                status_code=401,
+            )
+        rows = json.loads(await request.body())["inputs"]
+        status, body, headers = answer(rows)
+        return Response(body, status_code=status, headers=headers)
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    assert server.started
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(20)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serve_fixtures import CLEARED, register_known_good, request, running, wait_for
+from serve_fixtures import CLEARED, endpoint, register_known_good, request, running, wait_for
 
 from assay.core.errors import UnsafeInputError
 from assay.serving.answer_marks import AnswerMarker
@@ -190,3 +190,54 @@ def test_behavioural_trace_names_the_surrogate_not_an_independent_model(
     assert out["surrogate"]["verdict"] == "match" and out["surrogate"]["log10_p_corrected"] <= -9
     assert out["surrogate"]["model"] == "digits" and out["surrogate"]["version"] == "1"
     assert out["independent"]["verdict"] == "no-match"
+
+
+@pytest.mark.slow
+def test_endpoint_trace_names_a_served_surrogate_not_an_independent_model(
+    served: dict[str, Any],
+) -> None:
+    """Black box: the same candidates and p-value as --behaviour, through a scoring API."""
+    from click.testing import CliRunner
+
+    from assay.cli import cli
+    from assay.serving.behaviour import open_suspect
+
+    root = served["root"]
+    surrogate = open_suspect(
+        _train_onnx(served["queries"], served["answers"], root / "surrogate-e.onnx", 0)
+    )
+    x, y = served["x"], served["y"]
+    independent = open_suspect(_train_onnx(x[:900], y[:900], root / "independent-e.onnx", 1))
+    out = {}
+    for name, model in (("surrogate", surrogate), ("independent", independent)):
+
+        def answer(rows: Any, model: Any = model) -> tuple[int, bytes, dict[str, str]]:
+            return 200, json.dumps({"predictions": model.predict(rows)}).encode(), {}
+
+        with endpoint(answer, token="copy-key") as url:
+            args = ["trace", "--endpoint", url, "--api-key", "copy-key", "--json"]
+            result = CliRunner().invoke(cli, args)
+            assert result.exit_code == 0, result.output
+            out[name] = json.loads(result.output)["candidates"][0]
+            refused = CliRunner().invoke(cli, ["trace", "--endpoint", url])
+            assert refused.exit_code == 1 and "HTTP 401" in refused.output
+    assert out["surrogate"]["verdict"] == "match" and out["surrogate"]["log10_p_corrected"] <= -9
+    assert out["surrogate"]["model"] == "digits" and out["surrogate"]["version"] == "1"
+    assert out["independent"]["verdict"] == "no-match"
+    assert out["surrogate"]["marks"] == out["independent"]["marks"] > 0
+    capped = CliRunner().invoke(
+        cli, ["trace", "--endpoint", "http://127.0.0.1:9", "--max-queries", "0"]
+    )
+    assert capped.exit_code == 2
+
+
+def test_trace_takes_a_suspect_or_an_endpoint(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from assay.cli import cli
+
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    both = ["trace", str(tmp_path / "m.onnx"), "--endpoint", "http://127.0.0.1:9"]
+    for args in (["trace"], both, ["trace", str(tmp_path / "m.onnx"), "--api-key", "k"]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
