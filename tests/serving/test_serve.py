@@ -343,7 +343,10 @@ def test_extraction_is_flagged_alerted_and_the_playbook_blocks_the_client(
         request(port, "POST", "/invocations", {"inputs": [q.tolist()]}, key=secret)[0]
         for q in queries
     ]
-    assert statuses == [200] * len(queries)
+    # The detector runs beside the requests: the playbook may block the client before the loop
+    # ends. Until then every answer is 200, afterwards every one is 403.
+    first = statuses.index(403) if 403 in statuses else len(statuses)
+    assert first > 10 and statuses == [200] * first + [403] * (len(statuses) - first), statuses
     service.detector.drain()
     assert wait_for(lambda: service.writer.pending == 0, 30)
     result = CliRunner().invoke(cli, ["serve", "alerts", "--client", "mallory", "--json"])
