@@ -41,14 +41,12 @@ __all__ = [
     "Decision",
     "decide",
     "decide_from_settings",
-    "enforcement_mode",
     "verify_download",
 ]
 
 log = logging.getLogger(__name__)
 
 ENFORCE_ENV = "ASSAY_ENFORCE"
-MODES = ("enforce", "warn", "off")
 PENDING_TAG = "assay.pending"
 
 
@@ -85,20 +83,6 @@ class Decision:
 
 def _refuse(subject: str, code: str, reason: str, state: str | None = None, report=None):
     return Decision(False, subject, reason, code, state, report)
-
-
-def enforcement_mode(settings_policy_mode: str | None = None) -> str:
-    """``enforce``, ``warn`` or ``off``: ``ASSAY_ENFORCE`` when set (unknown values enforce),
-    else the policy's default, else ``enforce``."""
-    import os
-
-    raw = os.environ.get(ENFORCE_ENV, "").strip().lower()
-    if not raw:
-        return settings_policy_mode if settings_policy_mode in MODES else "enforce"
-    if raw not in MODES:
-        log.warning("%s=%r is not one of %s; enforcing", ENFORCE_ENV, raw, "|".join(MODES))
-        return "enforce"
-    return raw
 
 
 def decide(

@@ -45,6 +45,23 @@ def untrusted_hint(key_id: str) -> str:
     )
 
 
+def store_document(
+    session: Session, subject: str, key_id: str, envelope: str, recorded_at: datetime
+) -> None:
+    """Record a signed store-wide document (trust list, policy) under ``subject``."""
+    session.add(
+        Signature(
+            artifact_id=None,
+            subject=subject,
+            manifest_root=hashlib.sha256(envelope.encode("utf-8")).hexdigest(),
+            key_id=key_id,
+            bundle=envelope,
+            recorded_at=recorded_at,
+        )
+    )
+    session.flush()
+
+
 def trust_envelopes(session: Session) -> list[str]:
     """Every trust-list envelope the store holds."""
     return list(session.scalars(select(Signature.bundle).where(Signature.subject == TRUST_SUBJECT)))
@@ -100,18 +117,7 @@ class KeyService:
     @staticmethod
     def _store_list(session: Session, key: SigningKey, trust: TrustList) -> None:
         now = utcnow()
-        envelope = trust.sign(key, now)
-        session.add(
-            Signature(
-                artifact_id=None,
-                subject=TRUST_SUBJECT,
-                manifest_root=hashlib.sha256(envelope.encode("utf-8")).hexdigest(),
-                key_id=key.key_id,
-                bundle=envelope,
-                recorded_at=now,
-            )
-        )
-        session.flush()
+        store_document(session, TRUST_SUBJECT, key.key_id, trust.sign(key, now), now)
 
     def _admin_key(self, current: TrustList) -> SigningKey:
         try:

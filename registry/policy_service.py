@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,7 +45,8 @@ def set_policy(registry: Registry, policy: Policy) -> Policy:
     """Store ``policy`` as the next serial, signed by the acting admin key, with an audit event."""
     from dataclasses import replace
 
-    from assay.registry.models import Signature, utcnow
+    from assay.registry.key_service import store_document
+    from assay.registry.models import utcnow
     from assay.registry.states import lock_store
 
     with registry.store.session() as session:
@@ -56,17 +56,7 @@ def set_policy(registry: Registry, policy: Policy) -> Policy:
         key = registry.keys._admin_key(trust)
         serial = current.serial + 1
         now = utcnow()
-        envelope = policy.sign(key, serial, now)
-        session.add(
-            Signature(
-                artifact_id=None,
-                subject=POLICY_SUBJECT,
-                manifest_root=hashlib.sha256(envelope.encode("utf-8")).hexdigest(),
-                key_id=key.key_id,
-                bundle=envelope,
-                recorded_at=now,
-            )
-        )
+        store_document(session, POLICY_SUBJECT, key.key_id, policy.sign(key, serial, now), now)
         registry.record(
             session, "policy.set", POLICY_SUBJECT, {"serial": serial, **policy.document()}
         )
