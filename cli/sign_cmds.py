@@ -94,9 +94,7 @@ def sign(
             cache=cache,
             progress=advance,
         )
-        registry = open_registry(app)
-        result = registry.sign_path(
-            path,
+        options = dict(
             key=key_ref,
             signature=signature,
             reuse_digests=reuse_digests,
@@ -106,6 +104,16 @@ def sign(
             shard_size=shard_size,
             prehash=prehash,
         )
+        from assay.registry.trust_view import sqlite_path
+
+        db_path = sqlite_path(app.settings.db_url)
+        if db_path is not None:
+            # The default SQLite store: the same rows through stdlib sqlite3, no SQLAlchemy.
+            from assay.registry.sign_sqlite import sign_path_sqlite
+
+            result = sign_path_sqlite(app.settings, db_path, path, **options)
+        else:
+            result = open_registry(app).sign_path(path, **options)
     app.emit(
         result.to_dict(),
         as_json,
