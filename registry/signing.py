@@ -15,10 +15,10 @@ from assay.core.errors import NotFoundError
 from assay.registry.digest_cache import DigestCache
 from assay.registry.fsutil import staged_write
 from assay.registry.hashing import ProgressCallback
-from assay.registry.manifest import Manifest, build_manifest
+from assay.registry.manifest import Manifest, build_manifest, default_signature_path
+from assay.registry.manifest import inner_ignores as _inner_ignores
 from assay.registry.oms import sign_manifest
 from assay.registry.prehash import Prehash, check_mode, requested_mode
-from assay.registry.verification import _inner_ignores, default_signature_path
 
 if TYPE_CHECKING:
     from assay.registry.facade import Registry
