@@ -9,7 +9,9 @@ hashlib on the folder; one 2 GiB file with shards at least 1.8x one core of hash
 after a 1 KB change at most 0.3 s; peak RSS at most 100 MB. Start-up: `assay --help` and `verify`
 of a 1 MB model at most 0.3 s. Each figure is the median of BENCH_REPS (default 3; 10 for
 start-up), warm page cache, tools alternating. Files live in BENCH_SIGNING_WORK (default
-/tmp/assay-bench-signing) and are deleted afterwards.
+/tmp/assay-bench-signing) and are deleted afterwards. assay's own modules are byte-compiled
+first (as an installed wheel ships them; model_signing's come compiled from its wheel), and the
+load average is recorded before and after: the machine may be shared.
 """
 
 from __future__ import annotations
@@ -135,8 +137,20 @@ def main() -> dict:
         shutil.rmtree(WORK, ignore_errors=True)
 
 
+def _compile_sources() -> None:
+    """Byte-compile assay's package folders (an editable install runs from the source tree)."""
+    import compileall
+
+    top = Path(__file__).resolve().parents[1]
+    for folder in ("core", "registry", "cli", "serving", "gates", "watermark", "rollback"):
+        if (top / folder).is_dir():
+            compileall.compile_dir(str(top / folder), quiet=1)
+
+
 def _main() -> dict:
     assay, ms = _tool("assay"), _tool("model_signing")
+    _compile_sources()
+    load_before = os.getloadavg()
     root = WORK
     model_dir, big = root / "model-2g", root / "single-2g" / "weights.bin"
     small = root / "model-1m"
@@ -219,6 +233,10 @@ def _main() -> dict:
         run([assay, "verify", str(small), "--signature", str(small_sig)], env).wall_s
         for _ in range(10)
     ]
+    sign_small = [
+        run([assay, "sign", str(small), "--signature", str(small_sig)], env).wall_s
+        for _ in range(10)
+    ]
 
     # re-sign after a 1 KB change with --reuse-digests: default mode, shards, blake3
     resign_results: dict[str, float] = {}
@@ -263,6 +281,7 @@ def _main() -> dict:
         "sha256_folder_vs_two_cores_hashlib": sha_rate / hashlib_2,
         "single_file_shards_vs_one_core_hashlib": shards_rate / median(single_hashlib),
         "resign_1kb_s": resign_results["sha256 shards"],
+        "resign_1kb_blake3_s": resign_results["blake3 files"],
         "peak_rss_mb": max(all_rss),
     }
     wanted = {
@@ -275,6 +294,7 @@ def _main() -> dict:
         "sha256_folder_vs_two_cores_hashlib": (">=", 0.9),
         "single_file_shards_vs_one_core_hashlib": (">=", 1.8),
         "resign_1kb_s": ("<=", 0.3),
+        "resign_1kb_blake3_s": ("<=", 0.3),
         "peak_rss_mb": ("<=", 100.0),
     }
     met = {k: (targets[k] >= v if op == ">=" else targets[k] <= v) for k, (op, v) in wanted.items()}
@@ -306,6 +326,7 @@ def _main() -> dict:
             "assay_help_s": median(help_a),
             "model_signing_help_s": median(help_m),
             "assay_verify_1mb_s": median(verify_small),
+            "assay_sign_1mb_s": median(sign_small),
             "target_s": 0.3,
         },
         "resign_1kb_change": {
@@ -320,6 +341,7 @@ def _main() -> dict:
             for k, (op, v) in wanted.items()
         },
         "reps": REPS,
+        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
     }
     path = write_result("signing", result)
     print(f"wrote {path}")

@@ -30,6 +30,8 @@ def signing(d: dict) -> list[str]:
         f"| `--help` | {st['assay_help_s']:.3f} s | {st['model_signing_help_s']:.3f} s | |",
         f"| `verify` of a 1 MB model | {st['assay_verify_1mb_s']:.3f} s | | |",
     ]
+    if "assay_sign_1mb_s" in st:
+        lines.append(f"| `sign` of a 1 MB model | {st['assay_sign_1mb_s']:.3f} s | | |")
     for mode, secs in rs.get("by_mode_s", {"sha256 files": rs["assay_resign_s"]}).items():
         lines.append(
             f"| re-sign after a 1 KB change (`--reuse-digests`), {mode} | {secs:.2f} s | | |"
@@ -51,6 +53,13 @@ def signing(d: dict) -> list[str]:
             lines.append(
                 f"| {name.replace('_', ' ')} | {t['value']:.2f} | {t['want']} | {_ok(t['met'])} |"
             )
+    if "load_average" in d:
+        before, after = d["load_average"]["before"], d["load_average"]["after"]
+        lines += [
+            "",
+            f"Load average (1/5/15 min) before the run {before[0]:.1f} / {before[1]:.1f} / "
+            f"{before[2]:.1f}, after {after[0]:.1f} / {after[1]:.1f} / {after[2]:.1f}.",
+        ]
     return lines
 
 

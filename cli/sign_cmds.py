@@ -66,9 +66,11 @@ def sign(
     model_signing 1.1.1's library verifies them all (blake2b only given its hashing config);
     its CLI verifies sha256 files only.
     """
+    # Only the hashing modules before the hash starts: signing, keys and the store load while
+    # it runs.
     from assay.core.errors import ConfigError
+    from assay.registry.manifest import default_signature_path, inner_ignores
     from assay.registry.prehash import check_mode, requested_mode, start_manifest
-    from assay.registry.verification import _inner_ignores, default_signature_path
 
     mode = requested_mode(hash_type, shard_size)
     try:
@@ -76,7 +78,7 @@ def sign(
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     sig_path = signature or default_signature_path(path)
-    ignores = (*ignore_paths, *_inner_ignores(path, sig_path))
+    ignores = (*ignore_paths, *inner_ignores(path, sig_path))
     with byte_progress(f"hashing {path.name}", enabled=None if not as_json else False) as advance:
         # Hash while the store opens: the flags' mode, else the built-in default (the policy's
         # signing default, read from the store, replaces it only when it differs).
@@ -94,9 +96,7 @@ def sign(
             cache=cache,
             progress=advance,
         )
-        registry = open_registry(app)
-        result = registry.sign_path(
-            path,
+        options = dict(
             key=key_ref,
             signature=signature,
             reuse_digests=reuse_digests,
@@ -106,6 +106,16 @@ def sign(
             shard_size=shard_size,
             prehash=prehash,
         )
+        from assay.registry.trust_view import sqlite_path
+
+        db_path = sqlite_path(app.settings.db_url)
+        if db_path is not None:
+            # The default SQLite store: the same rows through stdlib sqlite3, no SQLAlchemy.
+            from assay.registry.sign_sqlite import sign_path_sqlite
+
+            result = sign_path_sqlite(app.settings, db_path, path, **options)
+        else:
+            result = open_registry(app).sign_path(path, **options)
     app.emit(
         result.to_dict(),
         as_json,

@@ -180,13 +180,9 @@ class Registry:
 
     def _acting_key_id(self) -> str | None:
         """The id of the key this process acts with, if one can be loaded (else None)."""
-        from assay.core.errors import AssayError
-        from assay.registry.keyring import resolve_signing_key
+        from assay.registry.signer_check import acting_key_id
 
-        try:
-            return resolve_signing_key(self.settings).key_id
-        except (AssayError, OSError, ValueError):
-            return None
+        return acting_key_id(self.settings)
 
     def _sign_change(
         self, session: Session, key: Any, action: str, subject: str, payload: dict[str, Any]

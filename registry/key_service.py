@@ -17,6 +17,7 @@ from assay.core.errors import ConfigError, NotFoundError, RefusedError
 from assay.registry.keyring import Keyring, resolve_signing_key
 from assay.registry.keys import PublicKey, SigningKey
 from assay.registry.models import Key, Signature, utcnow
+from assay.registry.signer_check import check_signer, untrusted_hint
 from assay.registry.trust import KeyRecord
 from assay.registry.trust_list import (
     TRUST_SUBJECT,
@@ -35,14 +36,6 @@ if TYPE_CHECKING:
     from assay.registry.facade import Registry
 
 DEFAULT_ROLES = ("signer",)
-
-
-def untrusted_hint(key_id: str) -> str:
-    return (
-        f"key {key_id[:16]} is not trusted by this store: ask an admin to run "
-        f"`assay key trust KEY.pem --name NAME --role signer` with its public key "
-        "(`assay key export` prints it)"
-    )
 
 
 def store_document(
@@ -416,19 +409,7 @@ class KeyService:
         how to get it trusted: nobody's key is trusted on first use.
         """
         key = resolve_signing_key(self._registry.settings, ref)
-        entry = self.trust_list().get(key.key_id)
-        if entry is None:
-            raise RefusedError(untrusted_hint(key.key_id))
-        record = entry.record(has_private=True)
-        if record.cutoff is not None:
-            raise RefusedError(
-                f"key {key.key_id[:16]} ({record.name}) is {record.status}: refusing to sign with it"
-            )
-        if role is not None and not record.has_role(role):
-            raise RefusedError(
-                f"key {key.key_id[:16]} ({record.name}) lacks the {role!r} role: ask an admin to "
-                f"run `assay key grant {key.key_id[:16]} --role {role}`"
-            )
+        record = check_signer(key, self.trust_list(), role)
         return key, record
 
     @staticmethod

@@ -47,6 +47,8 @@ __all__ = [
     "MAX_RESOURCES",
     "build_manifest",
     "compute_root_digest",
+    "default_signature_path",
+    "inner_ignores",
     "oms_sort_key",
 ]
 
@@ -165,6 +167,22 @@ class Manifest:
                 {"name": r.name, "digest": r.digest, "size": r.size} for r in self.resources
             ],
         }
+
+
+def default_signature_path(path: Path) -> Path:
+    """``PATH/model.sig`` for a folder, ``PATH.sig`` beside a single file (as OMS tools do)."""
+    return path / SIGNATURE_FILE_NAME if path.is_dir() else path.with_name(path.name + ".sig")
+
+
+def inner_ignores(path: Path, signature: Path) -> list[str]:
+    """The signature file, when it sits inside the signed folder under another name."""
+    if not path.is_dir():
+        return []
+    try:
+        rel = signature.resolve().relative_to(path.resolve())
+    except ValueError:
+        return []
+    return [] if rel.as_posix() == SIGNATURE_FILE_NAME else [rel.as_posix()]
 
 
 def _normalise_ignores(root: Path, ignore_paths: Iterable[str | os.PathLike[str]]) -> list[str]:

@@ -34,7 +34,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from assay.core.states import BAD_STATES, STATES  # noqa: F401  (re-exported for older imports)
-from assay.registry.canonical import canonical_json, iso_utc
+from assay.registry.audit_leaf import leaf_data  # noqa: F401  (re-exported)
 
 __all__ = [
     "AliasMove",
@@ -183,21 +183,6 @@ class AuditEvent(Base):
             subject=self.subject,
             payload=self.payload_dict,
         )
-
-
-def leaf_data(
-    *, seq: int, ts: datetime, actor: str, action: str, subject: str, payload: dict[str, Any]
-) -> bytes:
-    return canonical_json(
-        {
-            "seq": seq,
-            "ts": iso_utc(ts),
-            "actor": actor,
-            "action": action,
-            "subject": subject,
-            "payload": payload,
-        }
-    )
 
 
 class AuditHead(Base):

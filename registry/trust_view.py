@@ -63,9 +63,28 @@ def sqlite_path(db_url: str) -> Path | None:
 
 def connect_readonly(settings: Settings, path: Path) -> sqlite3.Connection:
     """A read-only ``sqlite3`` connection to the store at ``path``, its schema checked at head."""
+    return connect_store(settings, path)
+
+
+def connect_store(settings: Settings, path: Path, *, write: bool = False) -> sqlite3.Connection:
+    """A ``sqlite3`` connection to the store at ``path``, its schema checked at head.
+
+    ``write``: read-write, set up as :class:`~assay.registry.store.Store` sets up its SQLite
+    connections (busy timeout, foreign keys, WAL; no implicit transactions: callers BEGIN).
+    """
     if not path.exists():
         raise ConfigError(f"assay is not initialised in {settings.home}: run `assay init`")
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    if write:
+        from assay.registry.store import SQLITE_BUSY_TIMEOUT_S
+
+        conn = sqlite3.connect(
+            f"file:{path}?mode=rw", uri=True, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None
+        )
+        conn.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA journal_mode = WAL")
+    else:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     try:
         row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
     except sqlite3.DatabaseError as exc:

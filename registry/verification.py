@@ -15,7 +15,8 @@ from assay.core.errors import IntegrityError, NotFoundError
 from assay.registry.digest_cache import DigestCache
 from assay.registry.fsutil import read_regular_file
 from assay.registry.hashing import ProgressCallback
-from assay.registry.manifest import SIGNATURE_FILE_NAME
+from assay.registry.manifest import default_signature_path
+from assay.registry.manifest import inner_ignores as _inner_ignores
 from assay.registry.oms import MAX_BUNDLE_BYTES, parse_bundle, verify_bundle
 from assay.registry.trust import signature_time_problem
 
@@ -64,11 +65,6 @@ class VerifyReport:
             raise IntegrityError(self.summary())
 
 
-def default_signature_path(path: Path) -> Path:
-    """``PATH/model.sig`` for a folder, ``PATH.sig`` beside a single file (as OMS tools do)."""
-    return path / SIGNATURE_FILE_NAME if path.is_dir() else path.with_name(path.name + ".sig")
-
-
 def read_bundle_file(signature: Path, *, subject: Path | None = None) -> str:
     """The text of a signature bundle file: a regular file of at most ``MAX_BUNDLE_BYTES``.
 
@@ -86,17 +82,6 @@ def read_bundle_file(signature: Path, *, subject: Path | None = None) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise IntegrityError(f"cannot read signature {signature}: not UTF-8 text") from exc
-
-
-def _inner_ignores(path: Path, signature: Path) -> list[str]:
-    """The signature file, when it sits inside the signed folder under another name."""
-    if not path.is_dir():
-        return []
-    try:
-        rel = signature.resolve().relative_to(path.resolve())
-    except ValueError:
-        return []
-    return [] if rel.as_posix() == SIGNATURE_FILE_NAME else [rel.as_posix()]
 
 
 def verify_bundle_text(
