@@ -23,6 +23,7 @@ def serve() -> None:
 
     \b
       assay serve models:/NAME@ALIAS [--host 127.0.0.1] [--port 5000] [--workers N]
+                  [--header-timeout 10] [--limit-concurrency 1000]
       assay serve key add|list|revoke|block|throttle NAME
       assay serve alerts
 
@@ -32,7 +33,8 @@ def serve() -> None:
     names its version in X-Assay-Version. The server follows the alias: a new version is
     verified and swapped in without a restart; one that fails the decision is refused (the old
     one keeps serving) and audited. API keys, rate limits, daily quotas, the query log,
-    extraction detection and answer marks follow the policy's `serving:` section.
+    extraction detection and answer marks follow the policy's `serving:` section. A connection
+    that does not send its request head within --header-timeout seconds is closed.
     """
 
 
