@@ -23,6 +23,7 @@ def serve() -> None:
 
     \b
       assay serve models:/NAME@ALIAS [--host 127.0.0.1] [--port 5000] [--workers N]
+                  [--header-timeout 10] [--limit-concurrency 1000]
       assay serve key add|list|revoke|block|throttle NAME
       assay serve alerts
 
@@ -32,7 +33,8 @@ def serve() -> None:
     names its version in X-Assay-Version. The server follows the alias: a new version is
     verified and swapped in without a restart; one that fails the decision is refused (the old
     one keeps serving) and audited. API keys, rate limits, daily quotas, the query log,
-    extraction detection and answer marks follow the policy's `serving:` section.
+    extraction detection and answer marks follow the policy's `serving:` section. A connection
+    that does not send its request head within --header-timeout seconds is closed.
     """
 
 
@@ -55,16 +57,47 @@ def serve() -> None:
     type=click.FloatRange(0.2, 3600),
     help="Seconds between alias checks.",
 )
+@click.option(
+    "--header-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    help="Seconds a connection may take to send a request line and headers; then it is closed "
+    "(slow-header clients). The body is bounded by the policy's request_timeout_s.",
+)
+@click.option(
+    "--limit-concurrency",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="Connections and requests at once per worker; beyond it, 503.",
+)
 @click.pass_obj
 def run(
-    app: AppContext, model_uri: str, host: str, port: int, workers: int, interval: float
+    app: AppContext,
+    model_uri: str,
+    host: str,
+    port: int,
+    workers: int,
+    interval: float,
+    header_timeout: float,
+    limit_concurrency: int,
 ) -> None:
     """Serve MODEL_URI (models:/NAME@ALIAS or models:/NAME/VERSION)."""
     from assay.serving.server import serve as serve_model
 
     registry = open_registry(app)
     click.echo(f"assay serve: {model_uri} on http://{host}:{port}", err=True)
-    serve_model(registry, model_uri, host=host, port=port, workers=workers, interval=interval)
+    serve_model(
+        registry,
+        model_uri,
+        host=host,
+        port=port,
+        workers=workers,
+        interval=interval,
+        header_timeout=header_timeout,
+        limit_concurrency=limit_concurrency,
+    )
 
 
 @serve.group("key")

@@ -135,8 +135,9 @@ def trace(
 
     Exact file hashes first, then the watermark test against registered versions (re-aligned for
     permutation, scaling, pruning, quantization, format conversion), then blind detection.
-    With --behaviour: the share of recorded answer marks SUSPECT reproduces, against the chance
-    of agreement (exact binomial test). Verdict `match` at corrected p <= 1e-9. With --endpoint URL
+    With --behaviour: how many recorded answer marks SUSPECT reproduces (each distinct input
+    once), against the exact chance of agreement (one-sided binomial: labels, score rows, or the
+    direction of regression perturbations). Verdict `match` at corrected p <= 1e-9. With --endpoint URL
     (no SUSPECT): the same test against a served copy, through its scoring API. Exits 0 whatever
     the verdict.
     """
@@ -228,7 +229,9 @@ def _trace_behaviour(
             "version",
             "method",
             "verdict",
-            "marks agreed",
+            "test",
+            "agreed / trials",
+            "marks",
             "labels",
             "p (corrected)",
         )
@@ -238,8 +241,10 @@ def _trace_behaviour(
                 c.version,
                 "answer-marks",
                 c.verdict,
-                f"{c.agreed}/{c.marks}",
-                str(c.labels),
+                c.test,
+                f"{c.agreed}/{c.trials}",
+                str(c.marks),
+                str(c.labels) if c.test != "direction" else "",
                 f"{10**c.log10_p_corrected:.2e} (log10 {c.log10_p_corrected:.1f})",
             )
         console.print(table)

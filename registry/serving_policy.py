@@ -14,7 +14,8 @@
       sample_rate: 0.01           # fraction of queries whose input is kept in the query log
       retention_days: 30          # query log rows older than this are pruned
       exact_models: []            # models that must answer exactly: no answer marks
-      answer_marks: 0.005         # fraction of queries answered with a keyed alternative label
+      answer_marks: 0.005         # fraction of queries answered with a keyed alternative
+      answer_mark_bound: 0.05     # regression/embedding marks: |perturbation| = this * |answer|
       extraction:
         threshold: 0.90           # Shapiro-Wilk W below this flags the client (PRADA delta)
         min_queries: 50           # distances needed before the test runs
@@ -73,6 +74,7 @@ class ServingPolicy:
     retention_days: int = 30
     exact_models: tuple[str, ...] = ()
     answer_marks: float = 0.005
+    answer_mark_bound: float = 0.05
     extraction: ExtractionPolicy = field(default_factory=ExtractionPolicy)
     clients: dict[str, ClientLimits] = field(default_factory=dict)
 
@@ -190,6 +192,9 @@ def parse_serving(data: Any) -> ServingPolicy:
         exact_models=tuple(dict.fromkeys(exact)),
         answer_marks=_number(
             data, "answer_marks", base.answer_marks, lo=0.0, hi=0.5, integer=False
+        ),
+        answer_mark_bound=_number(
+            data, "answer_mark_bound", base.answer_mark_bound, lo=0.0, hi=1.0, integer=False
         ),
         extraction=_extraction(data.get("extraction") or {}),
         clients=clients,

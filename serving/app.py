@@ -295,7 +295,9 @@ def _answer(service: Service, loaded: Any, client: str, parsed: Any) -> bytes:
     if service.marker is not None and fraction > 0 and rows is not None:
         from assay.serving.answer_marks import mark_job
 
-        predictions, marks = service.marker.apply(loaded, client, rows, predictions, fraction)
+        predictions, marks = service.marker.apply(
+            loaded, client, rows, predictions, fraction, service.policy.answer_mark_bound
+        )
         if marks:
             service.writer.put(mark_job(loaded.name, loaded.version, client, marks), important=True)
     if service.detector is not None and rows is not None:

@@ -1,14 +1,14 @@
 """Behavioural trace: does a suspect model answer the recorded answer marks?
 
 ``assay trace --behaviour SUSPECT`` replays the inputs of every recorded answer mark
-(``serve_marks``) through SUSPECT and counts how often it gives the *marked* label. For a model
-that was not trained on the marked answers, each marked label was chosen by a keyed HMAC,
-uniformly among the labels other than the served model's own answer, independently of the
-suspect; so the chance it agrees is ``P(suspect != own answer) / (K - 1) <= 1 / (K - 1)``. The
-p-value is the exact binomial tail ``P(X >= agreed | n marks, 1 / (K - 1))``, in log space, with
-``K`` the labels seen in the marks (never more than the model's real label count, so the null is
-conservative) and Bonferroni-corrected over the versions tested. Binary classifiers give no
-evidence this way (``K - 1 = 1``) and are reported as such.
+(``serve_marks``, each distinct input once) through SUSPECT and scores its answers with the exact
+binomial tests of :mod:`assay.serving.mark_stats`: label marks (a label answer that differs from
+the served model's own answer agrees with the keyed marked label with chance ``1 / (K - 1)``; a
+score row's top label other than the own answer, on every mark, likewise) and perturbation marks
+of regression / embedding answers (the sign of the suspect's deviation from the own answer along
+the keyed perturbation: chance 1/2). p-values are one-sided, in log space, Bonferroni-corrected
+over the versions tested. Binary classifiers give no evidence by label marks and are reported as
+such.
 
 SUSPECT is loaded in a sandboxed way: an ``.onnx`` file through onnxruntime (no custom operators;
 no Python code runs). A pyfunc folder would run the suspect's own code, so it is loaded only with
@@ -25,11 +25,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from assay.core.errors import AssayError, FormatError, UnsafeInputError
+from assay.serving.mark_stats import is_perturbation, log10_binom_tail, score_marks, unique_marks
 
 if TYPE_CHECKING:
     from assay.registry.facade import Registry
 
-__all__ = ["BehaviourCandidate", "BehaviourReport", "behaviour_trace", "score_marks"]
+__all__ = [
+    "BehaviourCandidate",
+    "BehaviourReport",
+    "behaviour_trace",
+    "log10_binom_tail",
+    "score_marks",
+]
 
 MATCH, WEAK = 1e-9, 1e-3
 MAX_SUSPECT_BYTES = 4 * 1024**3
@@ -47,14 +54,20 @@ class BehaviourCandidate:
     log10_p: float
     log10_p_corrected: float
     verdict: str
+    test: str = "label"  # mark_stats: "label", "scores" or "direction"
+    trials: int = 0
+    p0: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
             "version": self.version,
             "method": "answer-marks",
+            "test": self.test,
             "marks": self.marks,
+            "trials": self.trials,
             "agreed": self.agreed,
+            "p0": self.p0,
             "labels": self.labels,
             "log10_p": self.log10_p,
             "log10_p_corrected": self.log10_p_corrected,
@@ -83,7 +96,7 @@ class BehaviourReport:
             return f"{self.suspect}: no-match (no version's answer marks are reproduced)"
         return (
             f"{self.suspect}: {best.verdict} {best.model}/{best.version} by answer marks "
-            f"({best.agreed}/{best.marks} agreed, p = 10^{best.log10_p_corrected:.1f})"
+            f"({best.agreed}/{best.trials} agreed, p = 10^{best.log10_p_corrected:.1f})"
         )
 
 
@@ -93,20 +106,23 @@ def _verdict(log10_p: float) -> str:
     return "inconclusive" if log10_p <= math.log10(WEAK) else "no-match"
 
 
-def log10_binom_tail(agreed: int, n: int, p0: float) -> float:
-    """log10 P(X >= agreed) for X ~ Binomial(n, p0)."""
-    from scipy.stats import binom
+def _answers(result: Any) -> list[Any]:
+    """Raw answers of a batch: a label or number per row (1-D) or a list of floats (2-D)."""
+    import numpy as np
 
-    if agreed <= 0:
-        return 0.0
-    if p0 >= 1.0:
-        return 0.0
-    return min(0.0, float(binom.logsf(agreed - 1, n, p0)) / math.log(10))
+    result = np.asarray(result)
+    if result.ndim == 2:
+        return [[float(v) for v in row] for row in result.tolist()]
+    return [v.item() if hasattr(v, "item") else v for v in result.reshape(-1)]
+
+
+def _labels(answers: list[Any]) -> list[Any]:
+    return [max(range(len(a)), key=a.__getitem__) if isinstance(a, list) else a for a in answers]
 
 
 class OnnxSuspect:
-    """An ONNX classifier run by onnxruntime: first input fed float32 rows, first output read
-    as labels (1-D) or scores (2-D, argmax)."""
+    """An ONNX model run by onnxruntime: first input fed float32 rows, first output read as
+    labels or numbers (1-D) or score / embedding rows (2-D)."""
 
     def __init__(self, path: Path) -> None:
         import onnxruntime as ort
@@ -126,6 +142,11 @@ class OnnxSuspect:
         self.input = self.session.get_inputs()[0]
 
     def predict(self, rows: Any) -> list[Any]:
+        """Labels (score rows read by argmax)."""
+        return _labels(self.outputs(rows))
+
+    def outputs(self, rows: Any) -> list[Any]:
+        """Raw answers, one per row (see :func:`_answers`)."""
         import numpy as np
 
         shape = [d if isinstance(d, int) else -1 for d in self.input.shape]
@@ -140,9 +161,7 @@ class OnnxSuspect:
                 raise FormatError(
                     f"the suspect cannot evaluate the marked inputs: {' '.join(str(exc).split())[:200]}"
                 ) from exc
-            result = np.asarray(result)
-            labels = result.argmax(axis=1) if result.ndim == 2 else result.reshape(-1)
-            out.extend(v.item() if hasattr(v, "item") else v for v in labels)
+            out.extend(_answers(result))
         return out
 
 
@@ -153,11 +172,12 @@ class PyfuncSuspect:
         self.model = mlflow.pyfunc.load_model(str(path))
 
     def predict(self, rows: Any) -> list[Any]:
+        return _labels(self.outputs(rows))
+
+    def outputs(self, rows: Any) -> list[Any]:
         import numpy as np
 
-        result = np.asarray(self.model.predict(np.asarray(rows)))
-        labels = result.argmax(axis=1) if result.ndim == 2 else result.reshape(-1)
-        return [v.item() if hasattr(v, "item") else v for v in labels]
+        return _answers(self.model.predict(np.asarray(rows)))
 
 
 def open_suspect(path: Path, *, trust_suspect_code: bool = False) -> Any:
@@ -187,23 +207,7 @@ def _marks(registry: Registry, models: list[str] | None) -> dict[tuple[str, str]
             groups[(row.model_name, row.version)].append(
                 (json.loads(row.input), json.loads(row.answer), json.loads(row.original))
             )
-    return groups
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return float(a) == float(b)
-    return str(a) == str(b)
-
-
-def score_marks(answers: list[Any], marks: list[Any]) -> tuple[int, int, float]:
-    """(agreed, labels, log10 p) of a suspect's ``answers`` to ``marks`` (input, marked, own):
-    the one implementation of the statistic (the trace and benchmarks/bench_extraction.py)."""
-    agreed = sum(
-        1 for got, (_, marked, _) in zip(answers, marks, strict=True) if _same(got, marked)
-    )
-    labels = len({json.dumps(m[1]) for m in marks} | {json.dumps(m[2]) for m in marks})
-    return agreed, labels, log10_binom_tail(agreed, len(marks), 1.0 / max(1, labels - 1))
+    return {k: unique_marks(v) for k, v in groups.items()}
 
 
 def behaviour_trace(
@@ -217,8 +221,9 @@ def behaviour_trace(
 ) -> BehaviourReport:
     """Replay the recorded answer marks through the suspect; candidates best first.
 
-    ``suspect``: an opened suspect (``predict(rows) -> labels``, e.g. an
-    :class:`~assay.serving.endpoint.EndpointSuspect`) instead of the file ``suspect_path``.
+    ``suspect``: an opened suspect (``outputs(rows) -> raw answers``, or ``predict(rows) ->
+    labels``; e.g. an :class:`~assay.serving.endpoint.EndpointSuspect`) instead of the file
+    ``suspect_path``.
     ``max_queries``: replay at most this many marks in all (split evenly over the versions).
     """
     report = BehaviourReport(str(suspect_path))
@@ -239,17 +244,32 @@ def behaviour_trace(
         widths = {len(m[0]) for m in marks}
         if len(widths) != 1:
             raise AssayError(f"{model}/{version}: marked inputs of different widths")
-        answers = suspect.predict([m[0] for m in marks])
-        agreed, labels, log10_p = score_marks(answers, marks)
-        if labels <= 2:
+        run = getattr(suspect, "outputs", None) or suspect.predict
+        answers = run([m[0] for m in marks])
+        kinds = [is_perturbation(m) for m in marks]
+        if any(kinds) and not all(kinds):  # label and perturbation marks: the label ones
+            answers = [a for a, k in zip(answers, kinds, strict=True) if not k]
+            marks = [m for m, k in zip(marks, kinds, strict=True) if not k]
+        score = score_marks(answers, marks)
+        if score.test != "direction" and score.labels <= 2:
             report.notes.append(
-                f"{model}/{version}: {labels} labels seen in its marks: label marks carry no "
-                "evidence for a binary classifier"
+                f"{model}/{version}: {score.labels} labels seen in its marks: label marks carry "
+                "no evidence for a binary classifier"
             )
-        corrected = min(0.0, log10_p + math.log10(tested))
+        corrected = min(0.0, score.log10_p + math.log10(tested))
         report.candidates.append(
             BehaviourCandidate(
-                model, version, len(marks), agreed, labels, log10_p, corrected, _verdict(corrected)
+                model,
+                version,
+                score.marks,
+                score.agreed,
+                score.labels,
+                score.log10_p,
+                corrected,
+                _verdict(corrected),
+                test=score.test,
+                trials=score.trials,
+                p0=score.p0,
             )
         )
     report.candidates.sort(key=lambda c: c.log10_p_corrected)

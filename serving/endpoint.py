@@ -1,8 +1,8 @@
 """A black-box suspect: an HTTP endpoint speaking MLflow's scoring protocol.
 
 ``assay trace --endpoint URL`` replays the recorded answer marks against ``URL/invocations``
-(``POST``, ``{"inputs": [[...], ...]}``, JSON) and reads ``{"predictions": [...]}``: labels, or
-score rows (argmax). Bounded: a timeout per request and a deadline for the whole replay, a cap
+(``POST``, ``{"inputs": [[...], ...]}``, JSON) and reads ``{"predictions": [...]}``: labels or
+numbers, or rows of numbers (scores, embeddings). Bounded: a timeout per request and a deadline for the whole replay, a cap
 on the bytes read per answer, rows per request, and no redirects (a credential is never sent
 on to another host) and no proxies from the environment. Any refusal or malformed answer stops
 the trace with a one-line error: a partial replay is never scored.
@@ -56,16 +56,21 @@ def _invocations_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
-def _label(value: Any) -> Any:
+def _answer(value: Any) -> Any:
+    """One prediction: a label or number, or a row of numbers (scores or an embedding)."""
     if isinstance(value, list):
         if not value or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
         ):
             raise FormatError("the endpoint's predictions are neither labels nor score rows")
-        return max(range(len(value)), key=value.__getitem__)
+        return [float(v) for v in value]
     if isinstance(value, dict) or value is None:
         raise FormatError("the endpoint's predictions are neither labels nor score rows")
     return value
+
+
+def _label(value: Any) -> Any:
+    return max(range(len(value)), key=value.__getitem__) if isinstance(value, list) else value
 
 
 class EndpointSuspect:
@@ -122,11 +127,16 @@ class EndpointSuspect:
                 f" predictions for {len(rows)} inputs"
             )
         self.queries += len(rows)
-        return [_label(v) for v in predictions]
+        return [_answer(v) for v in predictions]
 
-    def predict(self, rows: Any) -> list[Any]:
+    def outputs(self, rows: Any) -> list[Any]:
+        """Raw answers: labels, numbers, or rows of numbers (scores read by the trace)."""
         rows = [list(r) for r in rows]
         out: list[Any] = []
         for start in range(0, len(rows), BATCH):
             out.extend(self._post(rows[start : start + BATCH]))
         return out
+
+    def predict(self, rows: Any) -> list[Any]:
+        """Labels (score rows read by argmax)."""
+        return [_label(v) for v in self.outputs(rows)]

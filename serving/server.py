@@ -10,15 +10,26 @@ from typing import Any
 __all__ = ["app_from_env", "serve"]
 
 CONFIG_ENV = "ASSAY_SERVE_CONFIG"
+DEFAULT_HEADER_TIMEOUT_S = 10.0  # serving/header_timeout.py's default
+DEFAULT_LIMIT_CONCURRENCY = 1000
 
 
-def _uvicorn_options(host: str, port: int) -> dict[str, Any]:
+def _uvicorn_options(
+    host: str,
+    port: int,
+    *,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT_S,
+    limit_concurrency: int = DEFAULT_LIMIT_CONCURRENCY,
+) -> dict[str, Any]:
+    from assay.serving.header_timeout import protocol
+
     return {
         "host": host,
         "port": port,
         "log_level": "warning",
+        "http": protocol(header_timeout),  # h11 with a deadline for the request head
         "timeout_keep_alive": 5,  # idle keep-alive connections close after 5 s
-        "limit_concurrency": 1000,  # beyond this, 503 instead of unbounded memory
+        "limit_concurrency": limit_concurrency,  # beyond this, 503 instead of unbounded memory
         "h11_max_incomplete_event_size": 64 * 1024,  # bounded request line and headers
         "server_header": False,
     }
@@ -45,13 +56,21 @@ def serve(
     workers: int = 1,
     interval: float = 3.0,
     workdir: Path | None = None,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT_S,
+    limit_concurrency: int = DEFAULT_LIMIT_CONCURRENCY,
 ) -> None:
-    """Serve until interrupted; the first load must pass the decision (``IntegrityError``)."""
+    """Serve until interrupted; the first load must pass the decision (``IntegrityError``).
+
+    ``header_timeout``: seconds a connection may take to send a request head;
+    ``limit_concurrency``: connections and requests at once (more get 503)."""
     import uvicorn
 
     from assay.serving.app import create_app
     from assay.serving.follower import start_service
 
+    options = _uvicorn_options(
+        host, port, header_timeout=header_timeout, limit_concurrency=limit_concurrency
+    )
     if workers > 1:
         os.environ[CONFIG_ENV] = json.dumps({"uri": uri, "interval": interval})
         start_service(registry, uri, interval=interval, workdir=workdir).stop()  # fail fast here
@@ -59,11 +78,11 @@ def serve(
             "assay.serving.server:app_from_env",
             factory=True,
             workers=workers,
-            **_uvicorn_options(host, port),
+            **options,
         )
         return
     service = start_service(registry, uri, interval=interval, workdir=workdir)
     try:
-        uvicorn.run(create_app(service), **_uvicorn_options(host, port))
+        uvicorn.run(create_app(service), **options)
     finally:
         service.stop()

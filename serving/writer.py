@@ -40,6 +40,7 @@ class StoreWriter:
         self._cond = threading.Condition()
         self._stop = False
         self.dropped = 0
+        self._inflight = 0  # jobs taken for the batch being committed
         self.failures = 0
         self.last_error: str | None = None
         self._thread = threading.Thread(target=self._run, name="assay-serve-writer", daemon=True)
@@ -62,8 +63,9 @@ class StoreWriter:
 
     @property
     def pending(self) -> int:
+        """Jobs not yet committed: queued, or in the batch being committed."""
         with self._cond:
-            return len(self._log) + len(self._important)
+            return len(self._log) + len(self._important) + self._inflight
 
     def _take(self) -> list[tuple[bool, Job]]:
         with self._cond:
@@ -71,10 +73,16 @@ class StoreWriter:
                 self._cond.wait(self.interval)
             batch = [(True, self._important.popleft()) for _ in range(len(self._important))]
             batch += [(False, self._log.popleft()) for _ in range(min(len(self._log), BATCH))]
+            self._inflight = len(batch)
             return batch
+
+    def _done(self) -> None:
+        with self._cond:
+            self._inflight = 0
 
     def _requeue(self, batch: list[tuple[bool, Job]]) -> None:
         with self._cond:
+            self._inflight = 0
             for important, job in reversed(batch):
                 if important:
                     self._important.appendleft(job)
@@ -114,6 +122,7 @@ class StoreWriter:
             log.warning("serving: store write failed: %s", self.last_error)
             self._requeue(batch)
             return False
+        self._done()
         self.last_error = None
         return True
 

@@ -35,6 +35,7 @@ sections = st.fixed_dictionaries(
         "retention_days": st.integers(1, 36500),
         "exact_models": st.lists(names, max_size=5),
         "answer_marks": st.floats(0.0, 0.5),
+        "answer_mark_bound": st.floats(0.0, 1.0),
         "extraction": st.fixed_dictionaries(
             {},
             optional={
@@ -98,6 +99,8 @@ def test_unknown_keys_are_refused(section: dict, extra: str) -> None:
         {"rate_per_second": "10"},
         {"sample_rate": 1.5},
         {"answer_marks": 0.9},
+        {"answer_mark_bound": 1.5},
+        {"answer_mark_bound": "0.1"},
         {"exact_models": "iris"},
         {"extraction": {"threshold": 2}},
         {"extraction": {"playbook": "yes"}},

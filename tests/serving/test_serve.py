@@ -386,14 +386,14 @@ def test_slow_body_is_cut_off(basic: tuple[int, Any, dict[str, str]]) -> None:
     assert reply.startswith("HTTP/1.1 408") and "REQUEST_TIMEOUT" in reply
 
 
-def _serve_process(uri: str, port: int) -> Any:
+def _serve_process(uri: str, port: int, *extra: str) -> Any:
     import os
     import subprocess
     import sys
 
     return subprocess.Popen(
         [sys.executable, "-c", "from assay.cli import main; main()", "serve", uri,
-         "--port", str(port), "--check-every", "0.5"],
+         "--port", str(port), "--check-every", "0.5", *extra],
         env=dict(os.environ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -431,6 +431,43 @@ def test_cli_server_restarts_after_kill_9_on_a_verified_version(world: dict[str,
         status, headers, _ = request(port, "POST", "/invocations", body, key=world["keys"]["alice"])
         assert status == 200 and headers["x-assay-version"] == "2"
     finally:
+        proc.kill()
+        proc.wait(30)
+
+
+def test_cli_server_closes_slow_header_clients_and_keeps_answering(
+    world: dict[str, Any],
+) -> None:
+    import socket
+
+    from serve_fixtures import free_port
+    from test_header_timeout import HEAD, closed_by_server
+
+    registry = world["registry"]
+    register_known_good(registry, "iris-slow", world["models"][1.0], alias="production")
+    port = free_port()
+    proc = _serve_process(
+        "models:/iris-slow@production", port, "--header-timeout", "1", "--limit-concurrency", "40"
+    )
+    slow: list[socket.socket] = []
+    try:
+        assert wait_for(lambda: _up(port) or proc.poll() is not None, 180), "server did not start"
+        assert proc.poll() is None, proc.stdout.read()
+        slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+        for sock in slow:
+            sock.sendall(HEAD[:15])  # heads never finished
+        body = {"inputs": iris(2).tolist()}
+        for _ in range(3):
+            status, headers, _ = request(
+                port, "POST", "/invocations", body, key=world["keys"]["alice"]
+            )
+            assert status == 200 and headers["x-assay-version"] == "1"
+        assert all(closed_by_server(sock) for sock in slow)
+        status, _, _ = request(port, "POST", "/invocations", body, key=world["keys"]["alice"])
+        assert status == 200
+    finally:
+        for sock in slow:
+            sock.close()
         proc.kill()
         proc.wait(30)
 
