@@ -272,7 +272,7 @@ def incident_show(app: AppContext, incident_id: str, as_json: bool) -> None:
 @click.pass_obj
 def incident_report(app: AppContext, incident_id: str, fmt: str, output: Path | None) -> None:
     """The incident report: timeline, changes, evidence, threat ids."""
-    from assay.registry.fsutil import write_new_file
+    from assay.core.atomic import write_new_file
     from assay.rollback import incidents
 
     text = incidents.report(open_registry(app), incident_id, fmt)

@@ -445,7 +445,7 @@ def lineage_cmd(app: AppContext, ref: str, fmt: str, output: Path | None, as_jso
     if output is None:
         click.echo(text, nl=False)
         return
-    from assay.registry.fsutil import write_new_file
+    from assay.core.atomic import write_new_file
 
     write_new_file(output, text.encode("utf-8"))
     click.echo(f"wrote {output}", err=True)

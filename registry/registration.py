@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from assay.core.atomic import atomic_write
 from assay.core.errors import AssayError, NotFoundError, RefusedError
 from assay.registry.binding import SUBJECT_PREFIX, make_binding
-from assay.registry.fsutil import atomic_write
 from assay.registry.manifest import build_manifest
 from assay.registry.mlflow_backend import MLFLOW_ADDED_FILES
 from assay.registry.models import (

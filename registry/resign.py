@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from assay.core.atomic import atomic_write
 from assay.core.errors import AssayError, IntegrityError
 from assay.registry.artifact_access import artifact_files
 from assay.registry.binding import SUBJECT_PREFIX, binding_lineage, make_binding
-from assay.registry.fsutil import atomic_write
 from assay.registry.manifest import build_manifest
 from assay.registry.mlflow_backend import MLFLOW_ADDED_FILES
 from assay.registry.models import ArtifactState, Signature, utcnow

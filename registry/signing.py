@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from assay.core.atomic import staged_write
 from assay.core.errors import NotFoundError
 from assay.registry.digest_cache import DigestCache
-from assay.registry.fsutil import staged_write
 from assay.registry.hashing import ProgressCallback
 from assay.registry.manifest import build_manifest
 from assay.registry.models import Artifact, Signature, utcnow

@@ -93,7 +93,7 @@ def pinned_trust_root(settings: Settings) -> str | None:
 
 def pin_trust_root(settings: Settings, key_id: str) -> None:
     """Write ``$ASSAY_HOME/trust-root`` (0600, atomically)."""
-    from assay.registry.fsutil import atomic_write
+    from assay.core.atomic import atomic_write
 
     atomic_write(settings.home / ROOT_FILE, (key_id + "\n").encode("ascii"), mode=0o600)
 
