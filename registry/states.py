@@ -5,7 +5,10 @@
   (its bytes are re-read from the artifact store) and whose lineage is clean.
 * :func:`promote` points a serving alias at a version that is known-good, has clean lineage and
   verifies now; ``force`` (with a reason) overrides these checks and is recorded.
-* :func:`move_alias` is the one way assay moves an alias (registration and promotion use it);
+* :func:`move_alias` is the one way assay moves an alias (registration and promotion use it;
+  rollback, which journals its own intent, uses the same steps: :func:`lock_store`,
+  :func:`set_alias_once`, :func:`alias_move_row`, :meth:`MovedMeanwhile.refusal`,
+  :func:`mirror_state`);
   it is safe to re-run after a crash at any point: the intent is committed first, the alias is set
   once and read back, and the move is recorded; a re-run completes an unfinished move and never
   moves the alias twice.
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from assay.core.errors import AssayError, IntegrityError, NotFoundError, RefusedError
+from assay.core.tags import STATE_TAG
 from assay.registry.models import (
     BAD_STATES,
     STATES,
@@ -44,7 +48,7 @@ from assay.registry.models import (
 from assay.registry.versions import VersionRecord, display, record_of, require_artifact, set_state
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from sqlalchemy.orm import Session
 
@@ -53,8 +57,11 @@ if TYPE_CHECKING:
 __all__ = [
     "AliasMoveResult",
     "MovedMeanwhile",
+    "alias_move_row",
     "alias_subject",
     "lock_store",
+    "mirror_state",
+    "set_alias_once",
     "open_intents",
     "FreezeStatus",
     "alias_history",
@@ -71,7 +78,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-STATE_TAG = "assay.state"
 #: Audit actions of an alias move: intent (committed before MLflow is touched), done, abandoned.
 ALIAS_INTENT, ALIAS_MOVE, ALIAS_ABANDONED, ALIAS_ADOPT = (
     "alias.intent",
@@ -248,12 +254,13 @@ def mark(
         set_state(registry, session, artifact, state, reason=reason, incident_id=incident_id)
         record = record_of(session, artifact)
     if kind == "model":  # also when unchanged: repairs a tag an earlier failure left stale
-        _mirror_state(registry, name, version, state)
+        mirror_state(registry, name, version, state)
     return record
 
 
-def _mirror_state(registry: Registry, name: str, version: str, state: str) -> None:
-    """Best effort: the store is the truth and `assay status` reports a stale tag."""
+def mirror_state(registry: Registry, name: str, version: str, state: str) -> None:
+    """Mirror a model version's state into its ``assay.state`` tag; best effort: the store is the
+    truth, a failure is logged as a warning and `assay status` reports the stale tag."""
     try:
         registry.backend.set_version_tag(name, version, STATE_TAG, state)
     except (AssayError, ImportError, OSError) as exc:
@@ -442,16 +449,15 @@ def _record_move(
     resumed: bool = False,
 ) -> None:
     session.add(
-        AliasMove(
-            model_name=intent["model"],
+        alias_move_row(
+            registry,
+            model=intent["model"],
             alias=intent["alias"],
             from_version=intent["from"],
             to_version=intent["to"],
             via=intent["via"],
             reason=intent.get("reason"),
             incident_id=intent.get("incident_id"),
-            actor=registry.settings.actor,
-            at=utcnow(),
         )
     )
     registry.record(
@@ -476,6 +482,73 @@ class MovedMeanwhile(Exception):
     def __init__(self, version: str | None) -> None:
         super().__init__(version)
         self.version = version
+
+    def refusal(self, subject: str) -> RefusedError:
+        """The one wording of this refusal, for every mover of an alias."""
+        return RefusedError(
+            f"{subject} was moved to {self.version} by someone else meanwhile; nothing changed "
+            "(re-run to try again)"
+        )
+
+
+def alias_move_row(
+    registry: Registry,
+    *,
+    model: str,
+    alias: str,
+    from_version: str | None,
+    to_version: str,
+    via: str,
+    reason: str | None,
+    incident_id: str | None,
+) -> AliasMove:
+    """The ``AliasMove`` record of one move, by the acting user, now."""
+    return AliasMove(
+        model_name=model,
+        alias=alias,
+        from_version=from_version,
+        to_version=to_version,
+        via=via,
+        reason=reason,
+        incident_id=incident_id,
+        actor=registry.settings.actor,
+        at=utcnow(),
+    )
+
+
+def set_alias_once(
+    registry: Registry,
+    name: str,
+    alias: str,
+    *,
+    expected: str | None,
+    version: str,
+    after_set: Callable[[], None] | None = None,
+) -> bool:
+    """Point ``name@alias`` from ``expected`` at ``version`` once; the caller holds the store's
+    write lock (:func:`lock_store`) in the transaction that records the move.
+
+    Returns False (nothing set) when the alias already points at ``version``; raises
+    :class:`MovedMeanwhile` when it points anywhere but ``expected``. Otherwise sets it, calls
+    ``after_set`` (still inside the caller's transaction: nothing of the move is committed yet),
+    reads it back (AssayError if MLflow did not keep it) and returns True.
+    """
+    backend = registry.backend
+    now = backend.get_alias(name, alias)
+    if now == version:
+        return False
+    if now != expected:
+        raise MovedMeanwhile(now)
+    backend.set_alias(name, alias, version)
+    if after_set is not None:
+        after_set()
+    seen = backend.get_alias(name, alias)
+    if seen != version:
+        raise AssayError(
+            f"MLflow did not keep {alias_subject(name, alias)} -> {version} (reads back {seen}); "
+            "nothing recorded: re-run to finish the move"
+        )
+    return True
 
 
 def move_alias(
@@ -591,20 +664,7 @@ def move_alias(
             row = None if exempt else frozen_row(session, name)
             if row is not None:
                 raise RefusedError(_frozen_message(name, row))
-            now = backend.get_alias(name, alias)
-            if now == version:
-                result.moved = False
-            elif now != current:
-                raise MovedMeanwhile(now)
-            else:
-                backend.set_alias(name, alias, version)
-                seen = backend.get_alias(name, alias)
-                if seen != version:
-                    raise AssayError(
-                        f"MLflow did not keep {subject} -> {version} (reads back {seen}); "
-                        "re-run to finish the move"
-                    )
-                result.moved = True
+            result.moved = set_alias_once(registry, name, alias, expected=current, version=version)
             _record_move(registry, session, intent, moved=result.moved)
             result.recorded = True
     except (MovedMeanwhile, RefusedError) as exc:
@@ -613,10 +673,7 @@ def move_alias(
             registry.record(session, ALIAS_ABANDONED, subject, {"id": intent["id"], "found": found})
         if isinstance(exc, RefusedError):
             raise
-        raise RefusedError(
-            f"{subject} was moved to {exc.version} by someone else meanwhile; nothing changed "
-            "(re-run to try again)"
-        ) from None
+        raise exc.refusal(subject) from None
     return result
 
 

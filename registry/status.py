@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from assay.core.errors import AssayError, NotFoundError
+from assay.core.tags import MANIFEST_TAG, PENDING_TAG, STATE_TAG
 from assay.registry.models import (
     BAD_STATES,
     AliasMove,
@@ -56,9 +57,6 @@ __all__ = [
     "load_records",
     "status",
 ]
-
-#: ``registration.PENDING_TAG``, repeated so that status does not import the registration module.
-PENDING_TAG = "assay.pending"
 
 
 class DriftKind(str, Enum):
@@ -460,8 +458,8 @@ def _model_status(
                 )
             continue
         for tag, expected in (
-            ("assay.state", record.state),
-            ("assay.manifest", record.manifest_root or ""),
+            (STATE_TAG, record.state),
+            (MANIFEST_TAG, record.manifest_root or ""),
         ):
             actual = mv.tags.get(tag)
             if actual != expected:
