@@ -73,6 +73,7 @@ __all__ = [
     "promote",
     "state_history",
     "tainted_lineage",
+    "tainted_lineages",
     "unfreeze",
 ]
 
@@ -141,31 +142,48 @@ class FreezeStatus:
 # --- lineage taint ---------------------------------------------------------------------------
 
 
-def tainted_lineage(session: Session, artifact_id: int) -> list[str]:
-    """Ancestors (datasets and parent models, transitively) in a bad state, as ``what is state``.
+def tainted_lineages(session: Session, artifact_ids: Iterable[int]) -> dict[int, list[str]]:
+    """For each artifact id, its ancestors (datasets and parent models, transitively) in a bad
+    state, as ``dataset:NAME@V is quarantined`` / ``models:/NAME/V is compromised``, sorted.
 
-    Cycles in the lineage table (which assay never writes, but a database can hold) are walked
-    once.
+    The one taint computation (mark, promote and rollback selection use it): two queries (every
+    lineage edge, every artifact in a bad state), then a walk per id. Cycles in the lineage
+    table (which assay never writes, but a database can hold) are walked once.
     """
-    found: list[str] = []
-    seen: set[int] = {artifact_id}
-    frontier = [artifact_id]
-    while frontier:
-        rows = session.execute(
+    ids = list(artifact_ids)
+    parents: dict[int, list[int]] = {}
+    for child, parent in session.execute(select(Lineage.child_id, Lineage.parent_id)).all():
+        parents.setdefault(child, []).append(parent)
+    if not parents:
+        return {i: [] for i in ids}
+    bad = {
+        row.id: f"{display(row.kind, row.name, row.version)} is {state}"
+        for row, state in session.execute(
             select(Artifact, ArtifactState.state)
-            .join(Lineage, Lineage.parent_id == Artifact.id)
-            .join(ArtifactState, ArtifactState.artifact_id == Artifact.id, isouter=True)
-            .where(Lineage.child_id.in_(frontier))
+            .join(ArtifactState, ArtifactState.artifact_id == Artifact.id)
+            .where(ArtifactState.state.in_(BAD_STATES))
         ).all()
-        frontier = []
-        for parent, state in rows:
-            if parent.id in seen:
+    }
+    result: dict[int, list[str]] = {}
+    for start in ids:
+        found: list[str] = []
+        seen: set[int] = {start}
+        stack = list(parents.get(start, []))
+        while stack:
+            node = stack.pop()
+            if node in seen:
                 continue
-            seen.add(parent.id)
-            frontier.append(parent.id)
-            if state in BAD_STATES:
-                found.append(f"{display(parent.kind, parent.name, parent.version)} is {state}")
-    return sorted(found)
+            seen.add(node)
+            if node in bad:
+                found.append(bad[node])
+            stack.extend(parents.get(node, []))
+        result[start] = sorted(found)
+    return result
+
+
+def tainted_lineage(session: Session, artifact_id: int) -> list[str]:
+    """:func:`tainted_lineages` of one artifact."""
+    return tainted_lineages(session, [artifact_id])[artifact_id]
 
 
 # --- mark ------------------------------------------------------------------------------------
