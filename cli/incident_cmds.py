@@ -57,13 +57,13 @@ def playbook_validate(app: AppContext, ref: str) -> None:
 
     Errors name the file, the line and the step; exit 1 when invalid.
     """
-    from assay.rollback.actions import fake_actions
+    from assay.rollback.actions import spec_actions
     from assay.rollback.incidents import playbook_source
     from assay.rollback.playbook import PlaybookError, parse_playbook
 
     text, label = playbook_source(ref)
     try:
-        book = parse_playbook(text, label, fake_actions())
+        book = parse_playbook(text, label, spec_actions())
     except PlaybookError as exc:
         for line in exc.errors[1:]:
             click.echo(line, err=True)

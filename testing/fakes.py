@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from assay.core.errors import NotFoundError, RefusedError
-from assay.rollback.actions import ActionContext, ActionRegistry, SpecAction, builtin_actions
+from assay.rollback.actions import (
+    ActionContext,
+    ActionRegistry,
+    SpecAction,
+    builtin_actions,
+    format_value,
+)
 
 __all__ = ["FakeRegistry", "FakeVersion", "fake_actions"]
 
@@ -158,7 +164,7 @@ def _freeze(reg: FakeRegistry, ctx: ActionContext, p: dict[str, Any]) -> dict[st
     for m in new:
         reg.frozen.add(m)
         reg.events.append(("freeze", m))
-    return {"frozen": models, "changed": bool(new), "summary": f"frozen: {_fmt(models)}"}
+    return {"frozen": models, "changed": bool(new), "summary": f"frozen: {format_value(models)}"}
 
 
 def _restrict(reg: FakeRegistry, ctx: ActionContext, p: dict[str, Any]) -> dict[str, Any]:
@@ -220,7 +226,7 @@ def _mark(reg: FakeRegistry, ctx: ActionContext, p: dict[str, Any]) -> dict[str,
         "versions": versions,
         "state": state,
         "changed": bool(changed),
-        "summary": f"{_fmt(versions)} marked {state}",
+        "summary": f"{format_value(versions)} marked {state}",
     }
 
 
