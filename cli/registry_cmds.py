@@ -9,26 +9,20 @@ import click
 
 from assay.cli.common import esc, open_registry, short, styled
 from assay.cli.context import AppContext, json_option, new_table
+from assay.core.states import BAD_STATES, STATES
+from assay.registry.refs import model_name, split_subject
 
-# Kept here (not imported from assay.registry.models) so `assay --help` stays fast.
-STATE_CHOICES = ("registered", "known-good", "quarantined", "compromised")
-_BAD = ("quarantined", "compromised")
+# assay.core.states has no third-party import: `assay --help` stays fast.
+STATE_CHOICES = STATES
 
 
 def _state_style(state: str) -> str:
     """The state as markup (green when known-good, red when bad); a table cell needs styled()."""
     if state == "known-good":
         return f"[green]{esc(state)}[/green]"
-    if state in _BAD:
+    if state in BAD_STATES:
         return f"[red]{esc(state)}[/red]"
     return esc(state)
-
-
-def _split_kind(name: str) -> tuple[str, str]:
-    """``dataset:NAME`` marks a dataset; anything else is a model name."""
-    if name.startswith("dataset:"):
-        return "dataset", name[len("dataset:") :]
-    return "model", name.removeprefix("models:/")
 
 
 @click.command("mark")
@@ -65,7 +59,7 @@ def mark_cmd(
     """
     from assay.registry.states import mark
 
-    kind, bare = _split_kind(name)
+    kind, bare = split_subject(name)
     record = mark(
         open_registry(app),
         bare,
@@ -115,7 +109,7 @@ def label_cmd(
         raise click.UsageError("give --add LABEL and/or --remove LABEL")
     record = set_labels(
         open_registry(app),
-        name.removeprefix("models:/"),
+        model_name(name),
         version,
         add=add,
         remove=remove,

@@ -68,7 +68,7 @@ def sign(
     """
     from assay.core.errors import ConfigError
     from assay.registry.prehash import check_mode, requested_mode, start_manifest
-    from assay.registry.verification import _inner_ignores, default_signature_path
+    from assay.registry.verification import default_signature_path, signature_ignores
 
     mode = requested_mode(hash_type, shard_size)
     try:
@@ -76,7 +76,7 @@ def sign(
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     sig_path = signature or default_signature_path(path)
-    ignores = (*ignore_paths, *_inner_ignores(path, sig_path))
+    ignores = (*ignore_paths, *signature_ignores(path, sig_path))
     with byte_progress(f"hashing {path.name}", enabled=None if not as_json else False) as advance:
         # Hash while the store opens: the flags' mode, else the built-in default (the policy's
         # signing default, read from the store, replaces it only when it differs).
@@ -152,31 +152,18 @@ def verify(
     Exit code 3 when anything differs: the report names every modified, missing and extra file.
     """
     from assay.core.errors import IntegrityError
-    from assay.registry.refs import is_dataset_uri, is_model_uri
+    from assay.registry.verification import verify_target_or_path
 
     try:
-        if is_model_uri(target) or is_dataset_uri(target):
-            # The sqlite3 view of a default store: no SQLAlchemy, and no mlflow for an embedded
-            # sqlite:/// MLflow with local artifacts (see assay.registry.uri_verify).
-            from assay.registry.uri_verify import verify_target
-
-            with byte_progress("verifying", enabled=None if not as_json else False) as advance:
-                report = verify_target(app.settings, target, progress=advance)
-        else:
-            from assay.registry.trust_view import open_trust_view
-            from assay.registry.verification import verify_path
-
-            trust = open_trust_view(app.settings)
-            with byte_progress("verifying", enabled=None if not as_json else False) as advance:
-                report = verify_path(
-                    trust,
-                    app.settings,
-                    Path(target),
-                    signature=signature,
-                    trust_cache=trust_cache,
-                    ignore_paths=ignore_paths,
-                    progress=advance,
-                )
+        with byte_progress("verifying", enabled=None if not as_json else False) as advance:
+            report = verify_target_or_path(
+                app.settings,
+                target,
+                signature=signature,
+                trust_cache=trust_cache,
+                ignore_paths=ignore_paths,
+                progress=advance,
+            )
     except IntegrityError as exc:
         # An unsigned target or an unreadable/corrupt bundle is a failed verification: CI
         # reading --json gets a report (ok: false) as for any other failure, then exit 3.

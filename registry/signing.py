@@ -16,7 +16,7 @@ from assay.registry.manifest import build_manifest
 from assay.registry.models import Artifact, Signature, utcnow
 from assay.registry.oms import sign_manifest
 from assay.registry.prehash import Prehash, check_mode, requested_mode
-from assay.registry.verification import _inner_ignores, default_signature_path
+from assay.registry.verification import default_signature_path, signature_ignores
 
 if TYPE_CHECKING:
     from assay.registry.facade import Registry
@@ -73,7 +73,7 @@ def sign_path(
         default = registry.policy().signing
         mode = (default.hash, default.shard_size)
     check_mode(*mode)
-    ignores = (*ignore_paths, *_inner_ignores(path, signature))
+    ignores = (*ignore_paths, *signature_ignores(path, signature))
     cache = DigestCache.for_home(registry.settings.home) if reuse_digests else None
     if prehash is not None and prehash.matches(path, ignores, *mode):
         manifest = prehash.result()

@@ -88,7 +88,7 @@ def read_bundle_file(signature: Path, *, subject: Path | None = None) -> str:
         raise IntegrityError(f"cannot read signature {signature}: not UTF-8 text") from exc
 
 
-def _inner_ignores(path: Path, signature: Path) -> list[str]:
+def signature_ignores(path: Path, signature: Path) -> list[str]:
     """The signature file, when it sits inside the signed folder under another name."""
     if not path.is_dir():
         return []
@@ -148,6 +148,39 @@ def verify_bundle_text(
     return report
 
 
+def verify_target_or_path(
+    settings: Settings,
+    target: str,
+    *,
+    signature: Path | None = None,
+    trust_cache: bool = False,
+    ignore_paths: tuple[str, ...] = (),
+    progress: ProgressCallback | None = None,
+) -> VerifyReport:
+    """Verify ``target``: a registered model or dataset version (``models:/NAME/V``,
+    ``models:/NAME@ALIAS``, ``dataset:NAME@V``), its bytes re-read from the artifact store
+    (``assay.registry.uri_verify.verify_target``; ``signature``, ``trust_cache`` and
+    ``ignore_paths`` do not apply), else a local file or folder against its bundle
+    (:func:`verify_path`)."""
+    from assay.registry.refs import is_dataset_uri, is_model_uri
+
+    if is_model_uri(target) or is_dataset_uri(target):
+        from assay.registry.uri_verify import verify_target
+
+        return verify_target(settings, target, progress=progress)
+    from assay.registry.trust_view import open_trust_view
+
+    return verify_path(
+        open_trust_view(settings),
+        settings,
+        Path(target),
+        signature=signature,
+        trust_cache=trust_cache,
+        ignore_paths=ignore_paths,
+        progress=progress,
+    )
+
+
 def verify_path(
     trust: TrustView,
     settings: Settings,
@@ -170,6 +203,6 @@ def verify_path(
         path,
         bundle_text,
         trust_cache=trust_cache,
-        ignore_paths=(*ignore_paths, *_inner_ignores(path, signature)),
+        ignore_paths=(*ignore_paths, *signature_ignores(path, signature)),
         progress=progress,
     )
