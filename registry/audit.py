@@ -29,7 +29,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sqlalchemy import select, update
 
 from assay.core.atomic import write_new_numbered
-from assay.core.errors import AssayError, ConfigError, FormatError, IntegrityError
+from assay.core.errors import (
+    AssayError,
+    FormatError,
+    IntegrityError,
+    NotInitialisedError,
+)
 from assay.registry.canonical import canonical_json, iso_utc, parse_iso_utc
 from assay.registry.merkle import (
     EMPTY_ROOT,
@@ -234,7 +239,7 @@ class AuditLog:
             .returning(head.c.tree_size)
         ).scalar_one_or_none()
         if new_size is None:
-            raise ConfigError("the audit log has no head row: run `assay init`")
+            raise NotInitialisedError("the audit log has no head row: run `assay init`")
         seq = new_size - 1
         ts = utcnow()
         data = leaf_data(
@@ -274,7 +279,7 @@ class AuditLog:
             select(AuditHead.tree_size).where(AuditHead.id == _HEAD_ID)
         ).scalar_one_or_none()
         if size is None:
-            raise ConfigError("the audit log has no head row: run `assay init`")
+            raise NotInitialisedError("the audit log has no head row: run `assay init`")
         return size
 
     def tree(self, size: int | None = None, *, check: bool = False) -> MerkleTree:

@@ -45,6 +45,15 @@ def untrusted_hint(key_id: str) -> str:
     )
 
 
+def untrusted_key(key_id: str, suffix: str = "") -> RefusedError:
+    """The refusal of a key the trust list does not hold, with its hint."""
+    return RefusedError(
+        untrusted_hint(key_id) + suffix,
+        hint=f"ask an admin to trust key {key_id[:16]} (`assay key export` on this machine "
+        "prints the public key to send them)",
+    )
+
+
 def store_document(
     session: Session, subject: str, key_id: str, envelope: str, recorded_at: datetime
 ) -> None:
@@ -111,7 +120,7 @@ class KeyService:
 
     def _publish(self, session: Session, current: TrustList, new: TrustList) -> TrustList:
         """Sign ``new`` with the acting admin key of ``current`` and store it."""
-        self._store_list(session, self._admin_key(current), new)
+        self._store_list(session, self.admin_key(current), new)
         return new
 
     @staticmethod
@@ -119,7 +128,9 @@ class KeyService:
         now = utcnow()
         store_document(session, TRUST_SUBJECT, key.key_id, trust.sign(key, now), now)
 
-    def _admin_key(self, current: TrustList) -> SigningKey:
+    def admin_key(self, current: TrustList) -> SigningKey:
+        """The acting key (``ASSAY_KEY`` or the keyring default) if ``current`` grants it the admin
+        role; RefusedError otherwise. Changing trust or policy signs with it."""
         try:
             key = resolve_signing_key(self._registry.settings)
         except (ConfigError, NotFoundError) as exc:
@@ -142,7 +153,7 @@ class KeyService:
             key = None
         if key is not None and key.key_id == target:
             return key
-        return self._admin_key(current)
+        return self.admin_key(current)
 
     def bootstrap(self, key: SigningKey, name: str) -> KeyRecord:
         """Make ``key`` this store's trust root (first ``assay init``): trust list 1, pinned."""
@@ -204,10 +215,7 @@ class KeyService:
         raise NotFoundError(f"unknown key {ref!r}: see `assay key list`")
 
     def _record(self, row: Key, trust: TrustList, has_private: bool) -> KeyRecord:
-        entry = trust.get(row.key_id)
-        if entry is not None:
-            return entry.record(has_private=has_private, created_at=row.created_at)
-        return KeyRecord.from_row(row, has_private)
+        return trust.key_record(row, has_private=has_private)
 
     def get(self, ref: str) -> KeyRecord:
         with self._registry.store.session(readonly=True) as session:
@@ -296,7 +304,7 @@ class KeyService:
 
     def _can_administer(self, current: TrustList) -> bool:
         try:
-            self._admin_key(current)
+            self.admin_key(current)
         except RefusedError:
             return False
         return True
@@ -345,7 +353,7 @@ class KeyService:
             current = self.trust_list(session)
             entry = current.active(row.key_id)
             if entry is None:
-                raise RefusedError(untrusted_hint(row.key_id) + " (or it was revoked)")
+                raise untrusted_key(row.key_id, " (or it was revoked)")
             have = set(entry.roles)
             have = have - set(changed_roles) if remove else have | set(changed_roles)
             if not remove and set(changed_roles) <= set(entry.roles):
@@ -418,7 +426,7 @@ class KeyService:
         key = resolve_signing_key(self._registry.settings, ref)
         entry = self.trust_list().get(key.key_id)
         if entry is None:
-            raise RefusedError(untrusted_hint(key.key_id))
+            raise untrusted_key(key.key_id)
         record = entry.record(has_private=True)
         if record.cutoff is not None:
             raise RefusedError(

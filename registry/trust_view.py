@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
-from assay.core.errors import ConfigError
+from assay.core.errors import NotInitialisedError
 from assay.core.settings import Settings
 from assay.registry.keys import PublicKey
 from assay.registry.store import HEAD_REVISION
@@ -61,19 +61,33 @@ def sqlite_path(db_url: str) -> Path | None:
     return None
 
 
+def open_readonly(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
+    """The one way assay opens a SQLite database read-only (its own store or MLflow's): a
+    ``file:`` URI of the resolved path (percent-encoded, so ``?`` or ``#`` in a folder name
+    cannot change the mode), ``mode=ro``, a 30 s busy timeout."""
+    return sqlite3.connect(
+        f"{Path(path).resolve().as_uri()}?mode=ro",
+        uri=True,
+        timeout=30,
+        check_same_thread=check_same_thread,
+    )
+
+
 def connect_readonly(settings: Settings, path: Path) -> sqlite3.Connection:
     """A read-only ``sqlite3`` connection to the store at ``path``, its schema checked at head."""
     if not path.exists():
-        raise ConfigError(f"assay is not initialised in {settings.home}: run `assay init`")
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        raise NotInitialisedError(f"assay is not initialised in {settings.home}: run `assay init`")
+    conn = open_readonly(path)
     try:
         row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
     except sqlite3.DatabaseError as exc:
         conn.close()
-        raise ConfigError(f"assay is not initialised in {settings.home}: run `assay init`") from exc
+        raise NotInitialisedError(
+            f"assay is not initialised in {settings.home}: run `assay init`"
+        ) from exc
     if row is None or row[0] != HEAD_REVISION:
         conn.close()
-        raise ConfigError(
+        raise NotInitialisedError(
             f"assay's store is at schema revision {row and row[0]}, this assay expects "
             f"{HEAD_REVISION}: run `assay init` to upgrade it"
         )
