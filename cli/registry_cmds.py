@@ -7,7 +7,15 @@ from pathlib import Path
 
 import click
 
-from assay.cli.common import esc, open_registry, short, styled
+from assay.cli.common import (
+    esc,
+    incident_option,
+    new_output_option,
+    open_registry,
+    reason_option,
+    short,
+    styled,
+)
 from assay.cli.context import AppContext, json_option, new_table
 from assay.core.states import BAD_STATES, STATES
 from assay.registry.refs import model_name, split_subject
@@ -29,8 +37,8 @@ def _state_style(state: str) -> str:
 @click.argument("name")
 @click.argument("version")
 @click.argument("state", type=click.Choice(STATE_CHOICES))
-@click.option("--reason", required=True, help="Why (recorded in the history and audit log).")
-@click.option("--incident", "incident_id", metavar="ID", help="Incident this change belongs to.")
+@reason_option("Why (recorded in the history and audit log).", required=True)
+@incident_option("change")
 @click.option(
     "--force",
     is_flag=True,
@@ -129,8 +137,8 @@ def label_cmd(
 @click.option(
     "--force", is_flag=True, help="Override the known-good, lineage and verification checks."
 )
-@click.option("--reason", help="Why (required with --force; recorded with the move).")
-@click.option("--incident", "incident_id", metavar="ID", help="Incident this move belongs to.")
+@reason_option("Why (required with --force; recorded with the move).")
+@incident_option("move")
 @json_option
 @click.pass_obj
 def promote_cmd(
@@ -188,8 +196,8 @@ def promote_cmd(
 
 @click.command("freeze")
 @click.argument("name")
-@click.option("--reason", required=True, help="Why (recorded; shown to anyone refused).")
-@click.option("--incident", "incident_id", metavar="ID", help="Incident this freeze belongs to.")
+@reason_option("Why (recorded; shown to anyone refused).", required=True)
+@incident_option("freeze")
 @json_option
 @click.pass_obj
 def freeze_cmd(
@@ -212,7 +220,7 @@ def freeze_cmd(
 
 @click.command("unfreeze")
 @click.argument("name")
-@click.option("--reason", help="Why (recorded).")
+@reason_option("Why (recorded).")
 @json_option
 @click.pass_obj
 def unfreeze_cmd(app: AppContext, name: str, reason: str | None, as_json: bool) -> None:
@@ -407,9 +415,7 @@ def _render_lineage(console, report) -> None:
     show_default=True,
     help="svg: the blast radius as a picture (datasets -> versions -> serving aliases).",
 )
-@click.option(
-    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a new file."
-)
+@new_output_option()
 @json_option
 @click.pass_obj
 def lineage_cmd(app: AppContext, ref: str, fmt: str, output: Path | None, as_json: bool) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from assay.cli.common import esc, open_registry, short
+from assay.cli.common import esc, ignore_path_option, open_registry, short, signature_option
 from assay.cli.context import AppContext, json_option
 from assay.cli.progress import byte_progress
 
@@ -18,22 +18,13 @@ from assay.cli.progress import byte_progress
     "key_ref",
     help="Key id, id prefix, name or PEM path (default: ASSAY_KEY, else the default key).",
 )
-@click.option(
-    "--signature",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the bundle (default: PATH/model.sig, or PATH.sig for a file).",
-)
+@signature_option("Where to write the bundle (default: PATH/model.sig, or PATH.sig for a file).")
 @click.option(
     "--reuse-digests",
     is_flag=True,
     help="Reuse cached digests of files whose inode, size and times are unchanged.",
 )
-@click.option(
-    "--ignore-path",
-    "ignore_paths",
-    multiple=True,
-    help="A path (relative to PATH) left out of the signature (repeatable).",
-)
+@ignore_path_option
 @click.option(
     "--hash",
     "hash_type",
@@ -119,22 +110,13 @@ def sign(
 
 @click.command("verify")
 @click.argument("target")
-@click.option(
-    "--signature",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The bundle (default: PATH/model.sig, or PATH.sig for a file).",
-)
+@signature_option("The bundle (default: PATH/model.sig, or PATH.sig for a file).")
 @click.option(
     "--trust-cache",
     is_flag=True,
     help="Use cached digests of unchanged files instead of re-hashing (faster, weaker).",
 )
-@click.option(
-    "--ignore-path",
-    "ignore_paths",
-    multiple=True,
-    help="A path (relative to PATH) left out of the signature (repeatable).",
-)
+@ignore_path_option
 @json_option
 @click.pass_obj
 def verify(
