@@ -18,7 +18,6 @@ from assay.cli.common import (
 )
 from assay.cli.context import AppContext, json_option, new_table
 from assay.core.states import BAD_STATES, STATES
-from assay.registry.refs import model_name, split_subject
 
 # assay.core.states has no third-party import: `assay --help` stays fast.
 STATE_CHOICES = STATES
@@ -65,6 +64,7 @@ def mark_cmd(
     and is recorded). quarantined and compromised are always accepted. Every change is kept in the
     version's history and the audit log, and mirrored to the assay.state tag in MLflow.
     """
+    from assay.registry.refs import split_subject
     from assay.registry.states import mark
 
     kind, bare = split_subject(name)
@@ -112,6 +112,7 @@ def label_cmd(
     known-good version labelled robust. Mirrored to the assay.labels tag in MLflow.
     """
     from assay.registry.labels import set_labels
+    from assay.registry.refs import model_name
 
     if not add and not remove:
         raise click.UsageError("give --add LABEL and/or --remove LABEL")
