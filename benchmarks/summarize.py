@@ -13,6 +13,11 @@ def _load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _header(title: str, columns: int) -> list[str]:
+    """A markdown table's title row and its separator row."""
+    return [title, "|" + "---|" * columns]
+
+
 def _ok(flag: bool | None) -> str:
     return "yes" if flag else ("no" if flag is not None else "-")
 
@@ -21,8 +26,10 @@ def signing(d: dict) -> list[str]:
     dd, one, st, rs = d["dir_2gib"], d["single_2gib_file"], d["startup"], d["resign_1kb_change"]
     rss = dd["peak_rss_mb"]
     lines = [
-        f"| signing, default mode: sha256 files (vs model_signing 1.1.1 CLI, same run, median of {d['reps']}) | assay | model_signing | ratio |",
-        "|---|---|---|---|",
+        *_header(
+            f"| signing, default mode: sha256 files (vs model_signing 1.1.1 CLI, same run, median of {d['reps']}) | assay | model_signing | ratio |",
+            4,
+        ),
         f"| sign 2 GiB folder (4 x 512 MiB) | {dd['assay_sign_s']:.2f} s | {dd['model_signing_sign_s']:.2f} s | {dd['sign_speedup']:.2f}x |",
         f"| verify 2 GiB folder | {dd['assay_verify_s']:.2f} s | {dd['model_signing_verify_s']:.2f} s | {dd['verify_speedup']:.2f}x |",
         f"| one 2 GiB file: files / shards of {one.get('shard_size', 0) // 2**20} MiB (one core of hashlib {one['hashlib_one_core_gbps']:.2f} GB/s, two cores on the folder {one.get('hashlib_two_cores_folder_gbps', float('nan')):.2f} GB/s, sha256sum {one['sha256sum_gbps']:.2f} GB/s) | {one['assay_sign_gbps']:.2f} / {one.get('assay_sign_shards_gbps', float('nan')):.2f} GB/s | | |",
@@ -39,8 +46,10 @@ def signing(d: dict) -> list[str]:
     if "modes" in d:
         lines += [
             "",
-            "| mode / input (assay flags vs model_signing's API in the same mode, same run) | assay sign | model_signing sign | ratio | assay verify | model_signing verify | ratio | assay peak RSS |",
-            "|---|---|---|---|---|---|---|---|",
+            *_header(
+                "| mode / input (assay flags vs model_signing's API in the same mode, same run) | assay sign | model_signing sign | ratio | assay verify | model_signing verify | ratio | assay peak RSS |",
+                8,
+            ),
         ]
         for name, m in d["modes"].items():
             r = m["peak_rss_mb"]
@@ -65,8 +74,7 @@ def signing(d: dict) -> list[str]:
 
 def registry(d: dict) -> list[str]:
     lines = [
-        "| registry command (median of 5) | mode | seconds | target | met |",
-        "|---|---|---|---|---|",
+        *_header("| registry command (median of 5) | mode | seconds | target | met |", 5),
     ]
     for mode, block in d["modes"].items():
         for name, row in block["rows"].items():
@@ -81,8 +89,10 @@ def rollback(d: dict) -> list[str]:
     t, m = d["targets"], d["met"]
     e, s = d["rollback_embedded"], d["rollback_server"]
     return [
-        f"| rollback, {d['versions']} versions (median of {d['reps']}) | to alias moved | whole command | target | met |",
-        "|---|---|---|---|---|",
+        *_header(
+            f"| rollback, {d['versions']} versions (median of {d['reps']}) | to alias moved | whole command | target | met |",
+            5,
+        ),
         f"| server mode | {s['alias_moved_s']:.3f} s | {s['command_s']:.3f} s | <= {t['rollback_server_s']:.2f} s | {_ok(m['rollback_server'])} |",
         f"| embedded (import mlflow {d['import_mlflow_s']:.2f} s) | {e['alias_moved_s']:.3f} s | {e['command_s']:.3f} s | <= {t['rollback_embedded_s']:.2f} s | {_ok(m['rollback_embedded'])} |",
         f"| data-poisoning incident, 20 models, embedded | | {d['incident_20_models_embedded']['command_s']:.2f} s | <= {t['incident_s']:.0f} s + hashing | {_ok(m['incident_embedded'])} |",
@@ -92,8 +102,10 @@ def rollback(d: dict) -> list[str]:
 
 def guard(d: dict) -> list[str]:
     lines = [
-        f"| alias set over REST (median of {d['n']}, same backend, same run) | plain mlflow server | `--app-name assay-guard` | added | target | met |",
-        "|---|---|---|---|---|---|",
+        *_header(
+            f"| alias set over REST (median of {d['n']}, same backend, same run) | plain mlflow server | `--app-name assay-guard` | added | target | met |",
+            6,
+        ),
     ]
     for alias, row in d["aliases"].items():
         protected = alias == "production"
@@ -133,8 +145,10 @@ def _num(x: float | None, fmt: str) -> str:
 
 def watermark(d: dict) -> list[str]:
     lines = [
-        "| model | attack | quality after | z | log10 corrected p | verdict (p <= 1e-9 when within 5 pp) |",
-        "|---|---|---|---|---|---|",
+        *_header(
+            "| model | attack | quality after | z | log10 corrected p | verdict (p <= 1e-9 when within 5 pp) |",
+            6,
+        ),
     ]
     for r in d.get("rows", []):
         lines.append(
@@ -186,8 +200,10 @@ def watermark(d: dict) -> list[str]:
 
 def enforcement(d: dict) -> list[str]:
     lines = [
-        "| enforcement decision at load (median) | mode | bytes only | decision | added | target | met |",
-        "|---|---|---|---|---|---|---|",
+        *_header(
+            "| enforcement decision at load (median) | mode | bytes only | decision | added | target | met |",
+            7,
+        ),
     ]
     for mode in ("embedded", "server"):
         r = d.get(mode)
@@ -202,8 +218,10 @@ def enforcement(d: dict) -> list[str]:
 
 def parsers(d: dict) -> list[str]:
     lines = [
-        f"| reader (best of {d['reps']} x {d['rounds']}, CPU time; before = {d['before_ref']}) | file | before | after | after / before | target | met |",
-        "|---|---|---|---|---|---|---|",
+        *_header(
+            f"| reader (best of {d['reps']} x {d['rounds']}, CPU time; before = {d['before_ref']}) | file | before | after | after / before | target | met |",
+            7,
+        ),
     ]
     for label, r in d["rows"].items():
         size = f"{r['bytes'] / 1e6:.1f} MB"
@@ -223,8 +241,10 @@ def parsers(d: dict) -> list[str]:
 def hostile_inputs(d: dict) -> list[str]:
     t = d["targets"]
     lines = [
-        f"| hostile input (through the CLI, /usr/bin/time -v) | exit | wall | peak RSS | met (<= {t['wall_s']:.0f} s, <= {t['peak_rss_mb']:.0f} MB, one error line) |",
-        "|---|---|---|---|---|",
+        *_header(
+            f"| hostile input (through the CLI, /usr/bin/time -v) | exit | wall | peak RSS | met (<= {t['wall_s']:.0f} s, <= {t['peak_rss_mb']:.0f} MB, one error line) |",
+            5,
+        ),
     ]
     for name, r in d["rows"].items():
         lines.append(
@@ -236,8 +256,10 @@ def hostile_inputs(d: dict) -> list[str]:
 def serve(d: dict) -> list[str]:
     t = d["targets"]
     lines = [
-        f"| assay serve vs mlflow models serve ({d['rounds']} rounds, 1 worker) | assay | mlflow | ratio / extra | target | met |",
-        "|---|---|---|---|---|---|",
+        *_header(
+            f"| assay serve vs mlflow models serve ({d['rounds']} rounds, 1 worker) | assay | mlflow | ratio / extra | target | met |",
+            6,
+        ),
     ]
     for model, r in d["models"].items():
         a, m, met = r["assay"], r["mlflow"], r["met"]

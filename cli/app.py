@@ -42,6 +42,8 @@ class AssayGroup(click.Group):
             if obj is not None and obj.verbose:
                 traceback.print_exc(file=sys.stderr)
             click.echo(f"error: {exc}", err=True)
+            if obj is not None and obj.verbose and exc.hint:
+                click.echo(f"hint: {exc.hint}", err=True)
             ctx.exit(exc.exit_code)
 
 
@@ -54,7 +56,9 @@ class AssayGroup(click.Group):
     envvar="ASSAY_HOME",
     help="assay's folder (default: $ASSAY_HOME or the platform's app folder).",
 )
-@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks and debug logs.")
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Show tracebacks, debug logs and a hint under each error."
+)
 @click.version_option(package_name="assay-integrity", prog_name="assay")
 @click.pass_context
 def cli(ctx: click.Context, home: str | None, verbose: bool) -> None:

@@ -14,6 +14,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -103,3 +104,43 @@ class Markup(str):
 def styled(markup: str) -> Markup:
     """Mark ``markup`` (trusted tags around :func:`esc`-aped text) as a styled table cell."""
     return Markup(markup)
+
+
+# --- option groups: each repeated option defined once (each command passes its own help) -------
+
+
+def reason_option(help: str, *, required: bool = False):
+    """``--reason TEXT``: why, recorded with the change."""
+    return click.option("--reason", required=required, help=help)
+
+
+def incident_option(what: str):
+    """``--incident ID`` (as ``incident_id``): the incident ``what`` belongs to."""
+    return click.option(
+        "--incident", "incident_id", metavar="ID", help=f"Incident this {what} belongs to."
+    )
+
+
+def yes_option(help: str = "Approve approval gates without asking."):
+    """``-y/--yes``."""
+    return click.option("-y", "--yes", is_flag=True, help=help)
+
+
+def new_output_option(help: str = "Write to a new file."):
+    """``-o/--output FILE`` (a ``Path``)."""
+    return click.option(
+        "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help=help
+    )
+
+
+def signature_option(help: str):
+    """``--signature FILE``: the OMS bundle's path."""
+    return click.option("--signature", type=click.Path(dir_okay=False, path_type=Path), help=help)
+
+
+ignore_path_option = click.option(
+    "--ignore-path",
+    "ignore_paths",
+    multiple=True,
+    help="A path (relative to PATH) left out of the signature (repeatable).",
+)

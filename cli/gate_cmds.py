@@ -144,8 +144,8 @@ def bom_cmd(
     import json
     from pathlib import Path
 
+    from assay.core.atomic import atomic_write
     from assay.gates.bom import build_bom
-    from assay.registry.fsutil import atomic_write
 
     result = build_bom(open_registry(app), model)
     text = json.dumps(result.bom, indent=2, sort_keys=True) + "\n"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from assay.cli.common import esc, open_registry
+from assay.cli.common import esc, new_output_option, open_registry, yes_option
 from assay.cli.context import AppContext, json_option, new_table
 
 
@@ -57,13 +57,13 @@ def playbook_validate(app: AppContext, ref: str) -> None:
 
     Errors name the file, the line and the step; exit 1 when invalid.
     """
-    from assay.rollback.actions import fake_actions
+    from assay.rollback.actions import spec_actions
     from assay.rollback.incidents import playbook_source
     from assay.rollback.playbook import PlaybookError, parse_playbook
 
     text, label = playbook_source(ref)
     try:
-        book = parse_playbook(text, label, fake_actions())
+        book = parse_playbook(text, label, spec_actions())
     except PlaybookError as exc:
         for line in exc.errors[1:]:
             click.echo(line, err=True)
@@ -160,7 +160,7 @@ def incident() -> None:
 @click.option(
     "--dry-run", is_flag=True, help="Validate and show the plan; change and record nothing."
 )
-@click.option("-y", "--yes", is_flag=True, help="Approve approval gates without asking.")
+@yes_option()
 @json_option
 @click.pass_obj
 def incident_run(
@@ -195,7 +195,7 @@ def incident_run(
 
 @incident.command("resume")
 @click.argument("incident_id")
-@click.option("-y", "--yes", is_flag=True, help="Approve approval gates without asking.")
+@yes_option()
 @json_option
 @click.pass_obj
 def incident_resume(app: AppContext, incident_id: str, yes: bool, as_json: bool) -> None:
@@ -266,13 +266,11 @@ def incident_show(app: AppContext, incident_id: str, as_json: bool) -> None:
 @click.option(
     "--format", "fmt", type=click.Choice(["md", "json", "html"]), default="md", show_default=True
 )
-@click.option(
-    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a new file."
-)
+@new_output_option()
 @click.pass_obj
 def incident_report(app: AppContext, incident_id: str, fmt: str, output: Path | None) -> None:
     """The incident report: timeline, changes, evidence, threat ids."""
-    from assay.registry.fsutil import write_new_file
+    from assay.core.atomic import write_new_file
     from assay.rollback import incidents
 
     text = incidents.report(open_registry(app), incident_id, fmt)

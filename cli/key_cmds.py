@@ -107,8 +107,8 @@ def export(app: AppContext, key_ref: str, output: str | None) -> None:
     """Print the public key KEY_REF (id, id prefix or name) as PEM."""
     pem = open_registry(app).keys.export(key_ref)
     if output:
+        from assay.core.atomic import write_new_file
         from assay.core.errors import AssayError
-        from assay.registry.fsutil import write_new_file
 
         try:
             write_new_file(Path(output), pem.encode())

@@ -7,36 +7,37 @@ from pathlib import Path
 
 import click
 
-from assay.cli.common import esc, open_registry, short, styled
+from assay.cli.common import (
+    esc,
+    incident_option,
+    new_output_option,
+    open_registry,
+    reason_option,
+    short,
+    styled,
+)
 from assay.cli.context import AppContext, json_option, new_table
+from assay.core.states import BAD_STATES, STATES
 
-# Kept here (not imported from assay.registry.models) so `assay --help` stays fast.
-STATE_CHOICES = ("registered", "known-good", "quarantined", "compromised")
-_BAD = ("quarantined", "compromised")
+# assay.core.states has no third-party import: `assay --help` stays fast.
+STATE_CHOICES = STATES
 
 
 def _state_style(state: str) -> str:
     """The state as markup (green when known-good, red when bad); a table cell needs styled()."""
     if state == "known-good":
         return f"[green]{esc(state)}[/green]"
-    if state in _BAD:
+    if state in BAD_STATES:
         return f"[red]{esc(state)}[/red]"
     return esc(state)
-
-
-def _split_kind(name: str) -> tuple[str, str]:
-    """``dataset:NAME`` marks a dataset; anything else is a model name."""
-    if name.startswith("dataset:"):
-        return "dataset", name[len("dataset:") :]
-    return "model", name.removeprefix("models:/")
 
 
 @click.command("mark")
 @click.argument("name")
 @click.argument("version")
 @click.argument("state", type=click.Choice(STATE_CHOICES))
-@click.option("--reason", required=True, help="Why (recorded in the history and audit log).")
-@click.option("--incident", "incident_id", metavar="ID", help="Incident this change belongs to.")
+@reason_option("Why (recorded in the history and audit log).", required=True)
+@incident_option("change")
 @click.option(
     "--force",
     is_flag=True,
@@ -63,9 +64,10 @@ def mark_cmd(
     and is recorded). quarantined and compromised are always accepted. Every change is kept in the
     version's history and the audit log, and mirrored to the assay.state tag in MLflow.
     """
+    from assay.registry.refs import split_subject
     from assay.registry.states import mark
 
-    kind, bare = _split_kind(name)
+    kind, bare = split_subject(name)
     record = mark(
         open_registry(app),
         bare,
@@ -110,12 +112,13 @@ def label_cmd(
     known-good version labelled robust. Mirrored to the assay.labels tag in MLflow.
     """
     from assay.registry.labels import set_labels
+    from assay.registry.refs import model_name
 
     if not add and not remove:
         raise click.UsageError("give --add LABEL and/or --remove LABEL")
     record = set_labels(
         open_registry(app),
-        name.removeprefix("models:/"),
+        model_name(name),
         version,
         add=add,
         remove=remove,
@@ -135,8 +138,8 @@ def label_cmd(
 @click.option(
     "--force", is_flag=True, help="Override the known-good, lineage and verification checks."
 )
-@click.option("--reason", help="Why (required with --force; recorded with the move).")
-@click.option("--incident", "incident_id", metavar="ID", help="Incident this move belongs to.")
+@reason_option("Why (required with --force; recorded with the move).")
+@incident_option("move")
 @json_option
 @click.pass_obj
 def promote_cmd(
@@ -194,8 +197,8 @@ def promote_cmd(
 
 @click.command("freeze")
 @click.argument("name")
-@click.option("--reason", required=True, help="Why (recorded; shown to anyone refused).")
-@click.option("--incident", "incident_id", metavar="ID", help="Incident this freeze belongs to.")
+@reason_option("Why (recorded; shown to anyone refused).", required=True)
+@incident_option("freeze")
 @json_option
 @click.pass_obj
 def freeze_cmd(
@@ -218,7 +221,7 @@ def freeze_cmd(
 
 @click.command("unfreeze")
 @click.argument("name")
-@click.option("--reason", help="Why (recorded).")
+@reason_option("Why (recorded).")
 @json_option
 @click.pass_obj
 def unfreeze_cmd(app: AppContext, name: str, reason: str | None, as_json: bool) -> None:
@@ -413,9 +416,7 @@ def _render_lineage(console, report) -> None:
     show_default=True,
     help="svg: the blast radius as a picture (datasets -> versions -> serving aliases).",
 )
-@click.option(
-    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a new file."
-)
+@new_output_option()
 @json_option
 @click.pass_obj
 def lineage_cmd(app: AppContext, ref: str, fmt: str, output: Path | None, as_json: bool) -> None:
@@ -445,7 +446,7 @@ def lineage_cmd(app: AppContext, ref: str, fmt: str, output: Path | None, as_jso
     if output is None:
         click.echo(text, nl=False)
         return
-    from assay.registry.fsutil import write_new_file
+    from assay.core.atomic import write_new_file
 
     write_new_file(output, text.encode("utf-8"))
     click.echo(f"wrote {output}", err=True)

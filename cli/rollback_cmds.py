@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from assay.cli.common import esc, open_registry
+from assay.cli.common import esc, open_registry, yes_option
 from assay.cli.context import AppContext, json_option, new_table
 
 
@@ -28,7 +28,7 @@ def render_plan(console, plan) -> None:
 @click.option("--to", "to_version", help="Roll back to this version instead of choosing one.")
 @click.option("--reason", help="Why (recorded; the replaced version is quarantined with it).")
 @click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
-@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (for scripts).")
+@yes_option("Do not ask for confirmation (for scripts).")
 @json_option
 @click.pass_obj
 def rollback_cmd(

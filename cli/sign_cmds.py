@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from assay.cli.common import esc, open_registry, short
+from assay.cli.common import esc, ignore_path_option, open_registry, short, signature_option
 from assay.cli.context import AppContext, json_option
 from assay.cli.progress import byte_progress
 
@@ -18,22 +18,13 @@ from assay.cli.progress import byte_progress
     "key_ref",
     help="Key id, id prefix, name or PEM path (default: ASSAY_KEY, else the default key).",
 )
-@click.option(
-    "--signature",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the bundle (default: PATH/model.sig, or PATH.sig for a file).",
-)
+@signature_option("Where to write the bundle (default: PATH/model.sig, or PATH.sig for a file).")
 @click.option(
     "--reuse-digests",
     is_flag=True,
     help="Reuse cached digests of files whose inode, size and times are unchanged.",
 )
-@click.option(
-    "--ignore-path",
-    "ignore_paths",
-    multiple=True,
-    help="A path (relative to PATH) left out of the signature (repeatable).",
-)
+@ignore_path_option
 @click.option(
     "--hash",
     "hash_type",
@@ -129,22 +120,13 @@ def sign(
 
 @click.command("verify")
 @click.argument("target")
-@click.option(
-    "--signature",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The bundle (default: PATH/model.sig, or PATH.sig for a file).",
-)
+@signature_option("The bundle (default: PATH/model.sig, or PATH.sig for a file).")
 @click.option(
     "--trust-cache",
     is_flag=True,
     help="Use cached digests of unchanged files instead of re-hashing (faster, weaker).",
 )
-@click.option(
-    "--ignore-path",
-    "ignore_paths",
-    multiple=True,
-    help="A path (relative to PATH) left out of the signature (repeatable).",
-)
+@ignore_path_option
 @json_option
 @click.pass_obj
 def verify(
@@ -162,31 +144,18 @@ def verify(
     Exit code 3 when anything differs: the report names every modified, missing and extra file.
     """
     from assay.core.errors import IntegrityError
-    from assay.registry.refs import is_dataset_uri, is_model_uri
+    from assay.registry.verification import verify_target_or_path
 
     try:
-        if is_model_uri(target) or is_dataset_uri(target):
-            # The sqlite3 view of a default store: no SQLAlchemy, and no mlflow for an embedded
-            # sqlite:/// MLflow with local artifacts (see assay.registry.uri_verify).
-            from assay.registry.uri_verify import verify_target
-
-            with byte_progress("verifying", enabled=None if not as_json else False) as advance:
-                report = verify_target(app.settings, target, progress=advance)
-        else:
-            from assay.registry.trust_view import open_trust_view
-            from assay.registry.verification import verify_path
-
-            trust = open_trust_view(app.settings)
-            with byte_progress("verifying", enabled=None if not as_json else False) as advance:
-                report = verify_path(
-                    trust,
-                    app.settings,
-                    Path(target),
-                    signature=signature,
-                    trust_cache=trust_cache,
-                    ignore_paths=ignore_paths,
-                    progress=advance,
-                )
+        with byte_progress("verifying", enabled=None if not as_json else False) as advance:
+            report = verify_target_or_path(
+                app.settings,
+                target,
+                signature=signature,
+                trust_cache=trust_cache,
+                ignore_paths=ignore_paths,
+                progress=advance,
+            )
     except IntegrityError as exc:
         # An unsigned target or an unreadable/corrupt bundle is a failed verification: CI
         # reading --json gets a report (ok: false) as for any other failure, then exit 3.

@@ -6,7 +6,8 @@ terminal; the CLI prints it as it is and exits with ``exit_code``:
 * 1: the command could not do its job (bad input, missing thing, refused action, configuration);
 * 3: an integrity failure: a verification failed or tampering was detected.
 
-Usage errors (exit 2) are click's own. Third-party exceptions are wrapped at the boundary with
+Each error may carry a ``hint`` (what to do), printed under ``--verbose``. Usage errors (exit 2)
+are click's own. Third-party exceptions are wrapped at the boundary with
 ``raise SomeAssayError(...) from exc`` so the cause stays available under ``--verbose``.
 """
 
@@ -14,13 +15,21 @@ from __future__ import annotations
 
 
 class AssayError(Exception):
-    """Root of every error assay raises on purpose."""
+    """Root of every error assay raises on purpose.
+
+    ``hint`` (sigstore-python's shape): what to do about it, one line. A class may define a
+    default; an instance may pass its own. The CLI prints the message alone, and the hint on a
+    second line only with ``--verbose``, so normal errors stay one line.
+    """
 
     exit_code: int = 1
+    hint: str | None = None
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
         # Keep messages on one line whatever the caller passed.
         super().__init__(" ".join(str(message).split()))
+        if hint is not None:
+            self.hint = " ".join(str(hint).split())
 
     @property
     def message(self) -> str:
@@ -29,6 +38,12 @@ class AssayError(Exception):
 
 class ConfigError(AssayError):
     """Settings, environment or home folder are unusable (e.g. not initialised)."""
+
+
+class NotInitialisedError(ConfigError):
+    """assay's home or store has not been set up (or is at an older schema)."""
+
+    hint = "run `assay init` (with --home or ASSAY_HOME pointing at the folder to use)"
 
 
 class NotFoundError(AssayError):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import getpass
 import os
 import socket
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,10 +34,17 @@ ENV_VARS = {
 
 
 def default_home() -> Path:
-    """The platform's per-user application folder for assay."""
-    import click
-
-    return Path(click.get_app_dir("assay"))
+    """The platform's per-user application folder for assay (the folder ``click.get_app_dir``
+    names, computed with the standard library so that core needs nothing else): ``%APPDATA%``
+    on Windows, ``~/Library/Application Support`` on macOS, else ``$XDG_CONFIG_HOME`` or
+    ``~/.config``."""
+    if sys.platform == "win32":
+        base = os.environ.get("APPDATA") or os.path.expanduser("~")
+    elif sys.platform == "darwin":
+        base = os.path.join(os.path.expanduser("~"), "Library", "Application Support")
+    else:
+        base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    return Path(base) / "assay"
 
 
 def default_actor() -> str:

@@ -9,6 +9,19 @@ rm -rf "$WORK" && mkdir -p "$WORK"
 export ASSAY_HOME="$WORK/home" ASSAY_ACTOR="demo@assay" HF_HUB_OFFLINE=1
 unset ASSAY_DB_URL MLFLOW_TRACKING_URI ASSAY_KEY ASSAY_KEY_PASSPHRASE
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+wait_http() { # wait_http URL TRIES WHAT: poll URL every 0.5 s, TRIES times, else fail naming WHAT
+  python - "$1" "$2" "$3" <<'PY'
+import sys, time, urllib.request
+url, tries, what = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+for _ in range(tries):
+    try:
+        urllib.request.urlopen(url, timeout=2); break
+    except OSError:
+        time.sleep(0.5)
+else:
+    sys.exit(f"{what} did not start")
+PY
+}
 expect_fail() { # run a command that must fail; show its exit code
   set +e; "$@"; local rc=$?; set -e
   if [ "$rc" -eq 0 ]; then echo "demo: expected a failure from: $*" >&2; exit 1; fi
@@ -117,16 +130,7 @@ MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow server --app-name assay-guard \
   --host 127.0.0.1 --port "$PORT" --workers 1 >"$WORK/guard.log" 2>&1 &
 GUARD_PID=$!
 trap 'kill $GUARD_PID 2>/dev/null || true' EXIT
-python - "$PORT" <<'PY'
-import sys, time, urllib.request
-for _ in range(120):
-    try:
-        urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/health", timeout=2); break
-    except OSError:
-        time.sleep(0.5)
-else:
-    sys.exit("the guarded mlflow server did not start")
-PY
+wait_http "http://127.0.0.1:$PORT/health" 120 "the guarded mlflow server"
 assay status digits-clf
 expect_fail python - "$PORT" <<'PY'
 import sys
@@ -286,17 +290,8 @@ SERVE_PORT=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1",
 assay serve models:/digits-api@production --host 127.0.0.1 --port "$SERVE_PORT" >"$WORK/serve.log" 2>&1 &
 SERVE_PID=$!
 trap 'kill $SERVE_PID 2>/dev/null || true' EXIT
-python - "$SERVE_PORT" <<'PY'
-import sys, time, urllib.request
-for _ in range(240):
-    try:
-        urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/ping", timeout=2); break
-    except OSError:
-        time.sleep(0.5)
-else:
-    sys.exit("assay serve did not start")
-print("assay serve is answering on 127.0.0.1")
-PY
+wait_http "http://127.0.0.1:$SERVE_PORT/ping" 240 "assay serve"
+echo "assay serve is answering on 127.0.0.1"
 # The attacker (Knockoff-style, bounded): 4,000 uniformly random inputs, then synthetic queries
 # (small signed steps from earlier ones, as the Jacobian-based augmentation makes them) until the
 # API refuses it, at most 3,000; it keeps every answer it got.

@@ -106,26 +106,14 @@ def _cyclonedx(subject: str, facts: dict[str, Any]) -> dict[str, Any]:
     bom = Bom()
     bom.metadata.component = model
     deps = []
-    for ref, root in facts["datasets"]:
-        n, _, v = ref.partition("@")
-        c = Component(
-            name=n,
-            version=v,
-            type=ComponentType.DATA,
-            bom_ref=f"dataset:{ref}",
-            hashes=digest(root),
-        )
-        bom.components.add(c)
-        deps.append(c)
-    for ref, root in facts["parents"]:
-        n, _, v = ref.partition("/")
-        c = Component(
-            name=n,
-            version=v,
-            type=ComponentType.MACHINE_LEARNING_MODEL,
-            bom_ref=f"models:/{ref}",
-            hashes=digest(root),
-        )
+    upstream = [(ref, root, "@", ComponentType.DATA, "dataset:") for ref, root in facts["datasets"]]
+    upstream += [
+        (ref, root, "/", ComponentType.MACHINE_LEARNING_MODEL, "models:/")
+        for ref, root in facts["parents"]
+    ]
+    for ref, root, sep, kind, prefix in upstream:
+        n, _, v = ref.partition(sep)
+        c = Component(name=n, version=v, type=kind, bom_ref=prefix + ref, hashes=digest(root))
         bom.components.add(c)
         deps.append(c)
     bom.register_dependency(model, deps)

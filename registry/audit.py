@@ -20,7 +20,6 @@ import binascii
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -29,7 +28,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import select, update
 
-from assay.core.errors import AssayError, ConfigError, FormatError, IntegrityError
+from assay.core.atomic import write_new_numbered
+from assay.core.errors import (
+    AssayError,
+    FormatError,
+    IntegrityError,
+    NotInitialisedError,
+)
 from assay.registry.canonical import canonical_json, iso_utc, parse_iso_utc
 from assay.registry.merkle import (
     EMPTY_ROOT,
@@ -200,40 +205,6 @@ class AuditReport:
         }
 
 
-def _write_new_file(directory: Path, stem: str, data: bytes) -> Path:
-    """Write ``data`` to a new file ``stem[-N].json`` atomically; never replace a file."""
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        for attempt in range(1000):
-            target = directory / (f"{stem}.json" if attempt == 0 else f"{stem}-{attempt}.json")
-            try:
-                os.link(tmp, target)  # fails if target exists: no overwrite, no partial file
-            except FileExistsError:
-                continue
-            break
-        else:  # pragma: no cover - a thousand files with the same name and microsecond
-            raise AssayError(f"cannot find a free checkpoint file name in {directory}")
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return target
-    try:
-        os.fsync(dir_fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(dir_fd)
-    return target
-
-
 class AuditLog:
     """The audit log kept in ``store``."""
 
@@ -268,7 +239,7 @@ class AuditLog:
             .returning(head.c.tree_size)
         ).scalar_one_or_none()
         if new_size is None:
-            raise ConfigError("the audit log has no head row: run `assay init`")
+            raise NotInitialisedError("the audit log has no head row: run `assay init`")
         seq = new_size - 1
         ts = utcnow()
         data = leaf_data(
@@ -308,7 +279,7 @@ class AuditLog:
             select(AuditHead.tree_size).where(AuditHead.id == _HEAD_ID)
         ).scalar_one_or_none()
         if size is None:
-            raise ConfigError("the audit log has no head row: run `assay init`")
+            raise NotInitialisedError("the audit log has no head row: run `assay init`")
         return size
 
     def tree(self, size: int | None = None, *, check: bool = False) -> MerkleTree:
@@ -387,7 +358,7 @@ class AuditLog:
         signature = signer.sign(checkpoint_body(origin, tree.size, root))
         signed = CheckpointFile(origin, tree.size, root, timestamp, signer.key_id, signature)
         stem = f"checkpoint-{tree.size:010d}-{timestamp:%Y%m%dT%H%M%S%fZ}"
-        path = _write_new_file(Path(directory), stem, signed.to_json())
+        path = write_new_numbered(Path(directory), stem, ".json", signed.to_json())
         with self.store.session() as session:
             session.add(
                 Checkpoint(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
 from assay.core.errors import AssayError, NotFoundError
+from assay.core.tags import DATASET_TAG, KIND_TAG, MANIFEST_TAG
 from assay.registry.binding import SUBJECT_PREFIX, make_binding
 from assay.registry.manifest import build_manifest
 from assay.registry.models import Artifact, ArtifactState, Signature, utcnow
@@ -56,9 +57,9 @@ def register_dataset(
             artifact_path="dataset",
             run_name=f"dataset-{name}",
             tags={
-                "assay.kind": "dataset",
-                "assay.dataset": name,
-                "assay.manifest": manifest.root_digest,
+                KIND_TAG: "dataset",
+                DATASET_TAG: name,
+                MANIFEST_TAG: manifest.root_digest,
             },
         )
     for _attempt in range(_RETRIES):

@@ -14,14 +14,14 @@ verification re-hashes unless told to trust it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from pathlib import Path
+
+from assay.core.atomic import atomic_write
 
 __all__ = ["DigestCache", "RACY_WINDOW_NS", "default_cache_path"]
 
@@ -162,18 +162,7 @@ class DigestCache:
                 {"format": CACHE_FORMAT, "entries": self._entries}, separators=(",", ":")
             )
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=".digests-", dir=self.path.parent)
-                try:
-                    with os.fdopen(fd, "w", encoding="utf-8") as f:
-                        f.write(payload)
-                        f.flush()
-                        os.fsync(f.fileno())
-                    os.replace(tmp, self.path)
-                except BaseException:
-                    with contextlib.suppress(OSError):
-                        os.unlink(tmp)
-                    raise
+                atomic_write(self.path, payload.encode("utf-8"), mode=0o600)
             except OSError as exc:
                 log.warning("could not write digest cache %s: %s", self.path, exc)
                 return

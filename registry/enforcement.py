@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from assay.core.errors import AssayError, ConfigError, IntegrityError, NotFoundError
 from assay.core.settings import Settings
 from assay.core.states import BAD_STATES
+from assay.core.tags import PENDING_TAG
 
 if TYPE_CHECKING:
     from assay.registry.facade import Registry
@@ -47,7 +48,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ENFORCE_ENV = "ASSAY_ENFORCE"
-PENDING_TAG = "assay.pending"
 
 
 @dataclass(frozen=True)

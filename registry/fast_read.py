@@ -18,15 +18,23 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from assay.core.errors import ConfigError, NotFoundError
+from assay.core.errors import NotFoundError, NotInitialisedError
 from assay.registry.binding import SUBJECT_PREFIX
-from assay.registry.trust import KeyRecord
+from assay.registry.trust import KeyRecord, KeyRow
 from assay.registry.trust_view import SqliteTrustView, connect_readonly, parse_utc, sqlite_path
-from assay.registry.version_record import KIND_LABEL, VersionRecord, display, version_key
+from assay.registry.version_record import (
+    KIND_LABEL,
+    VersionRecord,
+    display,
+    record_from_row,
+    version_key,
+)
 
 if TYPE_CHECKING:
     from assay.core.settings import Settings
@@ -35,9 +43,11 @@ if TYPE_CHECKING:
 __all__ = [
     "SignedArtifact",
     "SqliteStoreView",
+    "StoreReads",
     "audit_events",
     "list_datasets",
     "list_keys",
+    "open_reads",
     "open_store_view",
     "read_alias",
     "show_dataset",
@@ -78,7 +88,7 @@ class SqliteStoreView:
             "SELECT tree_size FROM audit_head WHERE id = ?", (_HEAD_ID,)
         ).fetchone()
         if row is None:
-            raise ConfigError("the audit log has no head row: run `assay init`")
+            raise NotInitialisedError("the audit log has no head row: run `assay init`")
         start = max(0, row[0] - limit) if limit else 0
         rows = self.conn.execute(
             "SELECT seq, ts, actor, action, subject, payload, leaf_hash FROM audit_events"
@@ -111,28 +121,21 @@ class SqliteStoreView:
             "SELECT key_id, name, key_type, created_at, revoked_at, revoke_reason,"
             " compromised_since FROM keys ORDER BY created_at"
         )
-        records = []
-        for key_id, name, key_type, created, revoked, reason, since in rows:
-            entry = trust.get(key_id)
-            if entry is not None:
-                records.append(
-                    entry.record(has_private=key_id in private, created_at=parse_utc(created))
-                )
-                continue
-            records.append(
-                KeyRecord(
-                    key_id=key_id,
-                    name=name,
-                    key_type=key_type,
-                    created_at=parse_utc(created),
-                    has_private=key_id in private,
-                    trusted=False,
-                    revoked_at=parse_utc(revoked),
-                    revoke_reason=reason,
-                    compromised_since=parse_utc(since),
-                )
+        return [
+            trust.key_record(
+                KeyRow(
+                    key_id,
+                    name,
+                    key_type,
+                    parse_utc(created),
+                    parse_utc(revoked),
+                    reason,
+                    parse_utc(since),
+                ),
+                has_private=key_id in private,
             )
-        return records
+            for key_id, name, key_type, created, revoked, reason, since in rows
+        ]
 
     # -- versions ---------------------------------------------------------------------------
 
@@ -194,30 +197,23 @@ class SqliteStoreView:
             "SELECT state, status, reason, incident_id, run_id, source, labels"
             " FROM artifact_states WHERE artifact_id = ?",
             (artifact_id,),
-        ).fetchone() or ("registered", "complete", None, None, None, None, "[]")
+        ).fetchone()
         signature = self._latest_signature(artifact_id, display(kind, name, version))
         parents = self.conn.execute(
             "SELECT artifacts.name, artifacts.version, lineage.relation FROM artifacts"
             " JOIN lineage ON lineage.parent_id = artifacts.id WHERE lineage.child_id = ?",
             (artifact_id,),
         ).fetchall()
-        return VersionRecord(
-            kind=kind,
-            name=name,
-            version=version or "",
-            state=state[0],
-            status=state[1],
-            reason=state[2],
-            incident_id=state[3],
+        return record_from_row(
+            kind,
+            name,
+            version,
+            uri=uri,
             manifest_root=manifest_root,
             created_at=parse_utc(created),
+            state=state,
             key_id=signature[0] if signature else None,
-            run_id=state[4],
-            source=state[5],
-            uri=uri,
-            labels=json.loads(state[6] or "[]"),
-            datasets=[f"{n}@{v}" for n, v, rel in parents if rel == "trained-on"],
-            parents=[f"{n}/{v}" for n, v, rel in parents if rel == "fine-tuned-from"],
+            lineage=parents,
         )
 
     def versions(
@@ -255,57 +251,84 @@ def open_store_view(settings: Settings) -> SqliteStoreView | None:
     return SqliteStoreView(settings, path) if path is not None else None
 
 
+class StoreReads(Protocol):
+    """What the store-only commands read: the same records from either implementation."""
+
+    def audit_events(self, limit: int | None = None) -> list[dict[str, Any]]: ...
+
+    def keys(self) -> list[KeyRecord]: ...
+
+    def versions(
+        self, kind: str, name: str | None = None, *, complete_only: bool = True
+    ) -> list[VersionRecord]: ...
+
+    def version(self, kind: str, name: str, version: str | None) -> VersionRecord: ...
+
+
+class _RegistryReads:
+    """:class:`StoreReads` through the ``Registry`` (SQLAlchemy), for any other store URL."""
+
+    def __init__(self, settings: Settings) -> None:
+        from assay.registry.facade import Registry
+
+        self.registry = Registry.open(settings)
+
+    def audit_events(self, limit: int | None = None) -> list[dict[str, Any]]:
+        return self.registry.audit_events(limit=limit)
+
+    def keys(self) -> list[KeyRecord]:
+        return self.registry.keys.list()
+
+    def versions(
+        self, kind: str, name: str | None = None, *, complete_only: bool = True
+    ) -> list[VersionRecord]:
+        from assay.registry.versions import list_records
+
+        with self.registry.store.session(readonly=True) as session:
+            return list_records(session, kind, name, complete_only=complete_only)
+
+    def version(self, kind: str, name: str, version: str | None) -> VersionRecord:
+        from assay.registry.versions import record_of, require_artifact
+
+        with self.registry.store.session(readonly=True) as session:
+            return record_of(session, require_artifact(session, kind, name, version))
+
+
+@contextmanager
+def open_reads(settings: Settings) -> Iterator[StoreReads]:
+    """The one "sqlite3 view, else Registry" choice: the standard-library view of a plain SQLite
+    store (no SQLAlchemy import), the ``Registry`` for any other store; closed on exit."""
+    view = open_store_view(settings)
+    if view is None:
+        yield _RegistryReads(settings)
+        return
+    try:
+        yield view
+    finally:
+        view.close()
+
+
 # -- what the store-only commands call ---------------------------------------------------------
 
 
 def audit_events(settings: Settings, limit: int | None = None) -> list[dict[str, Any]]:
-    view = open_store_view(settings)
-    if view is None:
-        from assay.registry.facade import Registry
-
-        return Registry.open(settings).audit_events(limit=limit)
-    try:
-        return view.audit_events(limit)
-    finally:
-        view.close()
+    with open_reads(settings) as reads:
+        return reads.audit_events(limit)
 
 
 def list_keys(settings: Settings) -> list[KeyRecord]:
-    view = open_store_view(settings)
-    if view is None:
-        from assay.registry.facade import Registry
-
-        return Registry.open(settings).keys.list()
-    try:
-        return view.keys()
-    finally:
-        view.close()
+    with open_reads(settings) as reads:
+        return reads.keys()
 
 
 def list_datasets(settings: Settings, name: str | None = None) -> list[VersionRecord]:
-    view = open_store_view(settings)
-    if view is None:
-        from assay.registry.datasets import list_datasets as list_with_sqlalchemy
-        from assay.registry.facade import Registry
-
-        return list_with_sqlalchemy(Registry.open(settings), name)
-    try:
-        return view.versions("dataset", name)
-    finally:
-        view.close()
+    with open_reads(settings) as reads:
+        return reads.versions("dataset", name)
 
 
 def show_dataset(settings: Settings, ref: DatasetRef) -> VersionRecord:
-    view = open_store_view(settings)
-    if view is None:
-        from assay.registry.datasets import show_dataset as show_with_sqlalchemy
-        from assay.registry.facade import Registry
-
-        return show_with_sqlalchemy(Registry.open(settings), ref)
-    try:
-        return view.version("dataset", ref.name, ref.version)
-    finally:
-        view.close()
+    with open_reads(settings) as reads:
+        return reads.version("dataset", ref.name, ref.version)
 
 
 # -- MLflow's aliases --------------------------------------------------------------------------

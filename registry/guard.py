@@ -133,15 +133,12 @@ class Guard:
     # -- rules -------------------------------------------------------------------------------
 
     def _set_alias(self, name: str, alias: str, version: str) -> Refusal | None:
-        number = normalise_version(version)
-        if number is None:
-            return _refuse("invalid", f"{version!r} is not a version number")
-        name = self.mlflow.canonical_name(name) or name
-        target = f"refusing to point {name}@{alias} at version {number}"
-        with self.registry.store.session(readonly=True) as session:
-            freeze = session.get(Freeze, name)
-            if freeze is not None and not self._rollback_in_progress(session, name, alias, number):
-                return self._frozen(name, freeze, target)
+        checked = self._unfrozen_move(
+            name, version, lambda n, v: f"refusing to point {n}@{alias} at version {v}", alias=alias
+        )
+        if isinstance(checked, Refusal):
+            return checked
+        name, number, target = checked
         protected = self._protected_as(alias)
         if protected is not None:
             return self._decision(name, number, protected, target)
@@ -216,15 +213,12 @@ class Guard:
         return None
 
     def _transition_stage(self, name: str, version: str, stage: str) -> Refusal | None:
-        number = normalise_version(version)
-        if number is None:
-            return _refuse("invalid", f"{version!r} is not a version number")
-        name = self.mlflow.canonical_name(name) or name
-        target = f"refusing to move models:/{name}/{number} to stage {stage}"
-        with self.registry.store.session(readonly=True) as session:
-            freeze = session.get(Freeze, name)
-        if freeze is not None:
-            return self._frozen(name, freeze, target)
+        checked = self._unfrozen_move(
+            name, version, lambda n, v: f"refusing to move models:/{n}/{v} to stage {stage}"
+        )
+        if isinstance(checked, Refusal):
+            return checked
+        name, number, target = checked
         current = self.mlflow.stage(name, number)
         if current and current.lower() != stage.lower() and self._is_protected(current):
             return _refuse(
@@ -238,6 +232,30 @@ class Guard:
         return None
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _unfrozen_move(
+        self,
+        name: str,
+        version: str,
+        target: Callable[[str, str], str],
+        *,
+        alias: str | None = None,
+    ) -> tuple[str, str, str] | Refusal:
+        """(canonical name, version number, refusal prefix) of a move onto ``version``, or its
+        refusal: not a version number, or the model is frozen (a rollback in progress that moves
+        ``alias`` to that version is the one move a freeze lets through)."""
+        number = normalise_version(version)
+        if number is None:
+            return _refuse("invalid", f"{version!r} is not a version number")
+        name = self.mlflow.canonical_name(name) or name
+        text = target(name, number)
+        with self.registry.store.session(readonly=True) as session:
+            freeze = session.get(Freeze, name)
+            if freeze is not None and not (
+                alias is not None and self._rollback_in_progress(session, name, alias, number)
+            ):
+                return self._frozen(name, freeze, text)
+        return name, number, text
 
     def _checked(self, check: Callable[[], Refusal | None]) -> Refusal | None:
         """Run one rule; a failure to read the store or MLflow refuses (fail closed)."""

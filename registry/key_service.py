@@ -17,7 +17,7 @@ from assay.core.errors import ConfigError, NotFoundError, RefusedError
 from assay.registry.keyring import Keyring, resolve_signing_key
 from assay.registry.keys import PublicKey, SigningKey
 from assay.registry.models import Key, Signature, utcnow
-from assay.registry.signer_check import check_signer, untrusted_hint
+from assay.registry.signer_check import check_signer, untrusted_key
 from assay.registry.trust import KeyRecord
 from assay.registry.trust_list import (
     TRUST_SUBJECT,
@@ -104,7 +104,7 @@ class KeyService:
 
     def _publish(self, session: Session, current: TrustList, new: TrustList) -> TrustList:
         """Sign ``new`` with the acting admin key of ``current`` and store it."""
-        self._store_list(session, self._admin_key(current), new)
+        self._store_list(session, self.admin_key(current), new)
         return new
 
     @staticmethod
@@ -112,7 +112,9 @@ class KeyService:
         now = utcnow()
         store_document(session, TRUST_SUBJECT, key.key_id, trust.sign(key, now), now)
 
-    def _admin_key(self, current: TrustList) -> SigningKey:
+    def admin_key(self, current: TrustList) -> SigningKey:
+        """The acting key (``ASSAY_KEY`` or the keyring default) if ``current`` grants it the admin
+        role; RefusedError otherwise. Changing trust or policy signs with it."""
         try:
             key = resolve_signing_key(self._registry.settings)
         except (ConfigError, NotFoundError) as exc:
@@ -135,7 +137,7 @@ class KeyService:
             key = None
         if key is not None and key.key_id == target:
             return key
-        return self._admin_key(current)
+        return self.admin_key(current)
 
     def bootstrap(self, key: SigningKey, name: str) -> KeyRecord:
         """Make ``key`` this store's trust root (first ``assay init``): trust list 1, pinned."""
@@ -197,10 +199,7 @@ class KeyService:
         raise NotFoundError(f"unknown key {ref!r}: see `assay key list`")
 
     def _record(self, row: Key, trust: TrustList, has_private: bool) -> KeyRecord:
-        entry = trust.get(row.key_id)
-        if entry is not None:
-            return entry.record(has_private=has_private, created_at=row.created_at)
-        return KeyRecord.from_row(row, has_private)
+        return trust.key_record(row, has_private=has_private)
 
     def get(self, ref: str) -> KeyRecord:
         with self._registry.store.session(readonly=True) as session:
@@ -289,7 +288,7 @@ class KeyService:
 
     def _can_administer(self, current: TrustList) -> bool:
         try:
-            self._admin_key(current)
+            self.admin_key(current)
         except RefusedError:
             return False
         return True
@@ -338,7 +337,7 @@ class KeyService:
             current = self.trust_list(session)
             entry = current.active(row.key_id)
             if entry is None:
-                raise RefusedError(untrusted_hint(row.key_id) + " (or it was revoked)")
+                raise untrusted_key(row.key_id, " (or it was revoked)")
             have = set(entry.roles)
             have = have - set(changed_roles) if remove else have | set(changed_roles)
             if not remove and set(changed_roles) <= set(entry.roles):

@@ -8,8 +8,8 @@ Layout, one key per key id::
       <key_id>.json      {"key_id", "name", "key_type", "created_at"}
       default            the default key's id
 
-Private key files are created with ``O_CREAT | O_EXCL`` and mode 0600, so they are never
-world-readable, even briefly, and never overwritten.
+Private key files are written to a 0600 temp file and linked into place (create-only,
+``assay.core.atomic``), so they are never world-readable, even briefly, and never overwritten.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import contextlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from assay.core.atomic import atomic_write, write_new_file
 from assay.core.errors import AssayError, ConfigError, FormatError, NotFoundError, RefusedError
 from assay.registry.keys import (
     DEFAULT_KEY_TYPE,
@@ -59,34 +59,8 @@ class KeyInfo:
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Create ``path`` exclusively with ``mode`` and write ``data``; never overwrites."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags, mode)
-    except FileExistsError as exc:
-        raise RefusedError(f"{path} already exists; refusing to overwrite a key file") from exc
-    try:
-        os.fchmod(fd, mode)  # the umask may have narrowed it; never widen beyond mode
-        with os.fdopen(fd, "wb", closefd=True) as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        raise
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Create ``path`` with ``mode`` and write ``data``; never overwrites."""
+    write_new_file(path, data, mode, error=RefusedError, what="a key file")
 
 
 def _looks_like_path(ref: str) -> bool:
@@ -211,7 +185,7 @@ class Keyring:
         if not info.has_private:
             raise RefusedError(f"key {info.name} has no private key; it cannot be the default")
         self._ensure_dir()
-        _write_atomic(self.keys_dir / "default", info.key_id + "\n")
+        atomic_write(self.keys_dir / "default", (info.key_id + "\n").encode(), mode=0o600)
         return info
 
     def default_key(self) -> KeyInfo | None:

@@ -14,6 +14,7 @@ import re
 from typing import TYPE_CHECKING
 
 from assay.core.errors import AssayError
+from assay.core.tags import LABELS_TAG
 from assay.registry.versions import (
     VersionRecord,
     display,
@@ -29,7 +30,6 @@ __all__ = ["LABELS_TAG", "set_labels"]
 
 log = logging.getLogger(__name__)
 
-LABELS_TAG = "assay.labels"
 _LABEL = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
 

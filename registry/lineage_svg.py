@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from assay.core.states import BAD_STATES
+
 __all__ = ["MAX_NODES", "lineage_svg", "xml_text"]
 
 MAX_NODES = 400
@@ -27,7 +29,6 @@ _LABEL_CHARS = 30
 # Characters XML 1.0 cannot hold at all (escaping does not help): C0 controls but tab/LF/CR,
 # surrogates, U+FFFE/U+FFFF.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-_BAD_STATES = ("quarantined", "compromised")
 
 
 def xml_text(value: Any) -> str:
@@ -184,7 +185,7 @@ def lineage_svg(data: Mapping[str, Any], title: str | None = None) -> str:
             classes.append("source")
         x, y = x_of(node), y_of(node)
         detail = node.detail
-        if node.kind != "alias" and node.detail in _BAD_STATES:
+        if node.kind != "alias" and node.detail in BAD_STATES:
             detail += " (bad)"
         if node.source:
             detail = f"source: {detail}" if detail else "source"

@@ -22,7 +22,7 @@ import sqlite3
 import threading
 
 from assay.registry.mlflow_backend import ModelVersionInfo, ms_to_datetime
-from assay.registry.trust_view import sqlite_path
+from assay.registry.trust_view import open_readonly, sqlite_path
 
 __all__ = ["SqliteRegistryReader", "open_reader"]
 
@@ -143,9 +143,7 @@ def open_reader(tracking_uri: str) -> SqliteRegistryReader | None:
     ).strip().lower() in ("1", "true", "yes", "on"):
         return None
     try:
-        conn = sqlite3.connect(
-            f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30, check_same_thread=False
-        )
+        conn = open_readonly(path, check_same_thread=False)
         for table, needed in REQUIRED_COLUMNS.items():
             if not needed <= _columns(conn, table):
                 conn.close()

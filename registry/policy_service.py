@@ -53,7 +53,7 @@ def set_policy(registry: Registry, policy: Policy) -> Policy:
         lock_store(session)
         trust = registry.keys.trust_list(session)
         current = registry.policy(session)
-        key = registry.keys._admin_key(trust)
+        key = registry.keys.admin_key(trust)
         serial = current.serial + 1
         now = utcnow()
         store_document(session, POLICY_SUBJECT, key.key_id, policy.sign(key, serial, now), now)

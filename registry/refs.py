@@ -61,6 +61,18 @@ def is_dataset_uri(text: str) -> bool:
     return text.startswith("dataset:")
 
 
+def model_name(text: str) -> str:
+    """A model's name given as ``NAME`` or ``models:/NAME`` (not checked: the store decides)."""
+    return text.removeprefix("models:/")
+
+
+def split_subject(text: str) -> tuple[str, str]:
+    """(kind, name) of ``dataset:NAME`` (a dataset) or ``NAME`` / ``models:/NAME`` (a model)."""
+    if is_dataset_uri(text):
+        return "dataset", text[len("dataset:") :]
+    return "model", model_name(text)
+
+
 def parse_model_ref(text: str) -> ModelRef:
     match = _MODEL_RE.match(text.strip())
     if not match:

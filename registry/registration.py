@@ -36,9 +36,17 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from assay.core.atomic import atomic_write
 from assay.core.errors import AssayError, NotFoundError, RefusedError
+from assay.core.tags import (
+    KEY_ID_TAG,
+    MANIFEST_TAG,
+    MODEL_TAG,
+    PENDING_TAG,
+    REGISTRAR_TAG,
+    STATE_TAG,
+)
 from assay.registry.binding import SUBJECT_PREFIX, make_binding
-from assay.registry.fsutil import atomic_write
 from assay.registry.manifest import build_manifest
 from assay.registry.mlflow_backend import MLFLOW_ADDED_FILES
 from assay.registry.models import (
@@ -64,9 +72,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PENDING_TAG = "assay.pending"
-#: Run tag naming the process uploading: ``host:pid`` (to tell a live upload from an orphan).
-REGISTRAR_TAG = "assay.registrar"
 BUNDLE_ARTIFACT_DIR = "assay"
 BUNDLE_FILE = "model.sig"
 
@@ -265,7 +270,7 @@ def register_model(
         else:
             pending = _find_pending(registry, name, root)
             if pending is None:
-                run_tags = {"assay.model": name, "assay.manifest": root}
+                run_tags = {MODEL_TAG: name, MANIFEST_TAG: root}
                 try:
                     end_orphaned_runs(registry, run_tags)
                 except AssayError as exc:  # housekeeping: never blocks the registration
@@ -280,7 +285,7 @@ def register_model(
                     name,
                     logged.source_uri,
                     run_id=logged.run_id,
-                    tags={PENDING_TAG: root, "assay.state": "pending"},
+                    tags={PENDING_TAG: root, STATE_TAG: "pending"},
                 )
             else:
                 log.info("adopting version %s left by an interrupted registration", pending.version)
@@ -466,9 +471,9 @@ def _finish(registry: Registry, result: RegisterResult, bundle: str, staging: Pa
     with registry.store.session(readonly=True) as session:
         record = record_of(session, require_artifact(session, "model", result.name, result.version))
     for tag, value in (
-        ("assay.state", record.state),
-        ("assay.manifest", record.manifest_root or ""),
-        ("assay.key_id", record.key_id or ""),
+        (STATE_TAG, record.state),
+        (MANIFEST_TAG, record.manifest_root or ""),
+        (KEY_ID_TAG, record.key_id or ""),
     ):
         backend.set_version_tag(result.name, result.version, tag, value)
     backend.delete_version_tag(result.name, result.version, PENDING_TAG)

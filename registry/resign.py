@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from assay.core.atomic import atomic_write
 from assay.core.errors import AssayError, IntegrityError
+from assay.core.tags import KEY_ID_TAG
 from assay.registry.artifact_access import artifact_files
 from assay.registry.binding import SUBJECT_PREFIX, binding_lineage, make_binding
-from assay.registry.fsutil import atomic_write
 from assay.registry.manifest import build_manifest
 from assay.registry.mlflow_backend import MLFLOW_ADDED_FILES
 from assay.registry.models import ArtifactState, Signature, utcnow
@@ -84,7 +85,7 @@ def resign_version(
         )
     # Best effort mirrors: the store is the truth.
     with contextlib.suppress(AssayError):
-        registry.backend.set_version_tag(name, version, "assay.key_id", signing_key.key_id)
+        registry.backend.set_version_tag(name, version, KEY_ID_TAG, signing_key.key_id)
         if run_id:
             with tempfile.TemporaryDirectory() as tmp:
                 bundle_path = atomic_write(Path(tmp) / "model.sig", bundle.encode("utf-8"))

@@ -19,10 +19,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from assay.core.atomic import staged_write
 from assay.core.errors import AssayError, ConfigError
 from assay.registry.audit_leaf import leaf_data
 from assay.registry.canonical import canonical_json
-from assay.registry.fsutil import staged_write
 from assay.registry.merkle import hash_leaf
 from assay.registry.signer_check import acting_key_id, check_signer
 from assay.registry.signing import Signed, SignResult, check_target, hash_and_sign

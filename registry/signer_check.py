@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from assay.registry.trust import KeyRecord
     from assay.registry.trust_list import TrustList
 
-__all__ = ["acting_key_id", "check_signer", "untrusted_hint"]
+__all__ = ["acting_key_id", "check_signer", "untrusted_hint", "untrusted_key"]
 
 
 def untrusted_hint(key_id: str) -> str:
@@ -28,11 +28,20 @@ def untrusted_hint(key_id: str) -> str:
     )
 
 
+def untrusted_key(key_id: str, suffix: str = "") -> RefusedError:
+    """The refusal of a key the trust list does not hold, with its hint."""
+    return RefusedError(
+        untrusted_hint(key_id) + suffix,
+        hint=f"ask an admin to trust key {key_id[:16]} (`assay key export` on this machine "
+        "prints the public key to send them)",
+    )
+
+
 def check_signer(key: SigningKey, trust: TrustList, role: str | None) -> KeyRecord:
     """``key``'s record if it may sign now with ``role``; ``RefusedError`` (one line) if not."""
     entry = trust.get(key.key_id)
     if entry is None:
-        raise RefusedError(untrusted_hint(key.key_id))
+        raise untrusted_key(key.key_id)
     record = entry.record(has_private=True)
     if record.cutoff is not None:
         raise RefusedError(

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from assay.core.atomic import staged_write
 from assay.core.errors import NotFoundError
 from assay.registry.digest_cache import DigestCache
-from assay.registry.fsutil import staged_write
 from assay.registry.hashing import ProgressCallback
 from assay.registry.manifest import Manifest, build_manifest, default_signature_path
 from assay.registry.manifest import inner_ignores as _inner_ignores

@@ -5,7 +5,10 @@
   (its bytes are re-read from the artifact store) and whose lineage is clean.
 * :func:`promote` points a serving alias at a version that is known-good, has clean lineage and
   verifies now; ``force`` (with a reason) overrides these checks and is recorded.
-* :func:`move_alias` is the one way assay moves an alias (registration and promotion use it);
+* :func:`move_alias` is the one way assay moves an alias (registration and promotion use it;
+  rollback, which journals its own intent, uses the same steps: :func:`lock_store`,
+  :func:`set_alias_once`, :func:`alias_move_row`, :meth:`MovedMeanwhile.refusal`,
+  :func:`mirror_state`);
   it is safe to re-run after a crash at any point: the intent is committed first, the alias is set
   once and read back, and the move is recorded; a re-run completes an unfinished move and never
   moves the alias twice.
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from assay.core.errors import AssayError, IntegrityError, NotFoundError, RefusedError
+from assay.core.tags import STATE_TAG
 from assay.registry.models import (
     BAD_STATES,
     STATES,
@@ -44,7 +48,7 @@ from assay.registry.models import (
 from assay.registry.versions import VersionRecord, display, record_of, require_artifact, set_state
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from sqlalchemy.orm import Session
 
@@ -53,8 +57,11 @@ if TYPE_CHECKING:
 __all__ = [
     "AliasMoveResult",
     "MovedMeanwhile",
+    "alias_move_row",
     "alias_subject",
     "lock_store",
+    "mirror_state",
+    "set_alias_once",
     "open_intents",
     "FreezeStatus",
     "alias_history",
@@ -66,12 +73,12 @@ __all__ = [
     "promote",
     "state_history",
     "tainted_lineage",
+    "tainted_lineages",
     "unfreeze",
 ]
 
 log = logging.getLogger(__name__)
 
-STATE_TAG = "assay.state"
 #: Audit actions of an alias move: intent (committed before MLflow is touched), done, abandoned.
 ALIAS_INTENT, ALIAS_MOVE, ALIAS_ABANDONED, ALIAS_ADOPT = (
     "alias.intent",
@@ -135,31 +142,48 @@ class FreezeStatus:
 # --- lineage taint ---------------------------------------------------------------------------
 
 
-def tainted_lineage(session: Session, artifact_id: int) -> list[str]:
-    """Ancestors (datasets and parent models, transitively) in a bad state, as ``what is state``.
+def tainted_lineages(session: Session, artifact_ids: Iterable[int]) -> dict[int, list[str]]:
+    """For each artifact id, its ancestors (datasets and parent models, transitively) in a bad
+    state, as ``dataset:NAME@V is quarantined`` / ``models:/NAME/V is compromised``, sorted.
 
-    Cycles in the lineage table (which assay never writes, but a database can hold) are walked
-    once.
+    The one taint computation (mark, promote and rollback selection use it): two queries (every
+    lineage edge, every artifact in a bad state), then a walk per id. Cycles in the lineage
+    table (which assay never writes, but a database can hold) are walked once.
     """
-    found: list[str] = []
-    seen: set[int] = {artifact_id}
-    frontier = [artifact_id]
-    while frontier:
-        rows = session.execute(
+    ids = list(artifact_ids)
+    parents: dict[int, list[int]] = {}
+    for child, parent in session.execute(select(Lineage.child_id, Lineage.parent_id)).all():
+        parents.setdefault(child, []).append(parent)
+    if not parents:
+        return {i: [] for i in ids}
+    bad = {
+        row.id: f"{display(row.kind, row.name, row.version)} is {state}"
+        for row, state in session.execute(
             select(Artifact, ArtifactState.state)
-            .join(Lineage, Lineage.parent_id == Artifact.id)
-            .join(ArtifactState, ArtifactState.artifact_id == Artifact.id, isouter=True)
-            .where(Lineage.child_id.in_(frontier))
+            .join(ArtifactState, ArtifactState.artifact_id == Artifact.id)
+            .where(ArtifactState.state.in_(BAD_STATES))
         ).all()
-        frontier = []
-        for parent, state in rows:
-            if parent.id in seen:
+    }
+    result: dict[int, list[str]] = {}
+    for start in ids:
+        found: list[str] = []
+        seen: set[int] = {start}
+        stack = list(parents.get(start, []))
+        while stack:
+            node = stack.pop()
+            if node in seen:
                 continue
-            seen.add(parent.id)
-            frontier.append(parent.id)
-            if state in BAD_STATES:
-                found.append(f"{display(parent.kind, parent.name, parent.version)} is {state}")
-    return sorted(found)
+            seen.add(node)
+            if node in bad:
+                found.append(bad[node])
+            stack.extend(parents.get(node, []))
+        result[start] = sorted(found)
+    return result
+
+
+def tainted_lineage(session: Session, artifact_id: int) -> list[str]:
+    """:func:`tainted_lineages` of one artifact."""
+    return tainted_lineages(session, [artifact_id])[artifact_id]
 
 
 # --- mark ------------------------------------------------------------------------------------
@@ -248,12 +272,13 @@ def mark(
         set_state(registry, session, artifact, state, reason=reason, incident_id=incident_id)
         record = record_of(session, artifact)
     if kind == "model":  # also when unchanged: repairs a tag an earlier failure left stale
-        _mirror_state(registry, name, version, state)
+        mirror_state(registry, name, version, state)
     return record
 
 
-def _mirror_state(registry: Registry, name: str, version: str, state: str) -> None:
-    """Best effort: the store is the truth and `assay status` reports a stale tag."""
+def mirror_state(registry: Registry, name: str, version: str, state: str) -> None:
+    """Mirror a model version's state into its ``assay.state`` tag; best effort: the store is the
+    truth, a failure is logged as a warning and `assay status` reports the stale tag."""
     try:
         registry.backend.set_version_tag(name, version, STATE_TAG, state)
     except (AssayError, ImportError, OSError) as exc:
@@ -442,16 +467,15 @@ def _record_move(
     resumed: bool = False,
 ) -> None:
     session.add(
-        AliasMove(
-            model_name=intent["model"],
+        alias_move_row(
+            registry,
+            model=intent["model"],
             alias=intent["alias"],
             from_version=intent["from"],
             to_version=intent["to"],
             via=intent["via"],
             reason=intent.get("reason"),
             incident_id=intent.get("incident_id"),
-            actor=registry.settings.actor,
-            at=utcnow(),
         )
     )
     registry.record(
@@ -476,6 +500,73 @@ class MovedMeanwhile(Exception):
     def __init__(self, version: str | None) -> None:
         super().__init__(version)
         self.version = version
+
+    def refusal(self, subject: str) -> RefusedError:
+        """The one wording of this refusal, for every mover of an alias."""
+        return RefusedError(
+            f"{subject} was moved to {self.version} by someone else meanwhile; nothing changed "
+            "(re-run to try again)"
+        )
+
+
+def alias_move_row(
+    registry: Registry,
+    *,
+    model: str,
+    alias: str,
+    from_version: str | None,
+    to_version: str,
+    via: str,
+    reason: str | None,
+    incident_id: str | None,
+) -> AliasMove:
+    """The ``AliasMove`` record of one move, by the acting user, now."""
+    return AliasMove(
+        model_name=model,
+        alias=alias,
+        from_version=from_version,
+        to_version=to_version,
+        via=via,
+        reason=reason,
+        incident_id=incident_id,
+        actor=registry.settings.actor,
+        at=utcnow(),
+    )
+
+
+def set_alias_once(
+    registry: Registry,
+    name: str,
+    alias: str,
+    *,
+    expected: str | None,
+    version: str,
+    after_set: Callable[[], None] | None = None,
+) -> bool:
+    """Point ``name@alias`` from ``expected`` at ``version`` once; the caller holds the store's
+    write lock (:func:`lock_store`) in the transaction that records the move.
+
+    Returns False (nothing set) when the alias already points at ``version``; raises
+    :class:`MovedMeanwhile` when it points anywhere but ``expected``. Otherwise sets it, calls
+    ``after_set`` (still inside the caller's transaction: nothing of the move is committed yet),
+    reads it back (AssayError if MLflow did not keep it) and returns True.
+    """
+    backend = registry.backend
+    now = backend.get_alias(name, alias)
+    if now == version:
+        return False
+    if now != expected:
+        raise MovedMeanwhile(now)
+    backend.set_alias(name, alias, version)
+    if after_set is not None:
+        after_set()
+    seen = backend.get_alias(name, alias)
+    if seen != version:
+        raise AssayError(
+            f"MLflow did not keep {alias_subject(name, alias)} -> {version} (reads back {seen}); "
+            "nothing recorded: re-run to finish the move"
+        )
+    return True
 
 
 def move_alias(
@@ -591,20 +682,7 @@ def move_alias(
             row = None if exempt else frozen_row(session, name)
             if row is not None:
                 raise RefusedError(_frozen_message(name, row))
-            now = backend.get_alias(name, alias)
-            if now == version:
-                result.moved = False
-            elif now != current:
-                raise MovedMeanwhile(now)
-            else:
-                backend.set_alias(name, alias, version)
-                seen = backend.get_alias(name, alias)
-                if seen != version:
-                    raise AssayError(
-                        f"MLflow did not keep {subject} -> {version} (reads back {seen}); "
-                        "re-run to finish the move"
-                    )
-                result.moved = True
+            result.moved = set_alias_once(registry, name, alias, expected=current, version=version)
             _record_move(registry, session, intent, moved=result.moved)
             result.recorded = True
     except (MovedMeanwhile, RefusedError) as exc:
@@ -613,10 +691,7 @@ def move_alias(
             registry.record(session, ALIAS_ABANDONED, subject, {"id": intent["id"], "found": found})
         if isinstance(exc, RefusedError):
             raise
-        raise RefusedError(
-            f"{subject} was moved to {exc.version} by someone else meanwhile; nothing changed "
-            "(re-run to try again)"
-        ) from None
+        raise exc.refusal(subject) from None
     return result
 
 

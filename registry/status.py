@@ -19,7 +19,6 @@ a :class:`DriftKind`, ``model``, ``version``, ``detail``):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from assay.core.errors import AssayError, NotFoundError
+from assay.core.tags import MANIFEST_TAG, PENDING_TAG, STATE_TAG
 from assay.registry.models import (
     BAD_STATES,
     AliasMove,
@@ -36,7 +36,8 @@ from assay.registry.models import (
     Lineage,
     Signature,
 )
-from assay.registry.versions import VersionRecord, display, version_key
+from assay.registry.version_record import record_from_row
+from assay.registry.versions import VersionRecord, display, state_fields, version_key
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -56,9 +57,6 @@ __all__ = [
     "load_records",
     "status",
 ]
-
-#: ``registration.PENDING_TAG``, repeated so that status does not import the registration module.
-PENDING_TAG = "assay.pending"
 
 
 class DriftKind(str, Enum):
@@ -245,36 +243,18 @@ def load_records(
     out: dict[int, VersionRecord] = {}
     for artifact_id, (a, s) in by_id.items():
         ups = parents.get(artifact_id, [])
-        out[artifact_id] = VersionRecord(
-            kind=a.kind,
-            name=a.name,
-            version=a.version or "",
-            state=s.state if s else "registered",
-            status=s.status if s else "complete",
-            reason=s.reason if s else None,
-            incident_id=s.incident_id if s else None,
+        out[artifact_id] = record_from_row(
+            a.kind,
+            a.name,
+            a.version,
+            uri=a.uri,
             manifest_root=a.manifest_root,
             created_at=a.created_at,
+            state=state_fields(s),
             key_id=key_ids.get(artifact_id),
-            run_id=s.run_id if s else None,
-            source=s.source if s else None,
-            uri=a.uri,
-            labels=json.loads(s.labels or "[]") if s else [],
-            datasets=sorted(
-                (f"{p.name}@{p.version}" for p, rel in ups if rel == "trained-on"),
-                key=_ref_key,
-            ),
-            parents=sorted(
-                (f"{p.name}/{p.version}" for p, rel in ups if rel == "fine-tuned-from"),
-                key=_ref_key,
-            ),
+            lineage=((p.name, p.version, rel) for p, rel in ups),
         )
     return out
-
-
-def _ref_key(ref: str) -> tuple[str, int]:
-    name, _, version = ref.replace("@", "/").rpartition("/")
-    return name, version_key(version)
 
 
 def sort_records(records: Iterable[VersionRecord]) -> list[VersionRecord]:
@@ -460,8 +440,8 @@ def _model_status(
                 )
             continue
         for tag, expected in (
-            ("assay.state", record.state),
-            ("assay.manifest", record.manifest_root or ""),
+            (STATE_TAG, record.state),
+            (MANIFEST_TAG, record.manifest_root or ""),
         ):
             actual = mv.tags.get(tag)
             if actual != expected:

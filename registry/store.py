@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from assay.core.errors import AssayError, ConfigError
+from assay.core.errors import AssayError, ConfigError, NotInitialisedError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -100,7 +100,7 @@ class Store:
         Without ``create`` a missing database or schema raises :class:`ConfigError`, and nothing
         is created on disk.
         """
-        not_initialised = ConfigError(
+        not_initialised = NotInitialisedError(
             f"assay is not initialised in {settings.home}: run `assay init`"
         )
         store = cls(settings.db_url)
@@ -120,7 +120,7 @@ class Store:
             raise not_initialised
         if revision != HEAD_REVISION:
             store.dispose()
-            raise ConfigError(
+            raise NotInitialisedError(
                 f"assay's store is at schema revision {revision}, this assay expects "
                 f"{HEAD_REVISION}: run `assay init` to upgrade it (or upgrade assay)"
             )

@@ -10,10 +10,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from assay.registry.models import Key
+
+
+class KeyRow(NamedTuple):
+    """A ``keys`` row as the ``sqlite3`` readers return it (the ORM ``Key`` has the same fields)."""
+
+    key_id: str
+    name: str
+    key_type: str
+    created_at: datetime | None
+    revoked_at: datetime | None
+    revoke_reason: str | None
+    compromised_since: datetime | None
+    has_private: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,7 +80,8 @@ class KeyRecord:
         }
 
     @classmethod
-    def from_row(cls, row: Key, has_private: bool | None = None) -> KeyRecord:
+    def from_row(cls, row: Key | KeyRow, has_private: bool | None = None) -> KeyRecord:
+        """An untrusted record of a store row (see ``TrustList.key_record`` for the trusted one)."""
         return cls(
             key_id=row.key_id,
             name=row.name,

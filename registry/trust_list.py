@@ -27,11 +27,12 @@ from assay.core.errors import ConfigError, FormatError, IntegrityError, RefusedE
 from assay.registry.canonical import iso_utc, parse_iso_utc
 from assay.registry.keys import PublicKey
 from assay.registry.statements import digest_of, open_statement, sign_statement, statement_signed_by
-from assay.registry.trust import KeyRecord
+from assay.registry.trust import KeyRecord, KeyRow
 
 if TYPE_CHECKING:
     from assay.core.settings import Settings
     from assay.registry.keys import SigningKey
+    from assay.registry.models import Key
 
 __all__ = [
     "PREDICATE_TYPE",
@@ -93,7 +94,7 @@ def pinned_trust_root(settings: Settings) -> str | None:
 
 def pin_trust_root(settings: Settings, key_id: str) -> None:
     """Write ``$ASSAY_HOME/trust-root`` (0600, atomically)."""
-    from assay.registry.fsutil import atomic_write
+    from assay.core.atomic import atomic_write
 
     atomic_write(settings.home / ROOT_FILE, (key_id + "\n").encode("ascii"), mode=0o600)
 
@@ -195,6 +196,14 @@ class TrustList:
 
     def get(self, key_id: str) -> TrustEntry | None:
         return self.entries.get(key_id)
+
+    def key_record(self, row: Key | KeyRow, *, has_private: bool) -> KeyRecord:
+        """The one mapping of a store's key row to a ``KeyRecord``: trust, roles and revocation
+        from this signed list when it holds the key, else an untrusted record of the row."""
+        entry = self.get(row.key_id)
+        if entry is not None:
+            return entry.record(has_private=has_private, created_at=row.created_at)
+        return KeyRecord.from_row(row, has_private)
 
     def for_hint(self, hint: str | None, embedded_pem: str | None = None) -> TrustEntry | None:
         """The entry an OMS bundle names by its key hint or embedded PEM."""

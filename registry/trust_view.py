@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
-from assay.core.errors import ConfigError
+from assay.core.errors import NotInitialisedError
 from assay.core.settings import Settings
 from assay.registry.keys import PublicKey
 from assay.registry.store import HEAD_REVISION
@@ -61,6 +61,18 @@ def sqlite_path(db_url: str) -> Path | None:
     return None
 
 
+def open_readonly(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
+    """The one way assay opens a SQLite database read-only (its own store or MLflow's): a
+    ``file:`` URI of the resolved path (percent-encoded, so ``?`` or ``#`` in a folder name
+    cannot change the mode), ``mode=ro``, a 30 s busy timeout."""
+    return sqlite3.connect(
+        f"{Path(path).resolve().as_uri()}?mode=ro",
+        uri=True,
+        timeout=30,
+        check_same_thread=check_same_thread,
+    )
+
+
 def connect_readonly(settings: Settings, path: Path) -> sqlite3.Connection:
     """A read-only ``sqlite3`` connection to the store at ``path``, its schema checked at head."""
     return connect_store(settings, path)
@@ -73,26 +85,31 @@ def connect_store(settings: Settings, path: Path, *, write: bool = False) -> sql
     connections (busy timeout, foreign keys, WAL; no implicit transactions: callers BEGIN).
     """
     if not path.exists():
-        raise ConfigError(f"assay is not initialised in {settings.home}: run `assay init`")
+        raise NotInitialisedError(f"assay is not initialised in {settings.home}: run `assay init`")
     if write:
         from assay.registry.store import SQLITE_BUSY_TIMEOUT_S
 
         conn = sqlite3.connect(
-            f"file:{path}?mode=rw", uri=True, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None
+            f"{Path(path).resolve().as_uri()}?mode=rw",  # percent-encoded, as open_readonly
+            uri=True,
+            timeout=SQLITE_BUSY_TIMEOUT_S,
+            isolation_level=None,
         )
         conn.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA journal_mode = WAL")
     else:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        conn = open_readonly(path)
     try:
         row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
     except sqlite3.DatabaseError as exc:
         conn.close()
-        raise ConfigError(f"assay is not initialised in {settings.home}: run `assay init`") from exc
+        raise NotInitialisedError(
+            f"assay is not initialised in {settings.home}: run `assay init`"
+        ) from exc
     if row is None or row[0] != HEAD_REVISION:
         conn.close()
-        raise ConfigError(
+        raise NotInitialisedError(
             f"assay's store is at schema revision {row and row[0]}, this assay expects "
             f"{HEAD_REVISION}: run `assay init` to upgrade it"
         )

@@ -176,6 +176,9 @@ class _SqliteReads(_DecisionReads):
     def __init__(self, settings: Settings, view: SqliteStoreView) -> None:
         self.settings = settings
         self.view = view
+        #: Artifact rows read during this decision: ``state`` and ``manifest_root`` ask for the
+        #: same row, which is read once.
+        self._rows: dict[tuple[str, str, str], tuple | None] = {}
 
     @property
     def trust(self) -> _Trust:
@@ -198,10 +201,14 @@ class _SqliteReads(_DecisionReads):
         return evaluate_policy(self._bundles(POLICY_SUBJECT), trust)
 
     def _artifact(self, kind: str, name: str, version: str) -> tuple | None:
-        return self.view.conn.execute(
-            "SELECT id, manifest_root FROM artifacts WHERE kind = ? AND name = ? AND version = ?",
-            (kind, name, version),
-        ).fetchone()
+        key = (kind, name, version)
+        if key not in self._rows:
+            self._rows[key] = self.view.conn.execute(
+                "SELECT id, manifest_root FROM artifacts"
+                " WHERE kind = ? AND name = ? AND version = ?",
+                key,
+            ).fetchone()
+        return self._rows[key]
 
     def state(self, kind: str, name: str, version: str) -> tuple[str, str] | None:
         artifact = self._artifact(kind, name, version)

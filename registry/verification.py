@@ -15,8 +15,7 @@ from assay.core.errors import IntegrityError, NotFoundError
 from assay.registry.digest_cache import DigestCache
 from assay.registry.fsutil import read_regular_file
 from assay.registry.hashing import ProgressCallback
-from assay.registry.manifest import default_signature_path
-from assay.registry.manifest import inner_ignores as _inner_ignores
+from assay.registry.manifest import default_signature_path, inner_ignores
 from assay.registry.oms import MAX_BUNDLE_BYTES, parse_bundle, verify_bundle
 from assay.registry.trust import signature_time_problem
 
@@ -133,6 +132,39 @@ def verify_bundle_text(
     return report
 
 
+def verify_target_or_path(
+    settings: Settings,
+    target: str,
+    *,
+    signature: Path | None = None,
+    trust_cache: bool = False,
+    ignore_paths: tuple[str, ...] = (),
+    progress: ProgressCallback | None = None,
+) -> VerifyReport:
+    """Verify ``target``: a registered model or dataset version (``models:/NAME/V``,
+    ``models:/NAME@ALIAS``, ``dataset:NAME@V``), its bytes re-read from the artifact store
+    (``assay.registry.uri_verify.verify_target``; ``signature``, ``trust_cache`` and
+    ``ignore_paths`` do not apply), else a local file or folder against its bundle
+    (:func:`verify_path`)."""
+    from assay.registry.refs import is_dataset_uri, is_model_uri
+
+    if is_model_uri(target) or is_dataset_uri(target):
+        from assay.registry.uri_verify import verify_target
+
+        return verify_target(settings, target, progress=progress)
+    from assay.registry.trust_view import open_trust_view
+
+    return verify_path(
+        open_trust_view(settings),
+        settings,
+        Path(target),
+        signature=signature,
+        trust_cache=trust_cache,
+        ignore_paths=ignore_paths,
+        progress=progress,
+    )
+
+
 def verify_path(
     trust: TrustView,
     settings: Settings,
@@ -155,6 +187,6 @@ def verify_path(
         path,
         bundle_text,
         trust_cache=trust_cache,
-        ignore_paths=(*ignore_paths, *_inner_ignores(path, signature)),
+        ignore_paths=(*ignore_paths, *inner_ignores(path, signature)),
         progress=progress,
     )

@@ -7,11 +7,21 @@ SQLAlchemy; ``versions`` re-exports everything here.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["KIND_LABEL", "VersionRecord", "display", "version_key"]
+__all__ = [
+    "KIND_LABEL",
+    "NO_STATE",
+    "VersionRecord",
+    "display",
+    "record_from_row",
+    "ref_key",
+    "version_key",
+]
 
 KIND_LABEL = {"model": "model", "dataset": "dataset"}
 
@@ -86,3 +96,57 @@ class VersionRecord:
             "parents": self.parents,
             "created_at": self.created_at.isoformat() if self.created_at else None,
         }
+
+
+#: The state fields of a version with no state row (signed before registry tables existed, or a
+#: plain path): ``(state, status, reason, incident_id, run_id, source, labels JSON)``.
+NO_STATE: tuple[Any, ...] = ("registered", "complete", None, None, None, None, "[]")
+
+
+def ref_key(ref: str) -> tuple[str, int]:
+    """Sort key of a ``NAME/V`` or ``NAME@V`` lineage reference: name, then numeric version."""
+    name, _, version = ref.replace("@", "/").rpartition("/")
+    return name, version_key(version)
+
+
+def record_from_row(
+    kind: str,
+    name: str,
+    version: str | None,
+    *,
+    uri: str | None,
+    manifest_root: str | None,
+    created_at: datetime | None,
+    state: Sequence[Any] | None,
+    key_id: str | None,
+    lineage: Iterable[tuple[str, str | None, str]],
+) -> VersionRecord:
+    """The one row-to-record mapper, for the ORM and the ``sqlite3`` readers alike.
+
+    ``state``: ``(state, status, reason, incident_id, run_id, source, labels JSON)`` or None
+    (:data:`NO_STATE`); ``lineage``: ``(parent name, parent version, relation)`` of each parent.
+    Datasets (``trained-on``) and parent models (``fine-tuned-from``) are sorted by name, then
+    numeric version, so every command lists lineage in the same order.
+    """
+    st, status, reason, incident_id, run_id, source, labels = state or NO_STATE
+    edges = list(lineage)
+    return VersionRecord(
+        kind=kind,
+        name=name,
+        version=version or "",
+        state=st,
+        status=status,
+        reason=reason,
+        incident_id=incident_id,
+        manifest_root=manifest_root,
+        created_at=created_at,
+        key_id=key_id,
+        run_id=run_id,
+        source=source,
+        uri=uri,
+        labels=json.loads(labels or "[]"),
+        datasets=sorted((f"{n}@{v}" for n, v, rel in edges if rel == "trained-on"), key=ref_key),
+        parents=sorted(
+            (f"{n}/{v}" for n, v, rel in edges if rel == "fine-tuned-from"), key=ref_key
+        ),
+    )

@@ -6,8 +6,7 @@ kept in ``state_changes`` and appended to the audit log in the same transaction.
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -21,7 +20,13 @@ from assay.registry.models import (
     StateChange,
     utcnow,
 )
-from assay.registry.version_record import KIND_LABEL, VersionRecord, display, version_key
+from assay.registry.version_record import (
+    KIND_LABEL,
+    VersionRecord,
+    display,
+    record_from_row,
+    version_key,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -106,23 +111,31 @@ def record_of(session: Session, artifact: Artifact) -> VersionRecord:
         .join(Lineage, Lineage.parent_id == Artifact.id)
         .where(Lineage.child_id == artifact.id)
     ).all()
-    return VersionRecord(
-        kind=artifact.kind,
-        name=artifact.name,
-        version=artifact.version or "",
-        state=state.state,
-        status=state.status,
-        reason=state.reason,
-        incident_id=state.incident_id,
+    return record_from_row(
+        artifact.kind,
+        artifact.name,
+        artifact.version,
+        uri=artifact.uri,
         manifest_root=artifact.manifest_root,
         created_at=artifact.created_at,
+        state=state_fields(state),
         key_id=signature.key_id if signature else None,
-        run_id=state.run_id,
-        source=state.source,
-        uri=artifact.uri,
-        labels=json.loads(state.labels or "[]"),
-        datasets=[f"{a.name}@{a.version}" for a, rel in parents if rel == "trained-on"],
-        parents=[f"{a.name}/{a.version}" for a, rel in parents if rel == "fine-tuned-from"],
+        lineage=((a.name, a.version, rel) for a, rel in parents),
+    )
+
+
+def state_fields(state: ArtifactState | None) -> tuple[Any, ...] | None:
+    """An ORM state row as :func:`record_from_row` takes it."""
+    if state is None:
+        return None
+    return (
+        state.state,
+        state.status,
+        state.reason,
+        state.incident_id,
+        state.run_id,
+        state.source,
+        state.labels,
     )
 
 

@@ -38,20 +38,15 @@ def _secret(registry: Registry, key: str | None) -> bytes:
 
 def _check_writable(output: Path) -> None:
     """Fail now, before any secret or audit event exists, if ``output`` cannot be created."""
-    import contextlib
-    import os
-    import tempfile
-
+    from assay.core.atomic import temp_sibling
     from assay.watermark.formats._common import check_out_path
 
     out = check_out_path(output)
     try:
-        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=out.parent)
+        with temp_sibling(out):
+            pass
     except OSError as exc:
         raise FormatError(f"cannot write {output}: {exc.strerror or exc}") from exc
-    os.close(fd)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(probe)
 
 
 def embed_file(

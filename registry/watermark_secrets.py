@@ -13,6 +13,7 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from assay.core.atomic import write_new_file
 from assay.core.errors import ConfigError, FormatError
 
 if TYPE_CHECKING:
@@ -60,9 +61,7 @@ def active_secret(registry: Registry, *, create: bool = True) -> bytes:
     fp = _fingerprint(secret)
     keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = keys_dir / f"{_PREFIX}{fp[:16]}{_SUFFIX}"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(secret.hex() + "\n")
+    write_new_file(path, (secret.hex() + "\n").encode("ascii"), 0o600, what="a secret")
     with registry.store.session() as session:
         registry.record(session, "watermark.secret", f"watermark:{fp}", {"fingerprint": fp})
     return secret

@@ -9,11 +9,11 @@ watermark; a weight file that does not parse fails the registration (it is never
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from assay.core.atomic import publish_replace
 from assay.core.errors import AssayError, NotFoundError
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ def embed_into_folder(
             ) from exc
         tmp = path.with_name(f".{path.name}.marked")
         save_weights(weights, result.tensors, tmp)
-        os.replace(tmp, path)
+        publish_replace(tmp, path)
         rel = path.relative_to(folder).as_posix()
         records[rel] = {**result.record.to_dict(), "sketch": sketch(result.tensors)}
         fingerprint = result.record.secret_fingerprint

@@ -25,13 +25,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from assay.core.atomic import atomic_write
 from assay.core.errors import AssayError, NotFoundError, RefusedError
 from assay.rollback.actions import ActionContext, ActionRegistry
 from assay.rollback.incident import (
@@ -180,27 +180,8 @@ class FileRecorder:
         return json.loads(self.path.read_text(encoding="utf-8"))
 
     def _save(self, data: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".incidents-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(data, fh, indent=1, sort_keys=True)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        try:
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(dir_fd)
-        except OSError:
-            pass
-        finally:
-            os.close(dir_fd)
+        text = json.dumps(data, indent=1, sort_keys=True)
+        atomic_write(self.path, text.encode("utf-8"), mode=0o600)
 
     def create_incident(
         self, playbook_id: str, playbook_digest: str, inputs: dict[str, Any]

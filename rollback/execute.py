@@ -19,7 +19,6 @@ again from the version a rollback just landed on needs ``--to``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 import uuid
@@ -28,9 +27,17 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
-from assay.core.errors import AssayError, NotFoundError, RefusedError
-from assay.registry.models import BAD_STATES, AliasMove, ArtifactState, AuditEvent, utcnow
-from assay.registry.states import MovedMeanwhile, alias_subject, lock_store, open_intents
+from assay.core.errors import NotFoundError, RefusedError
+from assay.registry.models import BAD_STATES, ArtifactState, AuditEvent
+from assay.registry.states import (
+    MovedMeanwhile,
+    alias_move_row,
+    alias_subject,
+    lock_store,
+    mirror_state,
+    open_intents,
+    set_alias_once,
+)
 from assay.registry.versions import find_artifact, set_state
 from assay.rollback.selection import RollbackPlan, plan_rollback
 
@@ -263,7 +270,6 @@ def _move(
 ) -> RollbackResult:
     """Step 2 under the store's write lock; see the module docstring."""
     name, alias, subject = result.model, result.alias, alias_subject(result.model, result.alias)
-    backend = registry.backend
     try:
         with registry.store.session() as session:
             # Take the store's write lock first: concurrent movers of this alias wait here.
@@ -284,24 +290,32 @@ def _move(
                     "reason": reason,
                 },
             )
-            now = backend.get_alias(name, alias)
-            if now == result.to_version:
-                result.moved = False
-                if result.resumed:
-                    # An interrupted run set the alias but died before committing its record.
-                    session.add(_alias_move(registry, result, reason, incident_id))
-            elif now != result.from_version:
-                raise MovedMeanwhile(now)
-            else:
-                backend.set_alias(name, alias, result.to_version or "")
-                _crash_point("after-set-alias")
-                if backend.get_alias(name, alias) != result.to_version:
-                    raise AssayError(
-                        f"MLflow did not keep {subject} -> {result.to_version}; nothing recorded"
-                    )
-                result.moved = True
+            to_version = result.to_version or ""
+            result.moved = set_alias_once(
+                registry,
+                name,
+                alias,
+                expected=result.from_version,
+                version=to_version,
+                after_set=lambda: _crash_point("after-set-alias"),
+            )
+            if result.moved:
                 result.seconds_to_alias_moved = time.perf_counter() - started
-                session.add(_alias_move(registry, result, reason, incident_id))
+            if result.moved or result.resumed:
+                # Resumed and not moved: an interrupted run set the alias but died before
+                # committing its record.
+                session.add(
+                    alias_move_row(
+                        registry,
+                        model=name,
+                        alias=alias,
+                        from_version=result.from_version,
+                        to_version=to_version,
+                        via="rollback",
+                        reason=reason,
+                        incident_id=incident_id,
+                    )
+                )
             replaced = None
             if result.from_version and result.from_version != result.to_version:
                 replaced = find_artifact(session, "model", name, result.from_version)
@@ -329,32 +343,12 @@ def _move(
             registry.record(
                 session, ABANDONED, subject, {"id": result.rollback_id, "found": moved.version}
             )
-        raise RefusedError(
-            f"{subject} was moved to {moved.version} by someone else meanwhile; nothing changed (re-run to re-plan)"
-        ) from None
+        raise moved.refusal(subject) from None
     result.changed = result.moved or result.quarantined is not None
     if result.quarantined:
-        # Best effort: the store is the truth, and `assay status` reports tag drift.
-        with contextlib.suppress(AssayError):
-            backend.set_version_tag(name, result.quarantined, "assay.state", "quarantined")
+        mirror_state(registry, name, result.quarantined, "quarantined")
     result.seconds_total = time.perf_counter() - started
     return result
-
-
-def _alias_move(
-    registry: Registry, result: RollbackResult, reason: str, incident_id: str | None
-) -> AliasMove:
-    return AliasMove(
-        model_name=result.model,
-        alias=result.alias,
-        from_version=result.from_version,
-        to_version=result.to_version,
-        via="rollback",
-        reason=reason,
-        incident_id=incident_id,
-        actor=registry.settings.actor,
-        at=utcnow(),
-    )
 
 
 def _closed(session: Session, subject: str, rollback_id: str | None) -> bool:

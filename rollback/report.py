@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from assay.core.atomic import atomic_write
 from assay.core.errors import FormatError
-from assay.registry.fsutil import atomic_write
 from assay.rollback.actions import SPECS, ActionContext, SpecAction
 from assay.rollback.incident import FAILED, SUCCEEDED_WITH_WARNINGS, Incident, StepRecord
 from assay.rollback.playbook import Playbook, threat_name

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from assay.registry.models import BAD_STATES, Artifact, ArtifactState, Lineage
+from assay.registry.models import BAD_STATES, Artifact, ArtifactState
+from assay.registry.states import tainted_lineages
 from assay.registry.versions import version_key
 
 if TYPE_CHECKING:
@@ -65,37 +66,6 @@ class _Version:
     state: str
     status: str
     labels: list[str]
-
-
-def _taint(session: Session, ids: list[int]) -> dict[int, list[str]]:
-    """For each artifact id, the tainted ancestors (quarantined/compromised), transitively."""
-    edges = session.execute(select(Lineage.child_id, Lineage.parent_id)).all()
-    parents: dict[int, list[int]] = {}
-    for child, parent in edges:
-        parents.setdefault(child, []).append(parent)
-    if not parents:
-        return {i: [] for i in ids}
-    bad = {
-        row.id: f"{'dataset ' + row.name + '@' if row.kind == 'dataset' else row.name + '/'}{row.version} is {state}"
-        for row, state in session.execute(
-            select(Artifact, ArtifactState.state)
-            .join(ArtifactState, ArtifactState.artifact_id == Artifact.id)
-            .where(ArtifactState.state.in_(BAD_STATES))
-        ).all()
-    }
-    result: dict[int, list[str]] = {}
-    for start in ids:
-        found, stack, seen = [], list(parents.get(start, [])), set()
-        while stack:
-            node = stack.pop()
-            if node in seen:
-                continue
-            seen.add(node)
-            if node in bad:
-                found.append(bad[node])
-            stack.extend(parents.get(node, []))
-        result[start] = sorted(found)
-    return result
 
 
 def load_versions(session: Session, name: str) -> list[_Version]:
@@ -148,7 +118,7 @@ def plan_rollback(
                 if current is None or version_key(v.version) < version_key(current)
             ]
             pool.reverse()  # newest first
-        taint = _taint(session, [v.artifact_id for v in pool])
+        taint = tainted_lineages(session, [v.artifact_id for v in pool])
     for v in pool:
         reasons = []
         if v.status != "complete":

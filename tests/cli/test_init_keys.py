@@ -203,3 +203,13 @@ def test_trust_external_p256_key(invoke, home: Path, tmp_path: Path):
     result = invoke("key", "trust", pem, "--name", "partner", "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["key_type"] == "ecdsa-p256"
+
+
+def test_the_hint_is_a_second_line_only_with_verbose(invoke, assay_home: Path, expect_error):
+    expect_error(invoke("key", "list"), 1, "run `assay init`")
+    verbose = invoke("--verbose", "key", "list")
+    assert verbose.exit_code == 1
+    lines = verbose.stderr.splitlines()
+    error = next(i for i, line in enumerate(lines) if line.startswith("error: "))
+    assert "run `assay init`" in lines[error]
+    assert lines[error + 1].startswith("hint: run `assay init`")

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from assay.rollback.actions import SPECS, FakeRegistry, fake_actions
+from assay.rollback.actions import SPECS
 from assay.rollback.engine import MemoryRecorder, run_incident
 from assay.rollback.playbook import THREATS, builtin_playbooks, load_playbook, validate
+from assay.testing.fakes import FakeRegistry, fake_actions
 
 EXPECTED = {
     "adversarial-evasion",

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from assay.core.errors import RefusedError
-from assay.rollback.actions import FakeRegistry, SpecAction, fake_actions
+from assay.rollback.actions import SpecAction
 from assay.rollback.engine import FileRecorder, MemoryRecorder, resume_incident, run_incident
 from assay.rollback.playbook import InputError, PlaybookError, parse_playbook
+from assay.testing.fakes import FakeRegistry, fake_actions
 
 PLAYBOOK = """\
 id: demo
@@ -295,7 +296,7 @@ SCRIPT = textwrap.dedent(
     """
     import dataclasses, json, os, sys
     from pathlib import Path
-    from assay.rollback.actions import FakeRegistry, FakeVersion, fake_actions
+    from assay.testing.fakes import FakeRegistry, FakeVersion, fake_actions
     from assay.rollback.engine import FileRecorder, run_incident, resume_incident
     from assay.rollback.playbook import parse_playbook
 

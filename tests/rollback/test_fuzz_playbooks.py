@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from assay.core.errors import AssayError
-from assay.rollback.actions import SPECS, fake_actions
+from assay.rollback.actions import SPECS
 from assay.rollback.playbook import Playbook, parse_playbook
 from assay.rollback.templates import (
     MAX_EXPRESSION_CHARS,
@@ -26,6 +26,7 @@ from assay.rollback.templates import (
     compile_template,
     split_template,
 )
+from assay.testing.fakes import fake_actions
 
 FUZZ = settings(
     max_examples=int(

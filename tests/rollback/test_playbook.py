@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from assay.core.errors import FormatError, NotFoundError
-from assay.rollback.actions import fake_actions
 from assay.rollback.playbook import (
     InputError,
     PlaybookError,
@@ -18,6 +17,7 @@ from assay.rollback.playbook import (
     resolve_inputs,
     validate,
 )
+from assay.testing.fakes import fake_actions
 
 GOOD = """\
 id: demo
@@ -248,3 +248,14 @@ def test_many_problems_are_listed_up_to_a_bound():
         parse_playbook(text, "many.yaml")
     assert len(info.value.errors) == MAX_ERRORS + 1
     assert "not listed" in info.value.errors[-1]
+
+
+def test_spec_actions_cover_every_spec_and_validate_builtin_playbooks():
+    from assay.rollback.actions import SPECS, spec_actions
+    from assay.rollback.incidents import playbook_source
+
+    actions = spec_actions()
+    assert actions.names() == sorted(SPECS)
+    for name in ("data-poisoning", "model-extraction"):
+        text, label = playbook_source(name)
+        assert parse_playbook(text, label, actions).id == name

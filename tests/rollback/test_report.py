@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from assay.core.errors import FormatError
-from assay.rollback.actions import FakeRegistry, fake_actions
 from assay.rollback.engine import MemoryRecorder, run_incident
 from assay.rollback.incident import Incident, StepRecord
 from assay.rollback.playbook import load_playbook
 from assay.rollback.report import build_report, render_report
+from assay.testing.fakes import FakeRegistry, fake_actions
 
 
 @pytest.fixture

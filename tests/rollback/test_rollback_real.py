@@ -153,7 +153,7 @@ def test_quarantined_dataset_lineage_is_skipped(world):
     assert result.to_version == "1"
     skipped = result.plan["candidates"][0]
     assert skipped["version"] == "2"
-    assert skipped["reasons"] == [f"lineage: dataset {ds}@2 is quarantined"]
+    assert skipped["reasons"] == [f"lineage: dataset:{ds}@2 is quarantined"]
 
 
 def test_freeze_blocks_promote_but_not_rollback(world):

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,33 +277,3 @@ def check_out_path(out_path: Path | str) -> Path:
     if not out.parent.is_dir():
         raise FormatError(f"folder {out.parent} does not exist")
     return out
-
-
-@contextlib.contextmanager
-def temp_sibling(out: Path) -> Iterator[Path]:
-    """A temporary path beside ``out``; removed on failure or if left behind."""
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def publish(tmp: Path, out: Path) -> None:
-    """Move a finished temp file to ``out`` without ever replacing an existing file."""
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    try:
-        os.link(tmp, out)
-    except FileExistsError as exc:
-        raise FormatError(f"{out} exists; refusing to overwrite it") from exc
-    except OSError:
-        # Filesystems without hard links: best effort, checked just before.
-        if out.exists():
-            raise FormatError(f"{out} exists; refusing to overwrite it") from None
-        os.replace(tmp, out)
-        return
-    tmp.unlink()

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from assay.core.atomic import publish_new, temp_sibling
 from assay.core.errors import FormatError, UnsafeInputError
 from assay.watermark.formats._common import (
     FLOAT_DTYPES,
@@ -37,8 +38,6 @@ from assay.watermark.formats._common import (
     check_unchanged,
     check_updates,
     file_stamp,
-    publish,
-    temp_sibling,
     to_analysis,
 )
 
@@ -383,9 +382,9 @@ def save(wf: WeightFile, updated, out_path) -> Path:
         tmp = stack.enter_context(temp_sibling(out))
         tmp.write_bytes(blob)
         if data_out is not None and data_tmp is not None:
-            publish(data_tmp, data_out)
+            publish_new(data_tmp, data_out, error=FormatError)
         try:
-            publish(tmp, out)
+            publish_new(tmp, out, error=FormatError)
         except BaseException:
             if data_out is not None:
                 with contextlib.suppress(OSError):

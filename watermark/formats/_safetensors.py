@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from assay.core.atomic import publish_new, temp_sibling
 from assay.core.errors import FormatError
 from assay.core.safe_json import loads_untrusted
 from assay.watermark.formats._common import (
@@ -30,8 +31,6 @@ from assay.watermark.formats._common import (
     check_unchanged,
     check_updates,
     file_stamp,
-    publish,
-    temp_sibling,
     to_analysis,
 )
 
@@ -192,5 +191,5 @@ def save(wf: WeightFile, updated, out_path) -> Path:
                     raise FormatError(f"internal size mismatch writing {name!r}")
                 fh.seek(e.begin)
                 fh.write(data)
-        publish(tmp, out)
+        publish_new(tmp, out, error=FormatError)
     return out

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from assay.core.atomic import publish_new, temp_sibling
 from assay.core.errors import FormatError, UnsafeInputError
 from assay.watermark.formats._common import (
     FLOAT_DTYPES,
@@ -36,8 +37,6 @@ from assay.watermark.formats._common import (
     check_updates,
     file_stamp,
     itemsize,
-    publish,
-    temp_sibling,
     to_analysis,
 )
 from assay.watermark.formats._pickle import (
@@ -360,5 +359,5 @@ def save(wf: WeightFile, updated, out_path) -> Path:
                             "and the updates disagree"
                         )
                 handle.source.patch(fh, record, bytes(buf))
-        publish(tmp, out)
+        publish_new(tmp, out, error=FormatError)
     return out

@@ -1,0 +1,1 @@
+"""``assay.testing``: supported fakes for tests and demos (:mod:`assay.testing.fakes`)."""
