@@ -353,7 +353,6 @@ def _pairs(sampler: _SuspectSampler, record: dict[str, Any]) -> list[tuple[str, 
     stand for, chosen by Hungarian assignment on the sketch correlation (a same name adds 0.5).
     Grouped by pattern label, so the test holds one pattern sum at a time."""
     import numpy as np
-    from scipy.optimize import linear_sum_assignment
 
     from assay.watermark.scheme import WatermarkRecord
     from assay.watermark.streaming import Pair
@@ -376,12 +375,30 @@ def _pairs(sampler: _SuspectSampler, record: dict[str, Any]) -> list[tuple[str, 
                     r = _zscores(np.asarray(values, dtype=np.float64)[None, :])[0]
                     score[i] = np.abs(z @ r) / r.size
                 score[i] += [0.5 if name == mark.name else 0.0 for name, _ in peers]
-            rows, cols = linear_sum_assignment(-score)
+            rows, cols = _assign(score)
             for i, j in zip(rows, cols, strict=True):
                 name, transposed = peers[j]
                 out.append((file, Pair(marks[i].name, name, transposed, marks[i])))
     out.sort(key=lambda fp: fp[1].mark.pattern)
     return out
+
+
+def _assign(score: np.ndarray) -> tuple[list[int], list[int]]:
+    """The assignment maximising ``score``: when every row's best column is a different column
+    and every such pair is also its column's best (mutual best matches, the common case of a
+    copy), that is the optimum and scipy's Hungarian solver is not even imported."""
+    import numpy as np
+
+    if score.size:
+        best_col = np.argmax(score, axis=1)
+        best_row = np.argmax(score, axis=0)
+        rows = np.arange(score.shape[0])
+        if len(set(best_col.tolist())) == len(rows) and np.all(best_row[best_col] == rows):
+            return rows.tolist(), best_col.tolist()
+    from scipy.optimize import linear_sum_assignment
+
+    r, c = linear_sum_assignment(-score)
+    return r.tolist(), c.tolist()
 
 
 def _positionwise(
@@ -480,17 +497,24 @@ def trace_suspect(
     used_secrets = sorted({v.fingerprint for v in chosen if v.fingerprint} or secrets)
     hypotheses = max(1, 2 * len(chosen) + len(used_secrets))
     cheap: dict[int, DetectionResult] = {}
+    unreadable: set[int] = set()
     for v in chosen:
         try:
             result = _positionwise(registry, v, sampler, secrets[v.fingerprint or ""], hypotheses)
         except Exception as exc:  # noqa: BLE001 - an unreadable reference is reported, not fatal
             notes.append(f"{v.name}/{v.version}: reference unreadable ({exc})")
+            unreadable.add(v.artifact_id)
             continue
         if result is not None:
             cheap[v.artifact_id] = result
     early = any(r.log10_p_corrected <= math.log10(EARLY) for r in cheap.values())
     for v in chosen:
         pw = cheap.get(v.artifact_id)
+        if v.artifact_id in unreadable:
+            continue
+        if pw is None and early:
+            notes.append(f"{v.name}/{v.version}: not re-aligned: another version matched")
+            continue
         if pw is not None and (early or pw.log10_p_corrected <= math.log10(EARLY)):
             why = "position-wise test" + (
                 ""
@@ -507,10 +531,10 @@ def trace_suspect(
         best = aligned if pw is None or aligned.log10_p <= pw.log10_p else pw
         label = "re-aligned test" if best is aligned else "position-wise test (re-aligned: weaker)"
         candidates.append(_candidate(v, best, [label]))
-    matched = {c.version for c in candidates if c.method == "watermark" and c.verdict == "match"}
+    matched = {c.ref for c in candidates if c.method == "watermark" and c.verdict == "match"}
     for fp in used_secrets:
         owner = next((v for v in chosen if v.fingerprint == fp), None)
-        if owner is not None and early and owner.version in matched:
+        if owner is not None and early and f"{owner.name}/{owner.version}" in matched:
             notes.append(f"blind test of secret {fp[:16]} skipped: a non-blind test matched")
             continue
         result = blind(suspect, secrets[fp], shapes=suspect.shapes, hypotheses=hypotheses)

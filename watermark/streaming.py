@@ -33,9 +33,7 @@ from assay.watermark.scheme import (
     check_strength,
     fingerprint,
     mark_tensor,
-    pattern,
     pattern_signs,
-    to_canonical,
 )
 
 
@@ -50,23 +48,31 @@ class Pair:
     mark: TensorMark
 
 
+#: elements per step of the float32 kernels (float32 sums over a step, float64 across steps)
+STEP = 1 << 18
+#: |residual| values (an even stride) whose median sets the clipping scale of a large tensor
+SCALE_SAMPLE = 1 << 20
+
+
 def weigh32(r: np.ndarray, amp: float) -> np.ndarray:
-    """``detect._weigh`` in float32, in place on ``r``: clip at ``CLIP`` robust sds, scale."""
+    """``detect._weigh`` in float32, in place on ``r``: clip at ``CLIP`` robust sds, scale.
+
+    The robust sd comes from an even stride of at most ``SCALE_SAMPLE`` values: like the full
+    median it is a function of the residual alone, never of the key, so the tests stay exact.
+    """
     r = np.asarray(r, dtype=np.float32)
-    if amp <= 0:
+    flat = r.reshape(-1)
+    n = int(np.count_nonzero(flat))
+    if amp <= 0 or n == 0:
         return np.zeros_like(r)
-    nz = np.abs(r)
-    n = int(np.count_nonzero(nz))
-    if n < nz.size:
-        nz = nz[nz != 0]
-    if n == 0:
-        return np.zeros_like(r)
-    scale = 1.4826 * float(np.median(nz, overwrite_input=True)) or float(
-        np.mean(nz, dtype=np.float64)
-    )
-    del nz
+    sample = np.abs(flat[:: max(1, flat.size // SCALE_SAMPLE)])
+    sample = sample[sample != 0]
+    if sample.size == 0:
+        sample = np.abs(flat[flat != 0])
+    scale = 1.4826 * float(np.median(sample)) or float(np.mean(sample, dtype=np.float64))
+    del sample
     np.clip(r, -CLIP * scale, CLIP * scale, out=r)
-    power = _sumsq(r) / n  # clipping keeps zeros at zero
+    power = _sumsq(flat) / n  # clipping keeps zeros at zero
     noise = max(power - amp * amp, (0.25 * amp) ** 2)
     r *= np.float32(amp / noise)
     return r
@@ -75,19 +81,35 @@ def weigh32(r: np.ndarray, amp: float) -> np.ndarray:
 def _sumsq(a: np.ndarray) -> float:
     flat = a.reshape(-1)
     total = 0.0
-    for i in range(0, flat.size, stats.CHUNK):
-        piece = flat[i : i + stats.CHUNK].astype(np.float64)
+    for i in range(0, flat.size, STEP):
+        piece = flat[i : i + STEP]
         total += float(np.dot(piece, piece))
     return total
+
+
+def parts32(c: np.ndarray, signs: np.ndarray, *, sign_test: bool = True) -> list[float]:
+    """``[sum(c*P), sum(c^2), nonzero c, sign agreements, nonzero c]`` of float32 ``c`` and
+    int8 ``signs`` (the parts of ``stats.matched_filter_parts`` and ``stats.sign_parts``)."""
+    c, signs = c.reshape(-1), signs.reshape(-1)
+    dot = sq = 0.0
+    n = k = 0
+    for i in range(0, c.size, STEP):
+        ci = c[i : i + STEP]
+        si = signs[i : i + STEP].astype(np.float32)
+        dot += float(np.dot(ci, si))
+        sq += float(np.dot(ci, ci))
+        if sign_test:
+            n += int(np.count_nonzero(ci))
+            si *= ci
+            k += int(np.count_nonzero(si > 0))  # c != 0 and sign(c) == P
+    return [dot, sq, n, k, n]
 
 
 _TRIU: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
 
 def fold32(c: np.ndarray, canon: Canonical) -> np.ndarray:
-    """``scheme.fold`` in float32 (a view for non-symmetric patterns)."""
-    if not canon.symmetric:
-        return c.reshape(-1)
+    """``scheme.fold`` of a square symmetric-pattern tensor in float32 (upper triangle)."""
     n = canon.shape[0]
     iu = _TRIU.get(n)
     if iu is None:
@@ -98,37 +120,73 @@ def fold32(c: np.ndarray, canon: Canonical) -> np.ndarray:
 
 
 class GroupedEvidence:
-    """Evidence summed by pattern label; a closed label keeps only its five sums."""
+    """Evidence summed by pattern label; a closed label keeps only its five sums.
+
+    Tensors arrive in their stored orientation with ``transposed`` saying how they map onto the
+    canonical pattern; the sum is kept in the first one's orientation and the signs are laid out
+    to match (an int8 copy), so no float tensor is ever transposed into a copy.
+    """
 
     def __init__(self, secret: bytes) -> None:
         self.secret = secret
         self.label: str | None = None
         self.canon: Canonical | None = None
-        self.signs: np.ndarray | None = None
+        self._signs: dict[object, np.ndarray] = {}
         self.acc: np.ndarray | None = None
+        self.acc_transposed = False
         self.parts = [0.0, 0.0, 0, 0, 0]  # dot, sq, n (matched filter); k, n (sign test)
 
-    def add(self, c_canonical: np.ndarray, canon: Canonical) -> float:
-        """Add one tensor's weighted values (canonical orientation); return its own ``z``."""
+    def signs(self, transposed: bool) -> np.ndarray:
+        if transposed not in self._signs:
+            base = self._signs[False]
+            self._signs[True] = np.ascontiguousarray(base.reshape(self.canon.shape).T).reshape(-1)
+        return self._signs[transposed]
+
+    def start(self, canon: Canonical) -> None:
+        """Make ``canon``'s pattern the current one (closing the previous label's sum)."""
         if canon.label != self.label:
             self.close()
             self.label, self.canon = canon.label, canon
-            self.signs = pattern_signs(self.secret, canon)
-        f = fold32(c_canonical, canon)
-        z = stats.matched_filter(f, self.signs).z
-        if self.acc is None:
-            self.acc = f  # callers hand over arrays of their own: summed into in place
+            self._signs = {False: pattern_signs(self.secret, canon)}
+
+    def stored_pattern(self, transposed: bool) -> np.ndarray:
+        """The current full +-1 pattern, flat, in a tensor's stored orientation (int8)."""
+        if not self.canon.symmetric:
+            return self.signs(transposed)
+        if "full" not in self._signs:
+            n = self.canon.shape[0]
+            full = np.empty((n, n), dtype=np.int8)
+            iu = np.triu_indices(n)
+            full[iu] = self._signs[False]
+            full[iu[1], iu[0]] = self._signs[False]
+            self._signs["full"] = full.reshape(-1)
+        return self._signs["full"]
+
+    def add(self, c_stored: np.ndarray, canon: Canonical, transposed: bool) -> float:
+        """Add one tensor's weighted values (stored orientation, float32, the caller's own array
+        from now on); return its own ``z``."""
+        self.start(canon)
+        if canon.symmetric:
+            f, transposed = fold32(c_stored, canon), False
         else:
+            f = np.ascontiguousarray(c_stored).reshape(-1)
+        d, q, *_ = parts32(f, self.signs(transposed), sign_test=False)
+        z = stats.matched_filter_from(d, q, 1).z
+        if self.acc is None:
+            self.acc, self.acc_transposed = f, transposed
+        elif transposed == self.acc_transposed or canon.symmetric:
             self.acc += f
+        else:
+            shape = canon.shape[::-1] if self.acc_transposed else canon.shape
+            self.acc.reshape(shape)[...] += f.reshape(shape[::-1]).T
         return z
 
     def close(self) -> None:
-        if self.acc is not None and self.signs is not None:
-            d, q, n = stats.matched_filter_parts(self.acc, self.signs)
-            k, m = stats.sign_parts(self.acc, self.signs)
-            for i, v in enumerate((d, q, n, k, m)):
+        if self.acc is not None:
+            for i, v in enumerate(parts32(self.acc, self.signs(self.acc_transposed))):
                 self.parts[i] += v
-        self.acc = self.signs = None
+        self.acc = None
+        self._signs = {}
         self.label = None
 
     def test(self) -> tuple[stats.TestResult, stats.TestResult]:
@@ -195,7 +253,6 @@ def positionwise(
         raise WatermarkError("secret does not match the watermark record's fingerprint")
     ev = GroupedEvidence(secret)
     tensors: list[TensorEvidence] = []
-    patterns: dict[str, np.ndarray] = {}
     for ref_source, pair in references:
         mark = pair.mark
         canon = mark.canonical()
@@ -204,10 +261,8 @@ def positionwise(
         s = s.T if pair.transposed else s
         if tuple(s.shape) != tuple(ref.shape):
             continue
-        if canon.label not in patterns:
-            patterns.clear()  # grouped input: one pattern alive at a time
-            patterns[canon.label] = pattern(secret, canon)
-        p = np.ascontiguousarray(to_canonical(patterns[canon.label], canon)).reshape(-1)
+        ev.start(canon)  # grouped input: one pattern alive at a time
+        p = ev.stored_pattern(canon.transposed)
         amp = np.float32(mark.amplitude)
         eps4 = np.float32(4.0 * np.finfo(np.dtype(mark.dtype)).eps)
         fresh = getattr(suspect, "fresh", False) and not pair.transposed
@@ -215,21 +270,20 @@ def positionwise(
         del s
         fr, fs = ref.reshape(-1), resid.reshape(-1)
         dot = na = nb = 0.0
-        for i in range(0, fs.size, stats.CHUNK):
-            x, y = fs[i : i + stats.CHUNK], fr[i : i + stats.CHUNK]
-            x64, y64 = x.astype(np.float64), y.astype(np.float64)
-            dot, na, nb = dot + float(x64 @ y64), na + float(x64 @ x64), nb + float(y64 @ y64)
+        for i in range(0, fs.size, STEP):
+            x, y = fs[i : i + STEP], fr[i : i + STEP]
+            dot, na, nb = dot + float(x @ y), na + float(x @ x), nb + float(y @ y)
             # suspect - original == suspect - reference + amp * P, in place over the suspect
             x -= y
-            x += amp * p[i : i + stats.CHUNK]
+            x += amp * p[i : i + STEP]
             tol = np.abs(y)
             tol += amp
             tol *= eps4  # below the float rounding of the reconstruction: no evidence
             x[np.abs(x) <= tol] = 0.0
         cosine = dot / math.sqrt(na * nb) if na > 0 and nb > 0 else 0.0
-        del ref, fr, fs, p
+        del ref, fr, fs
         c = weigh32(resid, float(mark.amplitude))
-        z = ev.add(to_canonical(c, canon), canon)
+        z = ev.add(c, canon, canon.transposed)
         del c, resid
         tensors.append(
             TensorEvidence(
@@ -272,7 +326,7 @@ def blind(
         if std == 0 or not math.isfinite(std):
             continue
         c = weigh32(w, strength * std)
-        z = ev.add(to_canonical(c, canon), canon)
+        z = ev.add(c, canon, canon.transposed)
         del c, w
         tensors.append(TensorEvidence(name, None, canon.label, canon.transposed,
                                       math.prod(shapes[name]), z))  # fmt: skip
