@@ -245,7 +245,7 @@ class _SuspectSampler:
     """The suspect's values at the sketch positions of each shape, read once per shape.
 
     Ranking and pairing compare these few hundred values per tensor with each version's sketch,
-    so neither reads a whole tensor (a memory map touches only the sampled pages). A 2-D tensor is
+    so neither reads a whole tensor (one small read per sampled element). A 2-D tensor is
     also offered transposed (exporters store linear layers either way).
     """
 

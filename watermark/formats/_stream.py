@@ -5,8 +5,7 @@ float32 (float64 stays float64) array. For safetensors (one file, or a sharded c
 ``*.safetensors.index.json``) only the headers are parsed up front, with every check of the eager
 reader (``_safetensors.read_header``); each access reads that tensor's bytes, converts bf16/fp16 to
 float32 by itself, and nothing is cached, so callers hold only the tensors they are working on.
-:meth:`TensorSource.sample` reads a few elements through a short-lived memory map (only their
-pages are touched), and :meth:`TensorSource.write` patches one tensor's bytes in place.
+:meth:`TensorSource.sample` reads a few elements (one ``pread`` each), and :meth:`TensorSource.write` patches one tensor's bytes in place.
 
 Other formats (torch zips, TorchScript, ONNX) are read by the eager readers and wrapped in the same
 interface: correct, but not streamed (their whole float weights are held).
@@ -34,6 +33,8 @@ from assay.watermark.formats._common import (
     from_analysis,
     to_analysis,
 )
+
+_STEP = 1 << 20  # elements converted per write
 
 
 @dataclass(frozen=True)
@@ -123,16 +124,22 @@ class TensorSource(Mapping[str, np.ndarray]):
         if self._eager is not None:
             return np.asarray(self._eager.tensors[name].reshape(-1)[flat], dtype=np.float64)
         loc = self._locs[name]
+        flat = np.asarray(flat, dtype=np.int64).reshape(-1)
         count = math.prod(loc.shape)
-        if count == 0:
-            return np.zeros(0)
-        mm = np.memmap(
-            loc.file, dtype=RAW_NUMPY[loc.dtype], mode="r", offset=loc.begin, shape=(count,)
-        )
-        try:
-            raw = np.array(mm[flat])
-        finally:
-            del mm
+        if flat.size and (int(flat.min()) < 0 or int(flat.max()) >= count):
+            raise FormatError(f"sample positions outside tensor {brief(name)}")
+        size = np.dtype(RAW_NUMPY[loc.dtype]).itemsize
+        buf = bytearray(flat.size * size)
+        with open(
+            loc.file, "rb"
+        ) as fh:  # one pread per element: no mapping a file can shrink under
+            fd = fh.fileno()
+            for j, i in enumerate(flat.tolist()):
+                piece = os.pread(fd, size, loc.begin + i * size)
+                if len(piece) != size:
+                    raise FormatError(f"short read of tensor {brief(name)} in {loc.file}")
+                buf[j * size : (j + 1) * size] = piece
+        raw = np.frombuffer(buf, dtype=RAW_NUMPY[loc.dtype])
         return np.asarray(to_analysis(raw, loc.dtype), dtype=np.float64)
 
     def write(self, name: str, values: np.ndarray) -> None:
@@ -148,12 +155,15 @@ class TensorSource(Mapping[str, np.ndarray]):
             )
         if file_stamp(loc.file) != self._stamps[loc.file]:
             raise FormatError(f"{loc.file} changed since it was opened; open it again")
-        raw = np.ascontiguousarray(from_analysis(values, loc.dtype))
-        if raw.nbytes != loc.end - loc.begin:
-            raise FormatError(f"internal size mismatch writing {brief(name)}")
-        with open(loc.file, "r+b") as fh:
+        flat = np.ascontiguousarray(values).reshape(-1)
+        written = 0
+        with open(loc.file, "r+b") as fh:  # converted a step at a time: no second full copy
             fh.seek(loc.begin)
-            fh.write(memoryview(raw).cast("B"))
+            for i in range(0, flat.size, _STEP):
+                raw = np.ascontiguousarray(from_analysis(flat[i : i + _STEP], loc.dtype))
+                written += fh.write(memoryview(raw).cast("B"))
+        if written != loc.end - loc.begin:
+            raise FormatError(f"internal size mismatch writing {brief(name)}")
         self._stamps[loc.file] = file_stamp(loc.file)
 
 
