@@ -51,7 +51,7 @@ class Pair:
 #: elements per step of the float32 kernels (float32 sums over a step, float64 across steps)
 STEP = 1 << 18
 #: |residual| values (an even stride) whose median sets the clipping scale of a large tensor
-SCALE_SAMPLE = 1 << 20
+SCALE_SAMPLE = 1 << 16
 
 
 def weigh32(r: np.ndarray, amp: float) -> np.ndarray:

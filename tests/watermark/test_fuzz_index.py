@@ -68,3 +68,22 @@ def test_mutated_sharded_folder(patch: bytes, at: int) -> None:
                 assert src[name].shape in ((4, 4), (2, 8))
         except AssayError as exc:
             assert str(exc) and "\n" not in str(exc)
+
+
+@given(st.lists(st.tuples(st.integers(0, 1 << 12), st.integers(0, 255)), max_size=8))
+def test_mutated_safetensors_stream_or_fail_in_one_line(edits: list[tuple[int, int]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.safetensors"
+        save_file({"a": np.ones((8, 8), np.float32), "b": np.zeros((4, 2), np.float16)}, str(path))
+        raw = bytearray(path.read_bytes())
+        for at, value in edits:
+            raw[at % len(raw)] = value
+        path.write_bytes(bytes(raw))
+        try:
+            src = open_weights(path, limits=LIMITS)
+            for name in src:
+                arr = src[name]
+                assert arr.shape == src.shapes[name]
+                src.sample(name, np.arange(min(3, arr.size)))
+        except AssayError as exc:
+            assert str(exc) and "\n" not in str(exc)

@@ -111,12 +111,15 @@ class TensorSource(Mapping[str, np.ndarray]):
         if self._eager is not None:
             return self._eager.tensors[name]
         loc = self._locs[name]
-        buf = bytearray(loc.end - loc.begin)
-        with open(loc.file, "rb") as fh:
+        raw = np.empty(loc.shape, dtype=RAW_NUMPY[loc.dtype])  # filled by the read, not zeroed
+        with open(loc.file, "rb", buffering=0) as fh:
             fh.seek(loc.begin)
-            if fh.readinto(buf) != len(buf):
-                raise FormatError(f"short read of tensor {brief(name)} in {loc.file}")
-        raw = np.frombuffer(buf, dtype=RAW_NUMPY[loc.dtype]).reshape(loc.shape)
+            view, got = memoryview(raw).cast("B"), 0
+            while got < len(view):
+                n = fh.readinto(view[got:])
+                if not n:
+                    raise FormatError(f"short read of tensor {brief(name)} in {loc.file}")
+                got += n
         return to_analysis(raw, loc.dtype)
 
     def sample(self, name: str, flat: np.ndarray) -> np.ndarray:
