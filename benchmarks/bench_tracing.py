@@ -11,8 +11,9 @@ Measured, each in its own process (wall time and that process's peak RSS):
   call registration makes: ``embed_source`` over ``open_weights(folder, writable=True)``);
 * the numpy floor: read each tensor of the suspect and take one keyed +-1 dot product per tensor
   (``pattern_signs`` of its canonical shape, float32);
-* ``assay trace --json`` of a noised copy (Gaussian noise of 10 % of the mark's amplitude... see
-  ``NOISE``) of the registered version: fp32 single file, and bf16 sharded, against 1 version;
+* ``assay trace --json`` of a noised copy of the registered version (Gaussian noise of std
+  ``NOISE`` = 10 % of the weights' std, ten times the mark's amplitude, on every 2-D tensor):
+  fp32 single file, and bf16 sharded (4 shards + index), against 1 version;
 * the same fp32 trace against 100 and 10,000 versions: the one registered for real plus synthetic
   versions inserted straight into the store through the library API (artifact, state, watermark
   row, ``sketch_index.index_version`` with random sketches of the same shapes). Their weight files
@@ -212,6 +213,14 @@ def main() -> None:
         print(f"embed fp32 file: {r.wall_s:.1f} s, {r.peak_rss_mb:.0f} MB", flush=True)
         from assay.watermark.formats._stream import open_weights
 
+        base = open_weights(tmp / "base.safetensors")
+        write_safetensors(tmp / "bf16.safetensors", ((n, base[n]) for n in base), bf16=True)
+        r = run_rss([*assay, "watermark", "embed", str(tmp / "bf16.safetensors"),
+                     str(tmp / "bf16-embedded.safetensors")])  # fmt: skip
+        out["embed_bf16_file"] = {"s": r.wall_s, "peak_rss_mb": r.peak_rss_mb}
+        print(f"embed bf16 file: {r.wall_s:.1f} s, {r.peak_rss_mb:.0f} MB", flush=True)
+        for f in ("bf16.safetensors", "bf16-embedded.safetensors"):
+            (tmp / f).unlink()
         for label, bf16 in (("fp32", False), ("bf16", True)):
             folder = tmp / f"sharded-{label}"
             write_sharded(folder, open_weights(tmp / "base.safetensors"), bf16)
@@ -244,9 +253,14 @@ def main() -> None:
             marked = local_path_of(art.uri or "") / "model.safetensors"
             fp = s.get(WatermarkRow, art.id).secret_fingerprint
         reg.store.dispose()
-        suspects = {"fp32": tmp / "suspect.safetensors", "bf16_sharded": tmp / "suspect-bf16"}
-        noised_copy(marked, suspects["fp32"], sharded=False, bf16=False)
-        noised_copy(marked, suspects["bf16_sharded"], sharded=True, bf16=True)
+        suspects = {
+            "fp32": tmp / "suspect.safetensors",
+            "fp32_sharded": tmp / "suspect-sharded",
+            "bf16": tmp / "suspect-bf16.safetensors",
+            "bf16_sharded": tmp / "suspect-bf16-sharded",
+        }
+        for key, path in suspects.items():
+            noised_copy(marked, path, sharded="sharded" in key, bf16="bf16" in key)
         traces: dict = {}
 
         def trace(key: str, suspect: Path) -> dict:
@@ -267,8 +281,8 @@ def main() -> None:
             print(f"trace {key}: {json.dumps(row)}", flush=True)
             return row
 
-        traces["fp32_1"] = trace("fp32_1", suspects["fp32"])
-        traces["bf16_sharded_1"] = trace("bf16_sharded_1", suspects["bf16_sharded"])
+        for key, path in suspects.items():
+            traces[f"{key}_1"] = trace(f"{key}_1", path)
         shapes = sorted({tuple(s) for s in gpt2_shapes(LAYERS).values() if len(s) == 2})
         done = 1
         for total in (100, 10_000) if not os.environ.get("BENCH_TRACE_KEEP") else ():
@@ -284,12 +298,17 @@ def main() -> None:
             print(f"kept {tmp}")
             return
         suspect_mb = suspects["fp32"].stat().st_size / 2**20
+        bf16_mb = sum(p.stat().st_size for p in suspects["bf16_sharded"].glob("*")) / 2**20
         t1, t100, t10k = (traces[k]["trace_s"] for k in ("fp32_1", "fp32_100", "fp32_10000"))
         out["targets"] = {
             "trace_time_vs_numpy_floor_1_version": {"value": traces["fp32_1"]["time_vs_floor"],
                                                     "want": "<= 2 (brief), <= 3 (issue)"},
             "trace_peak_rss_vs_suspect_size": {
                 "value": traces["fp32_1"]["trace_peak_rss_mb"] / suspect_mb, "want": "<= 2"},
+            "trace_peak_rss_vs_suspect_size_bf16_sharded": {
+                "value": traces["bf16_sharded_1"]["trace_peak_rss_mb"] / bf16_mb, "want": "<= 2"},
+            "embed_peak_rss_vs_model_size_fp32": {
+                "value": out["embed_fp32_file"]["peak_rss_mb"] / (size / 2**20), "want": "<= 2"},
             "trace_10000_vs_1_version_time": {"value": t10k / t1, "want": "roughly flat"},
             "trace_100_vs_1_version_time": {"value": t100 / t1, "want": "roughly flat"},
         }  # fmt: skip

@@ -251,11 +251,13 @@ def tracing(d: dict) -> list[str]:
     ]
     for key, label in (
         ("embed_fp32_file", "`assay watermark embed`, fp32 file"),
+        ("embed_bf16_file", "`assay watermark embed`, bf16 file"),
         ("embed_fp32_sharded", "streamed embed, fp32, 4 shards"),
         ("embed_bf16_sharded", "streamed embed, bf16, 4 shards"),
     ):
-        e = d[key]
-        lines.append(f"| {label} | {e['s']:.1f} s | {e['peak_rss_mb']:.0f} MB |")
+        e = d.get(key)
+        if e:
+            lines.append(f"| {label} | {e['s']:.1f} s | {e['peak_rss_mb']:.0f} MB |")
     lines += [
         "",
         "| `assay trace` of a noised copy | versions | trace | peak RSS | numpy pass | its RSS | ratio | best |",
@@ -263,6 +265,8 @@ def tracing(d: dict) -> list[str]:
     ]
     for key, label in (
         ("fp32_1", "fp32 file"),
+        ("fp32_sharded_1", "fp32, 4 shards"),
+        ("bf16_1", "bf16 file"),
         ("bf16_sharded_1", "bf16, 4 shards"),
         ("fp32_100", "fp32 file"),
         ("fp32_10000", "fp32 file"),
