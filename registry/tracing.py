@@ -4,17 +4,23 @@ Three kinds of evidence, cheapest first, every candidate reported with its metho
 
 1. **exact hash**: a weight file of the suspect is byte-identical to a file of a registered version
    (files under 64 KiB, such as configs and tokenizers, are ignored: they are shared by design);
-2. **watermark, non-blind**: the suspect is paired with a registered (marked) reference tensor by
-   shape and content, re-aligned (permutation, scaling, dummy neurons), and the residual is tested
-   against the keyed pattern: a p-value that holds without assuming a weight distribution,
-   Sidak-corrected for every hypothesis searched (each candidate version, each blind test);
-3. **watermark, blind**: the suspect's own weights against each secret's pattern.
+2. **watermark, non-blind**: each marked reference tensor is paired with a suspect tensor of its
+   shape (either orientation) by the correlation of the registration sketch, and the residual
+   against the reconstructed original is tested against the keyed pattern, position by position,
+   one tensor pair in memory at a time (``assay.watermark.streaming``). Only when no tested
+   version matched that way (corrected p <= ``EARLY``) is the suspect re-aligned (permutation,
+   scaling, dummy neurons; ``assay.watermark.detect``, whole models in memory) and tested again;
+   a version reports the smaller p of its tests. p-values hold without assuming a weight
+   distribution and are Sidak-corrected for every test that could run (two per tested version,
+   one blind test per secret), so stopping early never lowers a reported p;
+3. **watermark, blind**: the suspect's own weights against each secret's pattern (skipped for a
+   secret whose version already matched non-blind).
 
-Candidate versions are indexed by the shapes they marked, then ranked by a cheap content score
-(correlation with the sketch of marked values stored at registration), so only the ``top`` best references are
-loaded and tested in full: tracing against hundreds of versions stays quick, and memory stays
-around two copies of the suspect. Verdicts: ``match`` at corrected p <= 1e-9, ``inconclusive`` at
-<= 1e-3, else ``no-match``. Tracing reports; it never fails because a suspect is not ours.
+Candidate versions are ranked in one pass over the trace index (``sketch_index``: per version and
+marked shape, a few marked values; one matrix product per shape), so only the ``top`` best
+references are read: trace time stays roughly flat in the number of versions. Verdicts:
+``match`` at corrected p <= 1e-9, ``inconclusive`` at <= 1e-3, else ``no-match``. Tracing
+reports; it never fails because a suspect is not ours.
 """
 
 from __future__ import annotations
