@@ -91,18 +91,31 @@ def _sketch_one(name: str, marked: Any) -> dict[str, Any]:
 
 def _embed_file(path: Path, secret: bytes, strength: float) -> tuple[Any, dict[str, Any]]:
     """Mark one staged weight file in place: safetensors tensor by tensor (one in memory at a
-    time), other formats through ``load_weights``/``save_weights`` and an atomic replace."""
+    time), other formats through ``load_weights``/``save_weights`` and an atomic replace.
+
+    A file that does not parse raises its own error; a marking failure is named with the file.
+    """
     from assay.watermark.formats import detect_format, load_weights, save_weights
     from assay.watermark.scheme import embed
 
+    def failed(exc: AssayError) -> AssayError:
+        return AssayError(f"cannot watermark {path.name}: {exc} (use --no-watermark to skip)")
+
     if detect_format(path) == "safetensors":
         from assay.watermark.formats._stream import open_weights
+        from assay.watermark.scheme import WatermarkError
         from assay.watermark.streaming import embed_source
 
         source = open_weights(path, writable=True)
-        return embed_source(source, secret, strength=strength, sketch=_sketch_one)
+        try:
+            return embed_source(source, secret, strength=strength, sketch=_sketch_one)
+        except WatermarkError as exc:
+            raise failed(exc) from exc
     weights = load_weights(path)
-    result = embed(weights.tensors, secret, strength=strength)
+    try:
+        result = embed(weights.tensors, secret, strength=strength)
+    except AssayError as exc:
+        raise failed(exc) from exc
     tmp = path.with_name(f".{path.name}.marked")
     save_weights(weights, result.tensors, tmp)
     os.replace(tmp, path)
@@ -142,12 +155,7 @@ def embed_into_folder(
     fingerprint = ""
     used = strength if strength is not None else DEFAULT_STRENGTH
     for path in files:
-        try:
-            record, sketches = _embed_file(path, secret, used)
-        except AssayError as exc:
-            raise AssayError(
-                f"cannot watermark {path.name}: {exc} (use --no-watermark to skip)"
-            ) from exc
+        record, sketches = _embed_file(path, secret, used)
         rel = path.relative_to(folder).as_posix()
         records[rel] = {**record.to_dict(), "sketch": sketches}
         fingerprint = record.secret_fingerprint
