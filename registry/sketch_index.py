@@ -98,12 +98,16 @@ def load_blocks(session: Session, shapes: Iterable[tuple[int, ...]]) -> dict[str
     return blocks
 
 
-def indexed_shapes(session: Session) -> dict[int, list[tuple[int, ...]]]:
-    """Artifact id -> the shapes it has index rows for (no values read)."""
+def indexed_shapes(
+    session: Session, exclude: Iterable[tuple[int, ...]] = ()
+) -> dict[int, list[tuple[int, ...]]]:
+    """Artifact id -> the shapes it has index rows for, but those in ``exclude`` (no values)."""
     out: dict[int, list[tuple[int, ...]]] = {}
-    for artifact_id, key in session.execute(
-        select(WatermarkSketch.artifact_id, WatermarkSketch.shape)
-    ):
+    query = select(WatermarkSketch.artifact_id, WatermarkSketch.shape)
+    skip = sorted({shape_key(s) for s in exclude})
+    if skip:
+        query = query.where(WatermarkSketch.shape.not_in(skip))
+    for artifact_id, key in session.execute(query):
         out.setdefault(artifact_id, []).append(tuple(int(d) for d in key.split("x")))
     return out
 

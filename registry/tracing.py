@@ -140,9 +140,9 @@ def _registered(
 ) -> list[_Version]:
     """Complete model versions with their latest bundle and watermark (record only on request:
     tracing loads the records of the few versions it tests, see :func:`_with_record`)."""
-    columns = [WatermarkRow.secret_fingerprint, WatermarkRow.shapes]
-    if with_records:
-        columns.append(WatermarkRow.record)
+    columns = [WatermarkRow.secret_fingerprint]
+    if with_records:  # tracing reads shapes from the index and records only for what it tests
+        columns += [WatermarkRow.shapes, WatermarkRow.record]
     with registry.store.session(readonly=True) as session:
         query = (
             select(Artifact, *columns)
@@ -165,7 +165,8 @@ def _registered(
             )
         found = []
         for row in rows:
-            artifact, fingerprint, shapes = row[0], row[1], row[2]
+            artifact, fingerprint = row[0], row[1]
+            shapes = row[2] if with_records else None
             subject = display("model", artifact.name, artifact.version)
             bundle = (
                 _latest_bundle(session, artifact.id, subject) if artifact.id in signed else None
@@ -461,15 +462,28 @@ def _rank(
 
     shapes = sampler.shapes
     with registry.store.session(readonly=True) as session:
-        indexed = indexed_shapes(session)
         blocks = load_blocks(session, shapes)
+        exact = {int(a) for block in blocks.values() for a in block.artifact_ids.tolist()}
+        indexed = indexed_shapes(session, exclude=shapes)  # rows of shapes the suspect lacks
+        unindexed = [
+            v.artifact_id
+            for v in versions
+            if v.fingerprint and v.artifact_id not in exact and v.artifact_id not in indexed
+        ]
+        for at in range(0, len(unindexed), 500):  # versions with no index rows: their shapes
+            for artifact_id, text in session.execute(
+                select(WatermarkRow.artifact_id, WatermarkRow.shapes).where(
+                    WatermarkRow.artifact_id.in_(unindexed[at : at + 500])
+                )
+            ):
+                indexed[artifact_id] = [tuple(x) for x in json.loads(text or "[]")]
     scores = rank(blocks, sampler.by_key(list(blocks)))
     fits = []
     for v in versions:
         if v.fingerprint not in secrets:
             continue
         marked = indexed.get(v.artifact_id) or v.shapes
-        if any(_compatible(s, m) for s in shapes for m in marked):
+        if v.artifact_id in exact or any(_compatible(s, m) for s in shapes for m in marked):
             fits.append((scores.get(v.artifact_id, 0.0), version_key(v.version), v))
     fits.sort(key=lambda t: (t[0], t[1]), reverse=True)
     return [v for _, _, v in fits]
