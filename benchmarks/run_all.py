@@ -11,6 +11,7 @@ BENCHMARKS = [
     "bench_signing",
     "bench_registry",
     "watermark_robustness",
+    "bench_tracing",
     "bench_rollback",
     "bench_enforcement",
     "parsers",

@@ -271,6 +271,49 @@ def serve(d: dict) -> list[str]:
     return lines
 
 
+def tracing(d: dict) -> list[str]:
+    m, t = d["model"], d["trace"]
+    lines = [
+        f"GPT-2-shaped random model, {d['layers']} layers, {m['parameters'] / 1e6:.1f} M parameters, "
+        f"{m['fp32_bytes'] / 1e6:.0f} MB fp32; load during the run: {d.get('uptime', '-')}",
+        "",
+        "| embed | seconds | peak RSS |",
+        "|---|---|---|",
+    ]
+    for key, label in (
+        ("embed_fp32_file", "`assay watermark embed`, fp32 file"),
+        ("embed_bf16_file", "`assay watermark embed`, bf16 file"),
+        ("embed_fp32_sharded", "streamed embed, fp32, 4 shards"),
+        ("embed_bf16_sharded", "streamed embed, bf16, 4 shards"),
+    ):
+        e = d.get(key)
+        if e:
+            lines.append(f"| {label} | {e['s']:.1f} s | {e['peak_rss_mb']:.0f} MB |")
+    lines += [
+        "",
+        "| `assay trace` of a noised copy | versions | trace | peak RSS | numpy pass | its RSS | ratio | best |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, label in (
+        ("fp32_1", "fp32 file"),
+        ("fp32_sharded_1", "fp32, 4 shards"),
+        ("bf16_1", "bf16 file"),
+        ("bf16_sharded_1", "bf16, 4 shards"),
+        ("fp32_100", "fp32 file"),
+        ("fp32_10000", "fp32 file"),
+    ):
+        r = t.get(key)
+        if r:
+            lines.append(
+                f"| {label} | {r['searched']} | {r['trace_s']:.1f} s | {r['trace_peak_rss_mb']:.0f} MB | {r['floor_s']:.1f} s | {r['floor_peak_rss_mb']:.0f} MB | {r['time_vs_floor']:.2f}x | {r['best']} |"
+            )
+    if "targets" in d:
+        lines += ["", "| target | measured | wanted |", "|---|---|---|"]
+        for name, tt in d["targets"].items():
+            lines.append(f"| {name.replace('_', ' ')} | {tt['value']:.2f} | {tt['want']} |")
+    return lines
+
+
 def main() -> None:
     for name, render in (
         ("signing", signing),
@@ -278,6 +321,7 @@ def main() -> None:
         ("rollback", rollback),
         ("guard", guard),
         ("watermark_robustness", watermark),
+        ("tracing", tracing),
         ("enforcement", enforcement),
         ("parsers", parsers),
         ("hostile_inputs", hostile_inputs),

@@ -30,7 +30,10 @@ def embed_cmd(
     strength: float | None,
     as_json: bool,
 ) -> None:
-    """Write a watermarked copy of the weight file SOURCE to OUTPUT (a new file)."""
+    """Write a watermarked copy of the weight file SOURCE to OUTPUT (a new file).
+
+    safetensors is marked tensor by tensor (one tensor in memory at a time).
+    """
     from assay.registry.watermark_ops import embed_file
 
     result = embed_file(open_registry(app), source, output, key=key, strength=strength)
@@ -133,8 +136,11 @@ def trace(
 ) -> None:
     """Is SUSPECT one of ours? Which version? How sure (p-value)?
 
-    Exact file hashes first, then the watermark test against registered versions (re-aligned for
-    permutation, scaling, pruning, quantization, format conversion), then blind detection.
+    SUSPECT: a weight file, a model folder, or a sharded safetensors folder (index.json). Exact
+    file hashes first; then every version is ranked on the trace index and the --top best are
+    tested: position-wise first (safetensors streamed one tensor pair at a time), re-aligned for
+    permutation, scaling, pruning, quantization or format conversion only when no version matched
+    position-wise; then blind detection.
     With --behaviour: how many recorded answer marks SUSPECT reproduces (each distinct input
     once), against the exact chance of agreement (one-sided binomial: labels, score rows, or the
     direction of regression perturbations). Verdict `match` at corrected p <= 1e-9. With --endpoint URL

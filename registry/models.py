@@ -24,6 +24,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -46,6 +47,7 @@ __all__ = [
     "Lineage",
     "StateChange",
     "WatermarkRow",
+    "WatermarkSketch",
     "AuditEvent",
     "AuditHead",
     "Base",
@@ -306,6 +308,27 @@ class WatermarkRow(Base):
     shapes: Mapped[str] = mapped_column(Text)  # JSON list of marked tensor shapes (trace index)
     parameters: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WatermarkSketch(Base):
+    """The trace index: a few marked values of one tensor per shape a version marked (0005).
+
+    ``values`` are :data:`assay.registry.sketch_index.SKETCH_SIZE` little-endian float32 values of
+    the version's first marked tensor of ``shape`` (its stored orientation, ``"768x2304"``) at the
+    fixed positions ``sketch_indices(shape)``: ranking 10,000 versions reads these rows only.
+    """
+
+    __tablename__ = "watermark_sketches"
+    __table_args__ = (UniqueConstraint("artifact_id", "shape", name="uq_watermark_sketches_shape"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    artifact_id: Mapped[int] = mapped_column(
+        ForeignKey("artifacts.id", ondelete="CASCADE"), index=True
+    )
+    secret_fingerprint: Mapped[str] = mapped_column(String(64))
+    shape: Mapped[str] = mapped_column(String(255), index=True)
+    tensor: Mapped[str] = mapped_column(Text)
+    values: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Incident(Base):

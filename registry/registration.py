@@ -411,6 +411,9 @@ def _record(
                     created_at=now,
                 )
             )
+            from assay.registry.sketch_index import index_version
+
+            index_version(session, artifact.id, outcome.secret_fingerprint, outcome.record)
         registry.record(
             session,
             "model.register",

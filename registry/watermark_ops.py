@@ -63,16 +63,21 @@ def embed_file(
     secret, write the output, and only then record the audit event; if recording fails the output
     is removed. A failure at any step leaves no output, and an unwritable output no secret.
     """
-    from assay.watermark.formats import load_weights, save_weights
+    from assay.watermark.formats import detect_format, load_weights, save_weights
     from assay.watermark.scheme import DEFAULT_STRENGTH, embed
 
     if output.exists():
         raise NotFoundError(f"{output} already exists; refusing to overwrite it") from None
-    weights = load_weights(source)
-    _check_writable(output)
     used = strength if strength is not None else DEFAULT_STRENGTH
-    result = embed(weights.tensors, _secret(registry, key), strength=used)
-    written = save_weights(weights, result.tensors, output)
+    if source.is_file() and detect_format(source) == "safetensors":
+        written, record = _embed_streamed(registry, source, output, key, used)
+        weights = None
+    else:
+        weights = load_weights(source)
+        _check_writable(output)
+        result = embed(weights.tensors, _secret(registry, key), strength=used)
+        written = save_weights(weights, result.tensors, output)
+        record = result.record
     try:
         with registry.store.session() as session:
             registry.record(
@@ -81,23 +86,52 @@ def embed_file(
                 f"file:{output.resolve()}",
                 {
                     "source": str(source.resolve()),
-                    "secret_fingerprint": result.record.secret_fingerprint,
+                    "secret_fingerprint": record.secret_fingerprint,
                     "strength": used,
                 },
             )
     except BaseException:
         written.unlink(missing_ok=True)
-        if weights.format == "onnx" and getattr(weights._handle, "external", False):
+        if (
+            weights is not None
+            and weights.format == "onnx"
+            and getattr(weights._handle, "external", False)
+        ):
             written.with_name(written.name + ".data").unlink(missing_ok=True)
         raise
     return EmbedSummary(
         str(source),
         str(output),
-        result.record.secret_fingerprint,
+        record.secret_fingerprint,
         used,
-        len(result.record.tensors),
-        result.record.marked,
+        len(record.tensors),
+        record.marked,
     )
+
+
+def _embed_streamed(
+    registry: Registry, source: Path, output: Path, key: str | None, strength: float
+) -> tuple[Path, Any]:
+    """safetensors: copy ``source`` beside ``output``, mark the copy tensor by tensor in place
+    (one tensor in memory at a time), then publish it; nothing is left behind on failure."""
+    import shutil
+
+    from assay.watermark.formats._common import check_out_path, publish, temp_sibling
+    from assay.watermark.formats._stream import open_weights
+    from assay.watermark.streaming import embed_source
+
+    open_weights(source)  # headers checked before any secret or output exists
+    out = check_out_path(output)
+    _check_writable(output)
+    secret = _secret(registry, key)
+    with temp_sibling(out) as tmp:
+        try:
+            shutil.copyfile(source, tmp)
+        except OSError as exc:
+            raise FormatError(f"cannot write {output}: {exc.strerror or exc}") from exc
+        record, _ = embed_source(open_weights(tmp, writable=True), secret, strength=strength)
+        publish(tmp, out)
+    return out, record
 
 
 def detect_file(

@@ -85,6 +85,43 @@ def weight_files(folder: Path) -> list[Path]:
         return []
 
 
+def _sketch_one(name: str, marked: Any) -> dict[str, Any]:
+    return sketch({name: marked})[name]
+
+
+def _embed_file(path: Path, secret: bytes, strength: float) -> tuple[Any, dict[str, Any]]:
+    """Mark one staged weight file in place: safetensors tensor by tensor (one in memory at a
+    time), other formats through ``load_weights``/``save_weights`` and an atomic replace.
+
+    A file that does not parse raises its own error; a marking failure is named with the file.
+    """
+    from assay.watermark.formats import detect_format, load_weights, save_weights
+    from assay.watermark.scheme import embed
+
+    def failed(exc: AssayError) -> AssayError:
+        return AssayError(f"cannot watermark {path.name}: {exc} (use --no-watermark to skip)")
+
+    if detect_format(path) == "safetensors":
+        from assay.watermark.formats._stream import open_weights
+        from assay.watermark.scheme import WatermarkError
+        from assay.watermark.streaming import embed_source
+
+        source = open_weights(path, writable=True)
+        try:
+            return embed_source(source, secret, strength=strength, sketch=_sketch_one)
+        except WatermarkError as exc:
+            raise failed(exc) from exc
+    weights = load_weights(path)
+    try:
+        result = embed(weights.tensors, secret, strength=strength)
+    except AssayError as exc:
+        raise failed(exc) from exc
+    tmp = path.with_name(f".{path.name}.marked")
+    save_weights(weights, result.tensors, tmp)
+    publish_replace(tmp, path)
+    return result.record, sketch(result.tensors)
+
+
 def watermark_available() -> bool:
     """Whether the ``[watermark]`` extra (numpy and the format readers) is installed."""
     try:
@@ -106,8 +143,7 @@ def embed_into_folder(
     if not watermark_available():
         return None
     from assay.registry.watermark_secrets import active_secret
-    from assay.watermark.formats import load_weights, save_weights
-    from assay.watermark.scheme import DEFAULT_STRENGTH, embed
+    from assay.watermark.scheme import DEFAULT_STRENGTH
 
     files = weight_files(folder)
     if not files:
@@ -119,20 +155,11 @@ def embed_into_folder(
     fingerprint = ""
     used = strength if strength is not None else DEFAULT_STRENGTH
     for path in files:
-        weights = load_weights(path)
-        try:
-            result = embed(weights.tensors, secret, strength=used)
-        except AssayError as exc:
-            raise AssayError(
-                f"cannot watermark {path.name}: {exc} (use --no-watermark to skip)"
-            ) from exc
-        tmp = path.with_name(f".{path.name}.marked")
-        save_weights(weights, result.tensors, tmp)
-        publish_replace(tmp, path)
+        record, sketches = _embed_file(path, secret, used)
         rel = path.relative_to(folder).as_posix()
-        records[rel] = {**result.record.to_dict(), "sketch": sketch(result.tensors)}
-        fingerprint = result.record.secret_fingerprint
-        for mark in result.record.tensors:
+        records[rel] = {**record.to_dict(), "sketch": sketches}
+        fingerprint = record.secret_fingerprint
+        for mark in record.tensors:
             shapes.append(list(mark.shape))
             parameters += mark.marked
     return WatermarkOutcome(

@@ -247,6 +247,50 @@ def _selected(tensors: Mapping[str, np.ndarray], select: Selector, min_size: int
     return names
 
 
+def mark_tensor(
+    name: str,
+    array: np.ndarray,
+    secret: bytes,
+    strength: float,
+    cache: dict[str, np.ndarray] | None = None,
+) -> tuple[np.ndarray, TensorMark]:
+    """Mark one tensor: its marked copy (same dtype) and what was done (``embed`` per tensor).
+
+    ``cache`` keeps patterns by label between calls (tensors sharing a canonical shape).
+    """
+    w = np.asarray(array)
+    canon = canonical(w.shape)
+    std = float(np.std(w, dtype=np.float64))
+    if not math.isfinite(std):
+        raise WatermarkError(f"tensor {name} has non-finite values")
+    work = np.float32 if w.dtype.itemsize <= 4 else np.float64
+    amp = float(work(strength * std))  # the amplitude exactly as applied
+    cache = {} if cache is None else cache
+    p = cache.get(canon.label)
+    if p is None:
+        p = cache[canon.label] = pattern(secret, canon)
+    delta = to_canonical(p, canon).astype(work)
+    delta *= work(amp)
+    delta += w
+    marked = delta.astype(w.dtype, copy=False)
+    mark = TensorMark(
+        name=name,
+        shape=tuple(w.shape),
+        dtype=str(w.dtype),
+        pattern=canon.label,
+        transposed=canon.transposed,
+        amplitude=amp,
+        std=std,
+        marked=int(w.size) if amp > 0 else 0,
+    )
+    return marked, mark
+
+
+def check_strength(strength: float) -> None:
+    if not (0.0 < strength <= MAX_STRENGTH) or not math.isfinite(strength):
+        raise WatermarkError(f"watermark strength must be in (0, {MAX_STRENGTH}], got {strength}")
+
+
 def embed(
     tensors: Mapping[str, np.ndarray],
     secret: bytes,
@@ -260,8 +304,7 @@ def embed(
     ``select`` is ``None`` (every eligible tensor), a list of names, or ``f(name, array) -> bool``.
     """
     _check_secret(secret)
-    if not (0.0 < strength <= MAX_STRENGTH) or not math.isfinite(strength):
-        raise WatermarkError(f"watermark strength must be in (0, {MAX_STRENGTH}], got {strength}")
+    check_strength(strength)
     names = _selected(tensors, select, min_size)
     if not names:
         raise WatermarkError("no tensor can carry a watermark (need float tensors >= 2-D)")
@@ -269,32 +312,8 @@ def embed(
     marks: list[TensorMark] = []
     cache: dict[str, np.ndarray] = {}
     for name in names:
-        w = np.asarray(tensors[name])
-        canon = canonical(w.shape)
-        std = float(np.std(w, dtype=np.float64))
-        if not math.isfinite(std):
-            raise WatermarkError(f"tensor {name} has non-finite values")
-        work = np.float32 if w.dtype.itemsize <= 4 else np.float64
-        amp = float(work(strength * std))  # the amplitude exactly as applied
-        p = cache.get(canon.label)
-        if p is None:
-            p = cache[canon.label] = pattern(secret, canon)
-        delta = to_canonical(p, canon).astype(work)
-        delta *= work(amp)
-        marked = (w.astype(work) + delta).astype(w.dtype)
-        out[name] = marked
-        marks.append(
-            TensorMark(
-                name=name,
-                shape=tuple(w.shape),
-                dtype=str(w.dtype),
-                pattern=canon.label,
-                transposed=canon.transposed,
-                amplitude=amp,
-                std=std,
-                marked=int(w.size) if amp > 0 else 0,
-            )
-        )
+        out[name], mark = mark_tensor(name, tensors[name], secret, strength, cache)
+        marks.append(mark)
     record = WatermarkRecord(SCHEME, float(strength), fingerprint(secret), tuple(marks))
     return EmbedResult(out, record)
 

@@ -109,16 +109,17 @@ def sign_test(c: np.ndarray, signs: np.ndarray) -> TestResult:
 def binom_log_sf(k: int, n: int) -> float:
     """``log P(X >= k)`` for ``X ~ Binomial(n, 1/2)``; never underflows to ``-inf`` wrongly.
 
-    Uses scipy's exact ``logsf``; where that is not finite it falls back to the Chernoff bound
+    Uses scipy's exact binomial tail (``scipy.special.bdtrc``); where that is not finite it falls back to the Chernoff bound
     ``-n * KL(k/n || 1/2)``, which is an upper bound on the p-value (so conservative).
     """
     if k <= 0:
         return 0.0
     if k > n:
         return -math.inf
-    from scipy.stats import binom
+    from scipy.special import bdtrc  # what scipy.stats.binom.sf computes, without its import
 
-    val = float(binom.logsf(k - 1, n, 0.5))
+    sf = float(bdtrc(k - 1, n, 0.5))
+    val = math.log(sf) if sf > 0 else -math.inf
     if math.isfinite(val):
         return min(0.0, val)
     q = k / n

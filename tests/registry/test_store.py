@@ -17,6 +17,7 @@ from assay.registry.models import Artifact, Base, Key, Signature
 from assay.registry.store import HEAD_REVISION, MIGRATIONS_DIR, Store
 
 TABLES = [
+    "watermark_sketches",
     "serve_marks",
     "serve_alerts",
     "serve_queries",

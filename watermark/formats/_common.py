@@ -115,7 +115,9 @@ class WeightFile:
 
 def bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
     """uint16 bfloat16 bit patterns -> float32 (exact)."""
-    return (bits.astype(np.uint32) << 16).view(np.float32)
+    out = bits.astype(np.uint32)
+    out <<= 16  # in place: one float32-sized array, not two
+    return out.view(np.float32)
 
 
 def f32_to_bf16_bits(values: np.ndarray) -> np.ndarray:

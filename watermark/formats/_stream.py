@@ -1,0 +1,262 @@
+"""Stream a model's weights: one tensor in memory at a time, read straight from the file(s).
+
+:func:`open_weights` returns a :class:`TensorSource`, a read-on-access mapping of tensor name to
+float32 (float64 stays float64) array. For safetensors (one file, or a sharded checkpoint with its
+``*.safetensors.index.json``) only the headers are parsed up front, with every check of the eager
+reader (``_safetensors.read_header``); each access reads that tensor's bytes, converts bf16/fp16 to
+float32 by itself, and nothing is cached, so callers hold only the tensors they are working on.
+:meth:`TensorSource.sample` reads a few elements (one ``pread`` each), and :meth:`TensorSource.write` patches one tensor's bytes in place.
+
+Other formats (torch zips, TorchScript, ONNX) are read by the eager readers and wrapped in the same
+interface: correct, but not streamed (their whole float weights are held).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from assay.core.errors import FormatError, NotFoundError
+from assay.watermark.formats._common import (
+    FLOAT_DTYPES,
+    RAW_NUMPY,
+    Limits,
+    TensorInfo,
+    WeightFile,
+    brief,
+    file_stamp,
+    from_analysis,
+    to_analysis,
+)
+
+_STEP = 1 << 20  # elements converted per write
+
+
+@dataclass(frozen=True)
+class _Loc:
+    file: Path
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+
+class TensorSource(Mapping[str, np.ndarray]):
+    """The floating-point weights of one model, read on access (see the module docstring)."""
+
+    def __init__(
+        self,
+        path: Path,
+        fmt: str,
+        locs: dict[str, _Loc] | None = None,
+        eager: WeightFile | None = None,
+        other: dict[str, TensorInfo] | None = None,
+        *,
+        writable: bool = False,
+    ) -> None:
+        self.path = path
+        self.format = fmt
+        self.writable = writable
+        self._locs = locs or {}
+        self._eager = eager
+        self.other = other or (eager.other if eager is not None else {})
+        if eager is not None:
+            self.shapes = {n: tuple(a.shape) for n, a in eager.tensors.items()}
+            self.dtypes = dict(eager.dtypes)
+        else:
+            self.shapes = {n: loc.shape for n, loc in self._locs.items()}
+            self.dtypes = {n: loc.dtype for n, loc in self._locs.items()}
+        self._stamps = {loc.file: file_stamp(loc.file) for loc in self._locs.values()}
+
+    @property
+    def streamed(self) -> bool:
+        """Whether tensors are read one at a time (safetensors) rather than held (other formats)."""
+        return self._eager is None
+
+    @property
+    def fresh(self) -> bool:
+        """Whether every access returns a new array the caller may modify."""
+        return self.streamed
+
+    @property
+    def files(self) -> list[Path]:
+        return sorted({loc.file for loc in self._locs.values()}) if self.streamed else [self.path]
+
+    @property
+    def weight_file(self) -> WeightFile | None:
+        """The eager reader's record, for formats that are not streamed."""
+        return self._eager
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.shapes)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.shapes
+
+    def nbytes(self, name: str) -> int:
+        loc = self._locs.get(name)
+        if loc is not None:
+            return loc.end - loc.begin
+        return int(self._eager.tensors[name].nbytes) if self._eager else 0
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if self._eager is not None:
+            return self._eager.tensors[name]
+        loc = self._locs[name]
+        raw = np.empty(loc.shape, dtype=RAW_NUMPY[loc.dtype])  # filled by the read, not zeroed
+        with open(loc.file, "rb", buffering=0) as fh:
+            fh.seek(loc.begin)
+            view, got = memoryview(raw).cast("B"), 0
+            while got < len(view):
+                n = fh.readinto(view[got:])
+                if not n:
+                    raise FormatError(f"short read of tensor {brief(name)} in {loc.file}")
+                got += n
+        return to_analysis(raw, loc.dtype)
+
+    def sample(self, name: str, flat: np.ndarray) -> np.ndarray:
+        """The values at flat (C-order) positions ``flat`` of tensor ``name``, as float64."""
+        if self._eager is not None:
+            return np.asarray(self._eager.tensors[name].reshape(-1)[flat], dtype=np.float64)
+        loc = self._locs[name]
+        flat = np.asarray(flat, dtype=np.int64).reshape(-1)
+        count = math.prod(loc.shape)
+        if flat.size and (int(flat.min()) < 0 or int(flat.max()) >= count):
+            raise FormatError(f"sample positions outside tensor {brief(name)}")
+        size = np.dtype(RAW_NUMPY[loc.dtype]).itemsize
+        buf = bytearray(flat.size * size)
+        with open(
+            loc.file, "rb"
+        ) as fh:  # one pread per element: no mapping a file can shrink under
+            fd = fh.fileno()
+            for j, i in enumerate(flat.tolist()):
+                piece = os.pread(fd, size, loc.begin + i * size)
+                if len(piece) != size:
+                    raise FormatError(f"short read of tensor {brief(name)} in {loc.file}")
+                buf[j * size : (j + 1) * size] = piece
+        raw = np.frombuffer(buf, dtype=RAW_NUMPY[loc.dtype])
+        return np.asarray(to_analysis(raw, loc.dtype), dtype=np.float64)
+
+    def write(self, name: str, values: np.ndarray) -> None:
+        """Overwrite tensor ``name`` in its file with ``values`` (cast back to its stored dtype)."""
+        if not self.writable or self._eager is not None:
+            raise FormatError(f"{self.path} was not opened for in-place writing")
+        loc = self._locs[name]
+        values = np.asarray(values)
+        if tuple(values.shape) != loc.shape:
+            raise FormatError(
+                f"updated tensor {brief(name)} has shape {list(values.shape)}, "
+                f"expected {list(loc.shape)}"
+            )
+        if file_stamp(loc.file) != self._stamps[loc.file]:
+            raise FormatError(f"{loc.file} changed since it was opened; open it again")
+        flat = np.ascontiguousarray(values).reshape(-1)
+        written = 0
+        with open(loc.file, "r+b") as fh:  # converted a step at a time: no second full copy
+            fh.seek(loc.begin)
+            for i in range(0, flat.size, _STEP):
+                raw = np.ascontiguousarray(from_analysis(flat[i : i + _STEP], loc.dtype))
+                written += fh.write(memoryview(raw).cast("B"))
+        if written != loc.end - loc.begin:
+            raise FormatError(f"internal size mismatch writing {brief(name)}")
+        self._stamps[loc.file] = file_stamp(loc.file)
+
+
+def _safetensors_locs(
+    file: Path, limits: Limits, only: set[str] | None = None
+) -> tuple[dict[str, _Loc], dict[str, TensorInfo], list[str]]:
+    from assay.watermark.formats._safetensors import read_header
+
+    entries, _ = read_header(file, limits)
+    locs: dict[str, _Loc] = {}
+    other: dict[str, TensorInfo] = {}
+    for e in entries:
+        if e.dtype in FLOAT_DTYPES:
+            locs[e.name] = _Loc(file, e.dtype, e.shape, e.begin, e.end)
+        else:
+            other[e.name] = TensorInfo(e.dtype, e.shape)
+    return locs, other, [e.name for e in entries]
+
+
+def _sharded(index_path: Path, limits: Limits, writable: bool) -> TensorSource:
+    from assay.watermark.formats._index import read_index
+
+    index = read_index(index_path, limits)
+    locs: dict[str, _Loc] = {}
+    other: dict[str, TensorInfo] = {}
+    total = 0
+    for shard in index.shards:
+        file = index_path.parent / shard
+        total += file.stat().st_size
+        if total > limits.max_file_bytes:
+            raise FormatError(
+                f"{index_path.parent}: shards hold over {limits.max_file_bytes} bytes (the limit)"
+            )
+        shard_locs, shard_other, names = _safetensors_locs(file, limits)
+        for name in names:
+            if index.weight_map.get(name) != shard:
+                raise FormatError(
+                    f"tensor {brief(name)} in shard {brief(shard)} is not mapped to it by "
+                    f"{index_path.name}"
+                )
+        locs.update(shard_locs)
+        other.update(shard_other)
+        if len(locs) + len(other) > limits.max_tensors:
+            raise FormatError(
+                f"{index_path.parent} holds over {limits.max_tensors} tensors (the limit)"
+            )
+    missing = [n for n in index.weight_map if n not in locs and n not in other]
+    if missing:
+        raise FormatError(
+            f"{index_path.name} maps {brief(missing[0])} to {brief(index.weight_map[missing[0]])}, "
+            "which does not hold it"
+        )
+    ordered = {n: locs[n] for n in index.weight_map if n in locs}
+    return TensorSource(index_path.parent, "safetensors-sharded", ordered, None, other,
+                        writable=writable)  # fmt: skip
+
+
+def open_weights(
+    path: str | os.PathLike[str], *, limits: Limits | None = None, writable: bool = False
+) -> TensorSource:
+    """Open the model file, or the model folder (one weight file, or a shard index), at ``path``.
+
+    ``writable`` allows :meth:`TensorSource.write` (safetensors only: other formats are written
+    with ``save_weights``).
+    """
+    from assay.watermark.formats._api import load_weights
+    from assay.watermark.formats._detect import detect_format, find_weight_files
+    from assay.watermark.formats._index import find_index
+
+    limits = limits or Limits()
+    p = Path(path)
+    if p.is_dir():
+        index = find_index(p)
+        if index is not None:
+            return _sharded(index, limits, writable)
+        files = find_weight_files(p)
+        if len(files) != 1:
+            raise FormatError(
+                f"{p} holds {len(files)} weight files ({', '.join(f.name for f in files[:4])}"
+                f"{', ...' if len(files) > 4 else ''}) and no safetensors index; name one"
+            )
+        p = files[0]
+    if p.name.endswith(".safetensors.index.json"):
+        return _sharded(p, limits, writable)
+    if not p.exists():
+        raise NotFoundError(f"{p} does not exist")
+    if detect_format(p) == "safetensors":
+        locs, other, _ = _safetensors_locs(p, limits)
+        if not locs:
+            raise FormatError(f"no floating-point weights in {p}")
+        return TensorSource(p, "safetensors", locs, None, other, writable=writable)
+    wf = load_weights(p, limits=limits)
+    return TensorSource(p, wf.format, None, wf)
