@@ -5,10 +5,10 @@
   ``assay dataset scan`` and the ``label-issues`` gate use), and the share of rows flagged on the
   clean tables. Issue targets: recall >= 0.8 and precision >= 0.6 at 10 %; clean <= 3 %.
 * BadNets triggers on digits (a 2x2 corner of maximal pixels, relabelled to class 0) at 1/5/10 %
-  poison on a torch MLP: the share of poisoned rows each ART detector flags (activation
-  clustering confirmed by exclusionary reclassification: the gate's verdict; plain size-based
-  clustering; spectral signatures), and, over clean models, how often the verdict flags more
-  than the gate's default ``max_suspect_rate`` of 5 % (false alarms).
+  poison (2 seeds) on a small CNN: whether each detector of the backdoor gate, with its defaults,
+  flags class 0 (trigger scan, activation clustering, spectral signatures on the penultimate
+  activations), and which classes each flags on 20 clean CNNs (false alarms). Arguments: clean
+  models (20), seeds per rate (2).
 * Scan time per table, and seconds per gate run on a registered sklearn and torch model.
 
 Writes benchmarks/results/gates.json.
