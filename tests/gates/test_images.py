@@ -114,3 +114,24 @@ def test_arbitrary_bytes_are_an_image_or_one_format_error(tmp_path, data, magic)
         assert "\n" not in str(exc)
         return
     assert table.rows == 1 and 0.0 <= float(table.x.min()) <= float(table.x.max()) <= 1.0
+
+
+world = __import__("registry_fixtures").home_fixture()
+
+
+def test_an_image_folder_is_registered_scanned_and_names_its_files(world, tmp_path):
+    import json
+
+    import registry_fixtures as fx
+    from click.testing import CliRunner
+
+    from assay.cli import cli
+
+    root, _, _ = _digits_folder(tmp_path / "imgs", rows=120)
+    result = CliRunner().invoke(
+        cli, ["dataset", "register", fx.unique("img"), str(root), "--scan", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    scan = json.loads(result.output)["scan"]
+    assert scan["rows"] == 120 and scan["findings"] == []
+    assert all(row["file"].endswith(".png") for row in scan["suspect_rows"])
