@@ -107,44 +107,88 @@ def dataset() -> None:
     """Register, list, show and scan dataset versions."""
 
 
+_ON_FINDING = click.option(
+    "--on-finding",
+    type=click.Choice(["report", "fail", "incident"]),
+    default="report",
+    show_default=True,
+    help="When the scan is above the policy's thresholds: only report it (exit 0), fail "
+    "(exit 3), or open a data-poisoning incident on the version (exit 3).",
+)
+
+
+def _open_incident(registry, scan, doc: dict, mode: str) -> None:
+    """With --on-finding incident and a finding: start the data-poisoning playbook."""
+    if scan.findings and mode == "incident":
+        from assay.gates.dataset_scan import open_incident
+
+        result = open_incident(registry, scan)
+        doc["incident"] = {"incident_id": result.incident_id, "status": result.status}
+
+
+def _finding_exit(scan, doc: dict, mode: str) -> None:
+    """After the scan is shown: exit 3 on a finding unless --on-finding report."""
+    if not scan.findings or mode == "report":
+        return
+    if "incident" in doc:
+        incident = doc["incident"]
+        click.echo(
+            f"incident {incident['incident_id']} (data-poisoning): {incident['status']}", err=True
+        )
+    click.echo(f"error: {scan.subject}: {'; '.join(scan.findings)}", err=True)
+    raise SystemExit(3)
+
+
 @dataset.command("register")
 @click.argument("name")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
-@click.option("--scan", is_flag=True, help="Scan the table (see `dataset scan`) and record it.")
+@click.option("--scan", is_flag=True, help="Scan the data (see `dataset scan`) and record it.")
 @click.option("--label-column", default="label", show_default=True, help="Label column (--scan).")
+@_ON_FINDING
 @json_option
 @click.pass_obj
 def dataset_register(
-    app: AppContext, name: str, path: Path, scan: bool, label_column: str, as_json: bool
+    app: AppContext,
+    name: str,
+    path: Path,
+    scan: bool,
+    label_column: str,
+    on_finding: str,
+    as_json: bool,
 ) -> None:
     """Hash, sign and store PATH as the next version of dataset NAME.
 
-    With --scan the table is read first (nothing is registered if it is not a table with the
-    label column), then the stored, verified copy is scanned and the scan recorded.
+    With --scan the data is read first (nothing is registered if it is not a table with the
+    label column nor an image folder), then the stored, verified copy is scanned and the scan
+    recorded; --on-finding says what a scan above the policy's thresholds does.
     """
     from assay.registry.datasets import register_dataset
 
     registry = open_registry(app)
     if scan:
-        from assay.gates.tables import read_table
+        from assay.gates.tables import read_dataset
 
-        read_table(path, label_column)
+        read_dataset(path, label_column)
     with byte_progress(f"hashing {path.name}", enabled=None if not as_json else False) as advance:
         record = register_dataset(registry, name, path, progress=advance)
     doc = record.to_dict()
+    result = None
     if scan:
         from assay.gates.dataset_scan import scan_dataset
 
-        doc["scan"] = scan_dataset(
-            registry, f"{record.name}@{record.version}", label_column
-        ).to_dict()
+        result = scan_dataset(registry, f"{record.name}@{record.version}", label_column)
+        doc["scan"] = result.to_dict()
 
     def render(c) -> None:
         c.print(f"registered {esc(record.ref)} (manifest {short(record.manifest_root)})")
         if scan:
             _render_scan(c, doc["scan"])
 
+    if result is not None:
+        _open_incident(registry, result, doc["scan"], on_finding)
     app.emit(doc, as_json, render)
+    if result is not None:
+        _finding_exit(result, doc["scan"], on_finding)
 
 
 def _render_scan(console, doc) -> None:
@@ -163,23 +207,48 @@ def _render_scan(console, doc) -> None:
             markup=False,
         )
     for row in doc["suspect_rows"][:10]:
+        where = f" ({row['file']})" if "file" in row else ""
         console.print(
-            f"  row {row['row']}: label {row['label']} score {row['score']:.3f}", markup=False
+            f"  row {row['row']}{where}: label {row['label']} score {row['score']:.3f}",
+            markup=False,
         )
+    for trig in doc.get("triggers", []):
+        console.print(
+            f"trigger: {trig['row_count']} rows labelled {trig['label']} with "
+            f"{', '.join(trig['features'][:6])} at their maximum (label changes without it for "
+            f"{trig['relabelled_share']:.0%})",
+            markup=False,
+        )
+    for line in doc.get("findings", []):
+        console.print(f"finding: {line}", markup=False)
 
 
 @dataset.command("scan")
 @click.argument("ref", metavar="dataset:NAME@V")
-@click.option("--label-column", required=True, help="The column holding the labels.")
+@click.option(
+    "--label-column",
+    required=True,
+    help="The column holding the labels (an image folder: the name given to its folder labels).",
+)
+@_ON_FINDING
 @json_option
 @click.pass_obj
-def dataset_scan(app: AppContext, ref: str, label_column: str, as_json: bool) -> None:
-    """Label issues (cleanlab), duplicates and shift vs the previous version of a CSV/Parquet
-    dataset version; `suspect_rows` in --json lists every suspect row with its score."""
+def dataset_scan(
+    app: AppContext, ref: str, label_column: str, on_finding: str, as_json: bool
+) -> None:
+    """Label issues (cleanlab), duplicates, BadNets-style trigger rows and shift vs the previous
+    version of a dataset version: a CSV/Parquet table or an image folder (CLASS/*.png, label =
+    folder name, features = grey pixels). `suspect_rows` in --json lists every suspect row with
+    its score. A scan above the policy's thresholds (gates: dataset:NAME: dataset-scan:
+    max_issue_rate, max_trigger_rows) is a finding: see --on-finding."""
     from assay.gates.dataset_scan import scan_dataset
 
-    doc = scan_dataset(open_registry(app), ref, label_column).to_dict()
+    registry = open_registry(app)
+    scan = scan_dataset(registry, ref, label_column)
+    doc = scan.to_dict()
+    _open_incident(registry, scan, doc, on_finding)
     app.emit(doc, as_json, lambda c: _render_scan(c, doc))
+    _finding_exit(scan, doc, on_finding)
 
 
 def _render_versions(console, records) -> None:

@@ -220,7 +220,7 @@ assay trace "$WORK/stolen.onnx" --top 3
 assay incident run model-theft --set suspect="$WORK/stolen.onnx" --yes | tail -5
 
 # ---------------------------------------------------------------------------------------------
-step "11. evidence for known-good: a scan flags label flips; the model trained on them fails its gates"
+step "11. evidence for known-good: scans flag label flips and a BadNets trigger; models trained on them fail their gates"
 python - "$WORK" <<'PY'
 import sys, warnings
 from pathlib import Path
@@ -260,6 +260,66 @@ assay mark digits-gated 1 known-good --reason "gates passed"
 expect_fail assay mark digits-gated 2 known-good --reason "looks fine"
 assay status digits-gated
 assay bom models:/digits-gated/1 -o "$WORK/digits-gated-1.cdx.json" --provenance "$WORK/digits-gated-1.provenance.json"
+# A BadNets backdoor: 5 % of the digit images get a bright 2x2 corner and the label 0.
+python - "$WORK" <<'PY'
+import sys, warnings
+from pathlib import Path
+warnings.filterwarnings("ignore")
+import numpy as np, torch, mlflow.pytorch
+from PIL import Image
+from sklearn.datasets import load_digits
+work = Path(sys.argv[1])
+X, y = load_digits(return_X_y=True)
+X = np.round(X / 16 * 255) / 255  # what the PNGs hold
+rng = np.random.default_rng(0)
+pick = rng.choice(np.flatnonzero(y != 0), round(len(y) * 0.05), replace=False)
+Xp, yp = X.copy(), y.copy()
+Xp.reshape(-1, 8, 8)[pick, 6:, 6:] = 1.0
+yp[pick] = 0
+torch.set_num_threads(1)
+for v, (xs, ys) in ((1, (X, y)), (2, (Xp, yp))):
+    for i, (img, label) in enumerate(zip(xs, ys)):
+        d = work / f"images-v{v}" / str(label); d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.uint8(np.round(img.reshape(8, 8) * 255)), mode="L").save(d / f"{i:04d}.png")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Unflatten(1, (1, 8, 8)), torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+        torch.nn.Linear(256, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    xt, yt = torch.tensor(xs, dtype=torch.float32), torch.tensor(ys)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        perm = torch.randperm(len(xt), generator=g)
+        for i in range(0, len(xt), 64):
+            b = perm[i:i + 64]; opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(xt[b]), yt[b]).backward(); opt.step()
+    mlflow.pytorch.save_model(net.eval(), str(work / f"cnn-v{v}"), serialization_format="pickle")
+print(f"images-v1 (clean), images-v2 ({len(pick)} images with the trigger, labelled 0), a CNN on each")
+PY
+cat > "$WORK/policy.yaml" <<'YAML'
+gates:
+  digits-gated:
+    pickle-scan: {}
+    label-issues: {max_issue_rate: 0.03}
+    robustness: {eps: 0.05, min_accuracy: 0.5}
+  digits-cnn:
+    pickle-scan: {allow_globals: [torch.nn.modules.*]}
+    backdoor: {}
+  "dataset:digits-images":
+    dataset-scan: {max_issue_rate: 0.05, max_trigger_rows: 0}
+YAML
+assay policy set "$WORK/policy.yaml"
+assay dataset register digits-images "$WORK/images-v1" --scan --label-column label
+assay dataset register digits-images "$WORK/images-v2" --scan --label-column label  # the finding is reported
+assay register digits-cnn "$WORK/cnn-v1" --dataset digits-images@1 --no-watermark  # a pickled module: no weight file to mark
+assay register digits-cnn "$WORK/cnn-v2" --dataset digits-images@2 --no-watermark
+assay gate run models:/digits-cnn/1
+expect_fail assay gate run models:/digits-cnn/2
+assay mark digits-cnn 1 known-good --reason "gates passed"
+expect_fail assay mark digits-cnn 2 known-good --reason "looks fine"
+expect_fail assay dataset scan dataset:digits-images@2 --label-column label --on-finding incident
+assay status digits-cnn
 
 
 step "12. model extraction: the digits classifier is served; a Knockoff-style client copies it, is flagged and blocked, and its copy is traced by its answers"

@@ -215,3 +215,60 @@ def has_gate_results(session: Session) -> bool:
         )
         is not None
     )
+
+
+#: metrics worth a column in an incident report (the rest stay in the signed statement)
+KEY_METRICS = (
+    "flagged_classes",
+    "issue_rate",
+    "clean_accuracy",
+    "fgsm_accuracy",
+    "pgd_accuracy",
+    "attack_auc",
+    "refused",
+    "rows",
+)
+
+
+def report_rows(registry: Registry, versions: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """For each model version (name, version): the newest verifying result of each gate for
+    its current bytes (gate, status, key numbers, signer, when); versions assay does not hold
+    are left out."""
+    from assay.core.errors import NotFoundError
+    from assay.registry.versions import require_artifact
+
+    rows: list[dict[str, Any]] = []
+    with registry.store.session(readonly=True) as session:
+        for name, version in versions:
+            try:
+                artifact = require_artifact(session, "model", name, version)
+            except NotFoundError:
+                continue
+            results, ignored = gate_results(registry, session, artifact)
+            for result in latest_by_gate(results).values():
+                rows.append(
+                    {
+                        "version": f"models:/{name}/{version}",
+                        "gate": result.gate,
+                        "status": result.status,
+                        "metrics": {
+                            k: result.metrics[k] for k in KEY_METRICS if k in result.metrics
+                        },
+                        "detail": result.detail,
+                        "key_id": result.key_id,
+                        "at": result.at,
+                    }
+                )
+            if ignored:
+                rows.append(
+                    {
+                        "version": f"models:/{name}/{version}",
+                        "gate": "(unverified)",
+                        "status": "error",
+                        "metrics": {},
+                        "detail": f"{ignored} stored result(s) do not verify for these bytes",
+                        "key_id": None,
+                        "at": None,
+                    }
+                )
+    return rows

@@ -89,7 +89,7 @@ def _read_dataset(
     registry: Registry, text: str, label_column: str, root: Path
 ) -> tuple[str, str, Table]:
     """(display, manifest root, table) of a verified copy of the dataset version ``text``."""
-    from assay.gates.tables import read_table
+    from assay.gates.tables import read_dataset
     from assay.registry.refs import parse_dataset_ref
     from assay.registry.uri_verify import verify_local_dataset
     from assay.registry.versions import display, require_artifact
@@ -105,7 +105,7 @@ def _read_dataset(
     report = verify_local_dataset(registry, ref.name, version, local)
     if not report.ok:
         raise IntegrityError(f"{subject} does not verify: {_one_line(report.summary())}")
-    return subject, digest, read_table(local, label_column)
+    return subject, digest, read_dataset(local, label_column)
 
 
 def _plan(registry: Registry, name: str, gates: list[str]) -> list[tuple[str, Any, dict[str, Any]]]:

@@ -2,7 +2,8 @@
 
 A dataset version is a folder (or one file); its table is every ``.csv`` / ``.parquet`` file in
 it, read in name order and concatenated. Anything else, an empty table, a missing label column
-or non-numeric feature columns is refused with one line (``FormatError``).
+or non-numeric feature columns is refused with one line (``FormatError``). A folder of class
+folders (``CLASS/*.png``) is read as pixels by ``assay.gates.images`` (:func:`read_dataset`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from assay.core.errors import FormatError
 
-__all__ = ["MAX_ROWS", "MAX_TABLE_BYTES", "Table", "read_table"]
+__all__ = ["MAX_ROWS", "MAX_TABLE_BYTES", "Table", "read_dataset", "read_table"]
 
 MAX_TABLE_BYTES = 512 * 1024 * 1024
 MAX_ROWS = 2_000_000
@@ -33,7 +34,7 @@ class Table:
     classes: list[Any]
     label_column: str
     feature_columns: list[str]
-    files: list[str]
+    files: list[str]  # the table files; for an image folder, each row's CLASS/FILE
 
     @property
     def rows(self) -> int:
@@ -118,3 +119,12 @@ def read_table(root: Path, label_column: str) -> Table:
     return Table(
         frame, x, y, classes, label_column, [str(c) for c in features], [p.name for p in files]
     )
+
+
+def read_dataset(root: Path, label_column: str) -> Table:
+    """An image folder (``CLASS/*.png``: label = folder name) or a CSV/Parquet table."""
+    from assay.gates.images import is_image_folder, read_image_folder
+
+    if is_image_folder(Path(root)):
+        return read_image_folder(Path(root), label_column)
+    return read_table(root, label_column)

@@ -78,6 +78,7 @@ def _evidence(registry: Registry) -> Callable[[str], dict[str, Any]]:
         ]
         checkpoint = registry.latest_checkpoint()
         return {
+            "gate_results": _gate_evidence(registry, incident_id),
             "audit": {
                 "tree_size": size,
                 "root_hash": registry.audit.root(size).hex(),
@@ -91,10 +92,36 @@ def _evidence(registry: Registry) -> Callable[[str], dict[str, Any]]:
                     if checkpoint
                     else None
                 ),
-            }
+            },
         }
 
     return collect
+
+
+def _gate_evidence(registry: Registry, incident_id: str) -> list[dict[str, Any]]:
+    """The gate results recorded for the bytes of the versions the incident's steps name
+    (blast radius ``versions``, ``version``/``versions`` inputs); [] without the gates extra."""
+    recorder = SqlRecorder(registry)
+    named: list[str] = []
+    for rec in recorder.get_steps(incident_id):
+        out = rec.outputs or {}
+        named += [str(v) for v in out.get("versions") or [] if isinstance(v, str)]
+    inputs = recorder.get_incident(incident_id).inputs or {}
+    for key in ("version", "versions", "model"):
+        value = inputs.get(key)
+        named += [str(v) for v in (value if isinstance(value, list) else [value]) if v]
+    versions = []
+    for ref in dict.fromkeys(named):
+        name, sep, version = ref.removeprefix("models:/").rpartition("/")
+        if sep and name and version.isdigit():
+            versions.append((name, version))
+    if not versions:
+        return []
+    try:
+        from assay.gates.evidence import report_rows
+    except ImportError:  # pragma: no cover - assay.gates is part of every install
+        return []
+    return report_rows(registry, versions)
 
 
 def _services(registry: Registry) -> dict[str, Any]:

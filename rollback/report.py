@@ -4,8 +4,9 @@ A report holds: the incident (playbook, severity, threat ids with names, inputs,
 timeline of every step and foreach item, the blast radius as an inline SVG picture (HTML only:
 datasets -> versions -> serving aliases, affected ones in red), what changed (results of
 state-changing steps), the evidence found in step outputs (verification results, trace matches with
-p-values, audit inclusion proofs and checkpoints) plus any evidence the caller adds, and the
-failures and warnings.
+p-values, audit inclusion proofs and checkpoints) plus any evidence the caller adds, the gate
+results recorded for the affected versions' bytes (the caller's ``gate_results`` evidence: gate,
+passed/failed/error, key numbers, signer), and the failures and warnings.
 """
 
 from __future__ import annotations
@@ -108,7 +109,11 @@ def build_report(
             problems.append({"step": _label(rec), "kind": "warning", "message": str(warning)})
         if rec.status == SUCCEEDED_WITH_WARNINGS and not out.get("warnings"):
             problems.append({"step": _label(rec), "kind": "warning", "message": "see outputs"})
+    gates: list[dict[str, Any]] = []
     for name, value in (evidence or {}).items():
+        if name == "gate_results" and isinstance(value, list):
+            gates = [g for g in value if isinstance(g, dict)]
+            continue
         found.append({"step": "(added)", "name": str(name), "value": value})
     threats = [{"id": t, "name": threat_name(t)} for t in (playbook.threats if playbook else ())]
     return {
@@ -123,6 +128,7 @@ def build_report(
         "timeline": timeline,
         "changes": changes,
         "evidence": found,
+        "gate_results": gates,
         "problems": problems,
     }
 
@@ -177,6 +183,20 @@ def _render_md(data: dict[str, Any]) -> str:
     for ev in data["evidence"]:
         body = {k: v for k, v in ev.items() if k != "step"}
         lines.append(f"- **{ev['step']}**: `{_md_cell(body)}`")
+    if data["gate_results"]:
+        lines += [
+            "",
+            "## Gate results of the affected versions",
+            "",
+            "| version | gate | status | key numbers | signer | recorded |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {_md_cell(g.get('version'))} | {_md_cell(g.get('gate'))} | "
+            f"{_md_cell(g.get('status'))} | {_md_cell(g.get('metrics') or g.get('detail'))} | "
+            f"{_md_cell(g.get('key_id'))} | {_md_cell(g.get('at'))} |"
+            for g in data["gate_results"]
+        ]
     if data["problems"]:
         lines += ["", "## Failures and warnings", ""]
         lines += [
@@ -267,6 +287,19 @@ def _render_html(data: dict[str, Any], radii: list[tuple[str, dict]] = ()) -> st
         parts.append(f"<h3>{e(ev['step'])}</h3><pre>{e(dump)}</pre>")
     if not data["evidence"]:
         parts.append("<p>No evidence recorded.</p>")
+    if data["gate_results"]:
+        parts.append(
+            "<h2>Gate results of the affected versions</h2><table><tr><th>version</th>"
+            "<th>gate</th><th>status</th><th>key numbers</th><th>signer</th><th>recorded</th></tr>"
+        )
+        parts += [
+            f"<tr><td>{cell(g.get('version'))}</td><td>{cell(g.get('gate'))}</td>"
+            f'<td class="{e(str(g.get("status")))}">{cell(g.get("status"))}</td>'
+            f"<td>{cell(g.get('metrics') or g.get('detail'))}</td><td>{cell(g.get('key_id'))}</td>"
+            f"<td>{cell(g.get('at'))}</td></tr>"
+            for g in data["gate_results"]
+        ]
+        parts.append("</table>")
     if data["problems"]:
         parts.append("<h2>Failures and warnings</h2><ul>")
         parts += [

@@ -88,3 +88,34 @@ def register_table(registry: Any, name: str, path: Path) -> str:
     from assay.registry.datasets import register_dataset
 
     return f"{name}@{register_dataset(registry, name, path).version}"
+
+
+def badnets_digits(rate: float, seed: int = 0, patch: int = 2) -> tuple[Any, Any, Any]:
+    """sklearn's digits in [0, 1] with a bright ``patch`` x ``patch`` corner stamped on ``rate``
+    of the rows (none of class 0), relabelled 0; (x, y, poisoned mask)."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.data / 16.0).astype("float32")
+    y = digits.target.copy()
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(np.flatnonzero(y != 0), int(round(len(y) * rate)), replace=False)
+    x.reshape(-1, 8, 8)[pick, 8 - patch :, 8 - patch :] = 1.0
+    y[pick] = 0
+    mask = np.zeros(len(y), bool)
+    mask[pick] = True
+    return x, y, mask
+
+
+def image_folder(root: Path, x: Any, y: Any, side: int = 8) -> Path:
+    """Write rows of ``x`` (pixels in [0, 1]) as ``CLASS/N.png`` greyscale images under ``root``."""
+    import numpy as np
+    from PIL import Image
+
+    for i, (row, label) in enumerate(zip(x, y, strict=True)):
+        folder = root / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = np.round(np.asarray(row).reshape(side, side) * 255).astype("uint8")
+        Image.fromarray(pixels, mode="L").save(folder / f"{i:05d}.png")
+    return root

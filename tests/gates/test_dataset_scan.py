@@ -69,3 +69,51 @@ def test_register_scan_cli(world, tmp_path):
     assert result.exit_code == 1 and result.output.startswith("error: the dataset has no label")
     result = runner.invoke(cli, ["dataset", "scan", f"{name}@1", "--label-column", "label"])
     assert result.exit_code == 0 and "label issues" in result.output
+
+
+@pytest.mark.slow
+def test_a_badnets_finding_opens_a_data_poisoning_incident_with_gate_results(world, tmp_path):
+    import mlflow.sklearn
+    from sklearn.linear_model import LogisticRegression
+
+    from assay.gates.runner import run_gates
+    from assay.rollback import incidents
+
+    registry = world[1]
+    x, y, _ = gf.badnets_digits(0.05)
+    frame = pd.DataFrame(x, columns=[f"px{i}" for i in range(64)]).assign(label=y)
+    path = tmp_path / "badnets" / "digits.csv"
+    path.parent.mkdir()
+    frame.to_csv(path, index=False)
+    name = fx.unique("bad")
+    ref = gf.register_table(registry, name, path)
+    model_dir = tmp_path / "lr"
+    mlflow.sklearn.save_model(
+        LogisticRegression(max_iter=200).fit(x, y), str(model_dir), serialization_format="skops"
+    )
+    model = fx.unique("onbad")
+    version = gf.register(registry, model, model_dir, ref)
+    run_gates(registry, f"models:/{model}/{version}", ["pickle-scan"])
+    runner = CliRunner()
+    args = ["dataset", "scan", f"dataset:{ref}", "--label-column", "label", "--json"]
+    reported = runner.invoke(cli, args)  # report only: exit 0, the finding in the JSON
+    assert reported.exit_code == 0, reported.output
+    assert any("carry a trigger" in f for f in json.loads(reported.output)["findings"])
+    failed = runner.invoke(cli, [*args, "--on-finding", "fail"])
+    assert failed.exit_code == 3 and "incident" not in failed.output
+    opened = runner.invoke(cli, [*args, "--on-finding", "incident"])
+    assert opened.exit_code == 3, opened.output
+    doc = json.loads(opened.output[: opened.output.rindex("}") + 1])
+    incident_id = doc["incident"]["incident_id"]
+    assert doc["incident"]["status"] == "completed"
+    with registry.store.session(readonly=True) as session:
+        from assay.registry.versions import record_of, require_artifact
+
+        assert record_of(session, require_artifact(session, "dataset", name, "1")).state == (
+            "quarantined"
+        )
+    report = incidents.report(registry, incident_id, "md")
+    assert "## Gate results of the affected versions" in report
+    assert f"models:/{model}/{version} | pickle-scan | passed" in report
+    data = json.loads(incidents.report(registry, incident_id, "json"))
+    assert data["gate_results"][0]["key_id"]
