@@ -116,7 +116,8 @@ def _embed_streamed(
     (one tensor in memory at a time), then publish it; nothing is left behind on failure."""
     import shutil
 
-    from assay.watermark.formats._common import check_out_path, publish, temp_sibling
+    from assay.core.atomic import publish_new, temp_sibling
+    from assay.watermark.formats._common import check_out_path
     from assay.watermark.formats._stream import open_weights
     from assay.watermark.streaming import embed_source
 
@@ -130,7 +131,7 @@ def _embed_streamed(
         except OSError as exc:
             raise FormatError(f"cannot write {output}: {exc.strerror or exc}") from exc
         record, _ = embed_source(open_weights(tmp, writable=True), secret, strength=strength)
-        publish(tmp, out)
+        publish_new(tmp, out, error=FormatError)
     return out, record
 
 
