@@ -32,7 +32,7 @@ test-fast: install
 
 ## Property/fuzz tests of every parser of attacker files with many more examples (a few minutes).
 FUZZ_TESTS = tests/watermark/test_fuzz_formats.py tests/watermark/test_formats_hardening.py \
-	tests/registry/test_fuzz_oms.py tests/rollback/test_fuzz_playbooks.py
+	tests/integrity/test_fuzz_oms.py tests/incident/test_fuzz_playbooks.py
 fuzz: install
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -p no:cacheprovider $(FUZZ_TESTS)
 

@@ -217,7 +217,7 @@ def main() -> int:
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression
 
-    from assay.registry.serving_policy import ExtractionPolicy
+    from assay.integrity.serving_policy import ExtractionPolicy
     from assay.serving.answer_marks import AnswerMarker
     from assay.serving.extraction import ClientHistory
     from assay.serving.mark_stats import score_marks, unique_marks

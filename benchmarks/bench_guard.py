@@ -86,8 +86,8 @@ def guard_in_process(shared: Path, home: Path, name: str) -> dict[str, dict[str,
     from mlflow.server import app
 
     from assay.core.settings import Settings
-    from assay.registry.guard import Guard
-    from assay.registry.mlflow_guard import ServerView, _RegistryCache
+    from assay.integrations.guard import Guard
+    from assay.integrations.mlflow_guard import ServerView, _RegistryCache
 
     registry = _RegistryCache(Settings.from_env).get()
     out: dict[str, dict[str, float]] = {}

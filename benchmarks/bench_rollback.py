@@ -64,14 +64,14 @@ def build(home: Path) -> dict:
     """The registry described in the module docstring; returns build timings."""
     os.environ.update(_env(home))
     from assay.core.settings import Settings
+    from assay.integrity.manifest import build_manifest
+    from assay.integrity.signing import sign_manifest
     from assay.registry.datasets import register_dataset
     from assay.registry.facade import Registry
-    from assay.registry.manifest import build_manifest
-    from assay.registry.models import Artifact
     from assay.registry.registration import _record, register_model
-    from assay.registry.signing import sign_manifest
     from assay.registry.states import mark, move_alias
     from assay.registry.versions import require_artifact, set_state
+    from assay.store.models import Artifact
 
     started = time.perf_counter()
     Registry.initialise(Settings.from_env())
@@ -126,7 +126,7 @@ def build(home: Path) -> dict:
 
     # The incident world: 20 models, v1 on bench-poison@1 (known-good), v2 on @2 serving.
     started = time.perf_counter()
-    from assay.registry.refs import parse_dataset_ref
+    from assay.core.refs import parse_dataset_ref
 
     register_dataset(reg, POISONED, _folder(src / "p1", 1))
     register_dataset(reg, POISONED, _folder(src / "p2", 2))

@@ -143,13 +143,13 @@ def main() -> None:
     from assay.core.settings import Settings
     from assay.registry.facade import Registry
     from assay.registry.registration import register_model
+    from assay.registry.serving_clients import add_client
     from assay.registry.states import mark, promote
-    from assay.serving.clients import add_client
 
     Registry.initialise(Settings.from_env())
     registry = Registry.open(Settings.from_env())
-    from assay.registry.policy import parse_policy_text
-    from assay.registry.policy_service import set_policy
+    from assay.integrity.policy import parse_policy_text
+    from assay.integrity.policy_service import set_policy
 
     # the defaults, except that the load generator's client is not rate limited
     set_policy(

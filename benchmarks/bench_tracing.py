@@ -164,7 +164,7 @@ import sys, json
 import numpy as np
 from assay.core.settings import Settings
 from assay.registry.facade import Registry
-from assay.registry.models import Artifact, ArtifactState, WatermarkRow, utcnow
+from assay.store.models import Artifact, ArtifactState, WatermarkRow, utcnow
 from assay.registry.sketch_index import index_version
 from assay.registry.watermarking import SKETCH_SIZE
 reg = Registry.open(Settings.from_env())
@@ -242,10 +242,10 @@ def main() -> None:
         shutil.rmtree(model)
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
         from assay.core.settings import Settings
-        from assay.registry.artifact_access import local_path_of
+        from assay.mlflow_access.artifacts import local_path_of
         from assay.registry.facade import Registry
-        from assay.registry.models import WatermarkRow
         from assay.registry.versions import require_artifact
+        from assay.store.models import WatermarkRow
 
         reg = Registry.open(Settings.from_env())
         with reg.store.session(readonly=True) as s:

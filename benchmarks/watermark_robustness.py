@@ -792,7 +792,7 @@ def trace_speed(work: Path, n_versions: int = 100, budget_s: float = 240.0) -> d
     from assay.core.settings import Settings
     from assay.registry.facade import Registry
     from assay.registry.registration import register_model
-    from assay.registry.tracing import trace_suspect
+    from assay.tracing.trace import trace_suspect
 
     Registry.initialise(Settings.from_env())
     registry = Registry.open(Settings.from_env())
@@ -820,8 +820,8 @@ def trace_speed(work: Path, n_versions: int = 100, budget_s: float = 240.0) -> d
     reg_s = time.perf_counter() - started
     log(f"trace: registered {registered} versions in {reg_s:.0f}s")
     # the suspect: version 37's marked bytes, permuted and noised (not an exact copy)
-    from assay.registry.artifact_access import local_path_of
-    from assay.registry.tracing import _registered
+    from assay.mlflow_access.artifacts import local_path_of
+    from assay.tracing.trace import _registered
 
     versions = [v for v in _registered(registry, None)]
     versions.sort(key=lambda v: v.artifact_id)

@@ -20,8 +20,8 @@ def playbook() -> None:
 @click.pass_obj
 def playbook_list(app: AppContext, as_json: bool) -> None:
     """The built-in playbooks."""
-    from assay.rollback.incidents import playbook_source
-    from assay.rollback.playbook import builtin_playbooks, parse_playbook
+    from assay.incident.playbook import builtin_playbooks, parse_playbook
+    from assay.incident.service import playbook_source
 
     books = [parse_playbook(*playbook_source(pid)) for pid in builtin_playbooks()]
     rows = [
@@ -44,7 +44,7 @@ def playbook_list(app: AppContext, as_json: bool) -> None:
 @click.pass_obj
 def playbook_show(app: AppContext, ref: str) -> None:
     """Print a playbook's YAML."""
-    from assay.rollback.incidents import playbook_source
+    from assay.incident.service import playbook_source
 
     click.echo(playbook_source(ref)[0], nl=False)
 
@@ -57,9 +57,9 @@ def playbook_validate(app: AppContext, ref: str) -> None:
 
     Errors name the file, the line and the step; exit 1 when invalid.
     """
-    from assay.rollback.actions import spec_actions
-    from assay.rollback.incidents import playbook_source
-    from assay.rollback.playbook import PlaybookError, parse_playbook
+    from assay.incident.actions import spec_actions
+    from assay.incident.playbook import PlaybookError, parse_playbook
+    from assay.incident.service import playbook_source
 
     text, label = playbook_source(ref)
     try:
@@ -177,7 +177,7 @@ def incident_run(
     non-terminal stops the incident in waiting-approval (resume with --yes).
     """
     from assay.core.errors import AssayError
-    from assay.rollback import incidents
+    from assay.incident import service as incidents
 
     registry = open_registry(app)
     result = incidents.run(
@@ -201,7 +201,7 @@ def incident_run(
 def incident_resume(app: AppContext, incident_id: str, yes: bool, as_json: bool) -> None:
     """Continue INCIDENT_ID from its first unfinished step."""
     from assay.core.errors import AssayError
-    from assay.rollback import incidents
+    from assay.incident import service as incidents
 
     result = incidents.resume(
         open_registry(app), incident_id, assume_yes=yes, approve=_approver(app, yes)
@@ -216,7 +216,7 @@ def incident_resume(app: AppContext, incident_id: str, yes: bool, as_json: bool)
 @click.pass_obj
 def incident_list(app: AppContext, as_json: bool) -> None:
     """Every incident, oldest first."""
-    from assay.rollback import incidents
+    from assay.incident import service as incidents
 
     rows = [i.to_dict() for i in incidents.list_incidents(open_registry(app))]
 
@@ -237,7 +237,7 @@ def incident_list(app: AppContext, as_json: bool) -> None:
 @click.pass_obj
 def incident_show(app: AppContext, incident_id: str, as_json: bool) -> None:
     """An incident's inputs and every recorded step."""
-    from assay.rollback import incidents
+    from assay.incident import service as incidents
 
     record, steps = incidents.show(open_registry(app), incident_id)
 
@@ -271,7 +271,7 @@ def incident_show(app: AppContext, incident_id: str, as_json: bool) -> None:
 def incident_report(app: AppContext, incident_id: str, fmt: str, output: Path | None) -> None:
     """The incident report: timeline, changes, evidence, threat ids."""
     from assay.core.atomic import write_new_file
-    from assay.rollback import incidents
+    from assay.incident import service as incidents
 
     text = incidents.report(open_registry(app), incident_id, fmt)
     if output:

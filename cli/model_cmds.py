@@ -58,7 +58,7 @@ def register(
     weight file that does not parse fails the registration. The bytes are then signed, logged
     to MLflow and recorded with their lineage. Re-running an interrupted registration finishes it.
     """
-    from assay.registry.refs import parse_dataset_ref, parse_model_ref
+    from assay.core.refs import parse_dataset_ref, parse_model_ref
     from assay.registry.registration import register_model
 
     registry = open_registry(app)
@@ -283,8 +283,8 @@ def dataset_list(app: AppContext, name: str | None, as_json: bool) -> None:
 @click.pass_obj
 def dataset_show(app: AppContext, ref: str, as_json: bool) -> None:
     """Show one dataset version (the newest when @V is left out)."""
+    from assay.core.refs import parse_dataset_ref
     from assay.registry.fast_read import show_dataset
-    from assay.registry.refs import parse_dataset_ref
 
     record = show_dataset(app.settings, parse_dataset_ref(ref))
 

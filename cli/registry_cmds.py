@@ -64,7 +64,7 @@ def mark_cmd(
     and is recorded). quarantined and compromised are always accepted. Every change is kept in the
     version's history and the audit log, and mirrored to the assay.state tag in MLflow.
     """
-    from assay.registry.refs import split_subject
+    from assay.core.refs import split_subject
     from assay.registry.states import mark
 
     kind, bare = split_subject(name)
@@ -111,8 +111,8 @@ def label_cmd(
     Labels are audited claims, not states: the adversarial-evasion playbook rolls back only to a
     known-good version labelled robust. Mirrored to the assay.labels tag in MLflow.
     """
+    from assay.core.refs import model_name
     from assay.registry.labels import set_labels
-    from assay.registry.refs import model_name
 
     if not add and not remove:
         raise click.UsageError("give --add LABEL and/or --remove LABEL")

@@ -113,7 +113,7 @@ def key() -> None:
 @click.pass_obj
 def key_add(app: AppContext, name: str) -> None:
     """Create client NAME and print its secret once (it is not stored, only its SHA-256)."""
-    from assay.serving.clients import add_client
+    from assay.registry.serving_clients import add_client
 
     secret = add_client(open_registry(app), name)
     click.echo(secret)
@@ -143,7 +143,7 @@ def _clients_table(clients):
 @click.pass_obj
 def key_list(app: AppContext, as_json: bool) -> None:
     """List the server's API clients."""
-    from assay.serving.clients import list_clients
+    from assay.registry.serving_clients import list_clients
 
     clients = list_clients(open_registry(app))
     app.emit([c.to_dict() for c in clients], as_json, _clients_table(clients))
@@ -156,7 +156,7 @@ def key_list(app: AppContext, as_json: bool) -> None:
 @click.pass_obj
 def key_revoke(app: AppContext, name: str, reason: str | None, as_json: bool) -> None:
     """Revoke client NAME's key (running servers refuse it within one alias check)."""
-    from assay.serving.clients import revoke_client
+    from assay.registry.serving_clients import revoke_client
 
     client = revoke_client(open_registry(app), name, reason)
     app.emit(client.to_dict(), as_json, _clients_table([client]))
@@ -169,7 +169,7 @@ def key_revoke(app: AppContext, name: str, reason: str | None, as_json: bool) ->
 @click.pass_obj
 def key_block(app: AppContext, name: str, reason: str | None, as_json: bool) -> None:
     """Block client NAME (403 for every query)."""
-    from assay.serving.clients import block_client
+    from assay.registry.serving_clients import block_client
 
     client = block_client(open_registry(app), name, reason)
     app.emit(client.to_dict(), as_json, _clients_table([client]))
@@ -188,7 +188,7 @@ def key_throttle(
     app: AppContext, name: str, rate: float, burst: int, reason: str | None, as_json: bool
 ) -> None:
     """Lower client NAME's rate limit below the policy's."""
-    from assay.serving.clients import throttle_client
+    from assay.registry.serving_clients import throttle_client
 
     client = throttle_client(open_registry(app), name, rate, burst, reason)
     app.emit(client.to_dict(), as_json, _clients_table([client]))

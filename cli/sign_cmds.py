@@ -60,8 +60,8 @@ def sign(
     # Only the hashing modules before the hash starts: signing, keys and the store load while
     # it runs.
     from assay.core.errors import ConfigError
-    from assay.registry.manifest import default_signature_path, inner_ignores
-    from assay.registry.prehash import check_mode, requested_mode, start_manifest
+    from assay.integrity.manifest import default_signature_path, inner_ignores
+    from assay.integrity.prehash import check_mode, requested_mode, start_manifest
 
     mode = requested_mode(hash_type, shard_size)
     try:
@@ -75,7 +75,7 @@ def sign(
         # signing default, read from the store, replaces it only when it differs).
         cache = None
         if reuse_digests:
-            from assay.registry.digest_cache import DigestCache
+            from assay.integrity.digest_cache import DigestCache
 
             cache = DigestCache.for_home(app.settings.home)
         want = mode or ("sha256", None)
@@ -144,7 +144,7 @@ def verify(
     Exit code 3 when anything differs: the report names every modified, missing and extra file.
     """
     from assay.core.errors import IntegrityError
-    from assay.registry.verification import verify_target_or_path
+    from assay.integrity.verification import verify_target_or_path
 
     try:
         with byte_progress("verifying", enabled=None if not as_json else False) as advance:
@@ -160,7 +160,7 @@ def verify(
         # An unsigned target or an unreadable/corrupt bundle is a failed verification: CI
         # reading --json gets a report (ok: false) as for any other failure, then exit 3.
         if as_json:
-            from assay.registry.verification import VerifyReport
+            from assay.integrity.verification import VerifyReport
 
             failed = VerifyReport(subject=target, ok=False, problems=[str(exc)])
             app.emit(failed.to_dict(), True, lambda console: None)

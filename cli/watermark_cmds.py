@@ -34,7 +34,7 @@ def embed_cmd(
 
     safetensors is marked tensor by tensor (one tensor in memory at a time).
     """
-    from assay.registry.watermark_ops import embed_file
+    from assay.tracing.watermark_ops import embed_file
 
     result = embed_file(open_registry(app), source, output, key=key, strength=strength)
     app.emit(
@@ -53,7 +53,7 @@ def embed_cmd(
 @click.pass_obj
 def detect_cmd(app: AppContext, suspect: Path, reference: str | None, as_json: bool) -> None:
     """Test SUSPECT for this installation's watermarks; reports a p-value, exits 0."""
-    from assay.registry.watermark_ops import detect_file
+    from assay.tracing.watermark_ops import detect_file
 
     data = detect_file(open_registry(app), suspect, reference=reference)
 
@@ -159,7 +159,7 @@ def trace(
     if behaviour:
         _trace_behaviour(app, suspect, models, trust_suspect_code, as_json)
         return
-    from assay.registry.tracing import trace_suspect
+    from assay.tracing.trace import trace_suspect
 
     report = trace_suspect(open_registry(app), suspect, models=list(models) or None, top=top)
 

@@ -44,9 +44,9 @@ class BomResult:
 def _facts(registry: Registry, name: str, version: str) -> dict[str, Any]:
     from sqlalchemy import select
 
-    from assay.gates.evidence import gate_results, latest_by_gate
-    from assay.registry.models import Signature, WatermarkRow
+    from assay.registry.gate_evidence import gate_results, latest_by_gate
     from assay.registry.versions import find_artifact, record_of, require_artifact
+    from assay.store.models import Signature, WatermarkRow
 
     with registry.store.session(readonly=True) as session:
         artifact = require_artifact(session, "model", name, version)
@@ -155,8 +155,8 @@ def validate_cyclonedx(doc: dict[str, Any]) -> None:
 
 
 def _provenance(registry: Registry, subject: str, facts: dict[str, Any]) -> str:
-    from assay.registry.canonical import iso_utc
-    from assay.registry.statements import sign_statement
+    from assay.core.canonical import iso_utc
+    from assay.integrity.statements import sign_statement
 
     record = facts["record"]
     deps = [

@@ -189,7 +189,7 @@ def scan_dataset(registry: Registry, ref: str, label_column: str) -> DatasetScan
     """Scan ``dataset:NAME@V`` (newest when @V is left out), judge it against the policy's
     thresholds and record the scan."""
     from assay.core.errors import FormatError
-    from assay.registry.refs import parse_dataset_ref
+    from assay.core.refs import parse_dataset_ref
     from assay.registry.versions import require_artifact, version_key
 
     parsed = parse_dataset_ref(ref)
@@ -198,7 +198,7 @@ def scan_dataset(registry: Registry, ref: str, label_column: str) -> DatasetScan
         version = str(artifact.version)
         from sqlalchemy import select
 
-        from assay.registry.models import Artifact
+        from assay.store.models import Artifact
 
         earlier = [
             v
@@ -232,7 +232,7 @@ def open_incident(registry: Registry, scan: DatasetScan) -> Any:
     """Start the built-in ``data-poisoning`` playbook for the scanned version (a scan with
     findings): the dataset is quarantined, models trained on it frozen, marked and rolled back
     as the playbook says. An approval step stops it in waiting-approval (``incident resume``)."""
-    from assay.rollback import incidents
+    from assay.incident import service as incidents
 
     dataset = scan.subject.removeprefix("dataset:")
     reason = f"assay dataset scan: {'; '.join(scan.findings)}"[:500]

@@ -2,7 +2,7 @@
 
 Only folders MLflow wrote with the ``sklearn`` or ``pytorch`` flavor are loaded, only after
 the runner verified them against the version's signature (the bytes that were checked are the
-bytes that load, as in ``assay.registry.loading``), and only when every pickle among them passes
+bytes that load, as in ``assay.integrations.loading``), and only when every pickle among them passes
 the pickle scan (so a cloudpickle or pickled-module model needs its globals accepted by the
 policy's ``pickle-scan`` ``allow_globals``; skops and pt2 formats hold none). Anything else cannot be measured: the gate
 says so in one line (:class:`CannotRun`).

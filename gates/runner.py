@@ -89,8 +89,8 @@ def _read_dataset(
     registry: Registry, text: str, label_column: str, root: Path
 ) -> tuple[str, str, Table]:
     """(display, manifest root, table) of a verified copy of the dataset version ``text``."""
+    from assay.core.refs import parse_dataset_ref
     from assay.gates.tables import read_dataset
-    from assay.registry.refs import parse_dataset_ref
     from assay.registry.uri_verify import verify_local_dataset
     from assay.registry.versions import display, require_artifact
 
@@ -148,7 +148,7 @@ def run_gates(
 ) -> GateRun:
     """Run ``gates`` (default: those the policy requires) on ``uri``'s verified bytes."""
     from assay.gates.base import CannotRun, GateContext, GateResult
-    from assay.gates.evidence import record_result
+    from assay.registry.gate_evidence import record_result
     from assay.registry.uri_verify import resolve_model_version, verify_local_copy
     from assay.registry.versions import display, record_of, require_artifact
 
@@ -231,7 +231,7 @@ def run_gates(
 def version_gates(registry: Registry, name: str, version: str) -> dict[str, Any]:
     """The newest verifying result of each gate for the version's bytes, and what the policy
     still requires (what ``assay gate show`` and ``assay status`` print)."""
-    from assay.gates.evidence import gate_results, latest_by_gate, missing_gates
+    from assay.registry.gate_evidence import gate_results, latest_by_gate, missing_gates
     from assay.registry.versions import require_artifact
 
     with registry.store.session(readonly=True) as session:

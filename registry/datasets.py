@@ -17,12 +17,11 @@ from typing import TYPE_CHECKING
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
 from assay.core.errors import AssayError, NotFoundError
+from assay.core.refs import DatasetRef, check_name
 from assay.core.tags import DATASET_TAG, KIND_TAG, MANIFEST_TAG
-from assay.registry.binding import SUBJECT_PREFIX, make_binding
-from assay.registry.manifest import build_manifest
-from assay.registry.models import Artifact, ArtifactState, Signature, utcnow
-from assay.registry.oms import sign_manifest
-from assay.registry.refs import DatasetRef, check_name
+from assay.integrity.binding import SUBJECT_PREFIX, make_binding
+from assay.integrity.manifest import build_manifest
+from assay.integrity.oms import sign_manifest
 from assay.registry.versions import (
     VersionRecord,
     display,
@@ -31,10 +30,11 @@ from assay.registry.versions import (
     record_of,
     require_artifact,
 )
+from assay.store.models import Artifact, ArtifactState, Signature, utcnow
 
 if TYPE_CHECKING:
+    from assay.integrity.hashing import ProgressCallback
     from assay.registry.facade import Registry
-    from assay.registry.hashing import ProgressCallback
 
 _RETRIES = 20
 

@@ -33,9 +33,9 @@ from assay.core.states import BAD_STATES
 from assay.core.tags import PENDING_TAG
 
 if TYPE_CHECKING:
+    from assay.integrity.hashing import ProgressCallback
+    from assay.integrity.verification import VerifyReport
     from assay.registry.facade import Registry
-    from assay.registry.hashing import ProgressCallback
-    from assay.registry.verification import VerifyReport
 
 __all__ = [
     "ENFORCE_ENV",
@@ -121,8 +121,8 @@ def decide_with(
     progress: ProgressCallback | None = None,
 ) -> Decision:
     """:func:`decide` over any ``uri_verify`` reads (SQLAlchemy or the ``sqlite3`` view)."""
-    from assay.registry.signed_changes import role_holds, signed_state
-    from assay.registry.version_record import display
+    from assay.integrity.signed_changes import role_holds, signed_state
+    from assay.store.version_record import display
 
     version = str(version)
     subject = display("model", name, version)
@@ -242,7 +242,7 @@ def decide_from_settings(
 ) -> Decision:
     """:func:`decide` opening the store of ``settings``; an unreachable store refuses."""
     from assay.registry.facade import Registry
-    from assay.registry.version_record import display
+    from assay.store.version_record import display
 
     try:
         registry = Registry.open(settings)
@@ -257,7 +257,7 @@ def verify_download(name: str, version: str, local_path: str, alias: str | None 
     The plugin applies ``ASSAY_ENFORCE`` (``warn`` logs and loads; ``off`` never calls this).
     """
     from assay.registry.facade import Registry
-    from assay.registry.version_record import display
+    from assay.store.version_record import display
 
     subject = display("model", name, str(version))
     try:

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from assay.core.errors import NotFoundError, NotInitialisedError
-from assay.registry.binding import SUBJECT_PREFIX
-from assay.registry.trust import KeyRecord, KeyRow
+from assay.integrity.binding import SUBJECT_PREFIX
+from assay.integrity.trust import KeyRecord, KeyRow
 from assay.registry.trust_view import SqliteTrustView, connect_readonly, parse_utc, sqlite_path
-from assay.registry.version_record import (
+from assay.store.version_record import (
     KIND_LABEL,
     VersionRecord,
     display,
@@ -37,8 +37,8 @@ from assay.registry.version_record import (
 )
 
 if TYPE_CHECKING:
+    from assay.core.refs import DatasetRef
     from assay.core.settings import Settings
-    from assay.registry.refs import DatasetRef
 
 __all__ = [
     "SignedArtifact",
@@ -53,7 +53,7 @@ __all__ = [
     "show_dataset",
 ]
 
-_HEAD_ID = 1  # the audit log's single head row (see assay.registry.audit)
+_HEAD_ID = 1  # the audit log's single head row (see assay.store.audit)
 _ARTIFACT_COLUMNS = "id, kind, name, version, uri, manifest_root, created_at"
 
 
@@ -113,7 +113,7 @@ class SqliteStoreView:
     def keys(self) -> list[KeyRecord]:
         """As ``KeyService.list``: every key, oldest first, ``has_private`` from the keyring,
         trust and roles from the signed trust list."""
-        from assay.registry.keyring import Keyring
+        from assay.integrity.keyring import Keyring
 
         private = {i.key_id for i in Keyring(self.settings.keys_dir).list() if i.has_private}
         trust = self.trust.trust_list()
@@ -338,7 +338,7 @@ def read_alias(tracking_uri: str, name: str, alias: str) -> str | None:
     """The version ``alias`` of model ``name`` points at, read from an embedded MLflow SQLite
     database without importing mlflow; None when not found or not readable this way (the caller
     then asks the MLflow backend, which also gives the precise error)."""
-    from assay.registry.mlflow_sqlite import open_reader
+    from assay.mlflow_access.sqlite_reader import open_reader
 
     reader = open_reader(tracking_uri)
     if reader is None:

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from assay.core.errors import AssayError, NotFoundError
-from assay.registry.models import BAD_STATES, Lineage
-from assay.registry.refs import parse_dataset_ref, parse_model_ref
+from assay.core.refs import parse_dataset_ref, parse_model_ref
 from assay.registry.status import load_records
 from assay.registry.versions import VersionRecord, require_artifact, version_key
+from assay.store.models import BAD_STATES, Lineage
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

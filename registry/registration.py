@@ -38,6 +38,7 @@ from sqlalchemy import select
 
 from assay.core.atomic import atomic_write
 from assay.core.errors import AssayError, NotFoundError, RefusedError
+from assay.core.refs import DatasetRef, ModelRef, check_name
 from assay.core.tags import (
     KEY_ID_TAG,
     MANIFEST_TAG,
@@ -46,10 +47,12 @@ from assay.core.tags import (
     REGISTRAR_TAG,
     STATE_TAG,
 )
-from assay.registry.binding import SUBJECT_PREFIX, make_binding
-from assay.registry.manifest import build_manifest
-from assay.registry.mlflow_backend import MLFLOW_ADDED_FILES
-from assay.registry.models import (
+from assay.integrity.binding import SUBJECT_PREFIX, make_binding
+from assay.integrity.manifest import build_manifest
+from assay.integrity.oms import sign_manifest
+from assay.mlflow_access.backend import MLFLOW_ADDED_FILES
+from assay.registry.versions import display, record_of, require_artifact
+from assay.store.models import (
     BAD_STATES,
     Artifact,
     ArtifactState,
@@ -58,16 +61,13 @@ from assay.registry.models import (
     WatermarkRow,
     utcnow,
 )
-from assay.registry.oms import sign_manifest
-from assay.registry.refs import DatasetRef, ModelRef, check_name
-from assay.registry.versions import display, record_of, require_artifact
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from assay.integrity.hashing import ProgressCallback
+    from assay.mlflow_access.backend import ModelVersionInfo
     from assay.registry.facade import Registry
-    from assay.registry.hashing import ProgressCallback
-    from assay.registry.mlflow_backend import ModelVersionInfo
     from assay.registry.watermarking import WatermarkOutcome
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ def _find_pending(registry: Registry, name: str, root: str) -> ModelVersionInfo 
 
 
 def _holds_root(registry: Registry, info: ModelVersionInfo, root: str) -> bool:
-    from assay.registry.artifact_access import artifact_files
+    from assay.mlflow_access.artifacts import artifact_files
 
     try:
         with artifact_files(

@@ -2,11 +2,11 @@
 
 Importing SQLAlchemy and the ORM models costs about 0.4 CPU-seconds, more than re-signing a model
 whose digests are cached. For a plain ``sqlite:///`` store, :func:`sign_path_sqlite` applies the
-same rules as :func:`assay.registry.signing.sign_path` (the signed trust list and policy, the
-key's status and role: :mod:`assay.registry.signer_check`) and writes the same rows in one
+same rules as :func:`assay.integrity.signing.sign_path` (the signed trust list and policy, the
+key's status and role: :mod:`assay.integrity.signer_check`) and writes the same rows in one
 ``BEGIN IMMEDIATE`` transaction: the ``path`` artifact (created or its root updated), the
 signature, and the ``sign`` audit leaf (``audit_head`` bumped first, as
-:meth:`assay.registry.audit.AuditLog.append` does). Timestamps are stored as SQLAlchemy's SQLite
+:meth:`assay.store.audit.AuditLog.append` does). Timestamps are stored as SQLAlchemy's SQLite
 dialect stores them (naive UTC ``YYYY-MM-DD HH:MM:SS.ffffff``), so the ORM reads them back and
 audit verification recomputes the same leaves (``tests/registry/test_sign_sqlite.py`` checks the
 two paths against each other). Any other database goes through the ORM path.
@@ -20,18 +20,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from assay.core.atomic import staged_write
+from assay.core.canonical import canonical_json
 from assay.core.errors import AssayError, ConfigError
-from assay.registry.audit_leaf import leaf_data
-from assay.registry.canonical import canonical_json
-from assay.registry.merkle import hash_leaf
-from assay.registry.signer_check import acting_key_id, check_signer
-from assay.registry.signing import Signed, SignResult, check_target, hash_and_sign
+from assay.integrity.signer_check import acting_key_id, check_signer
+from assay.integrity.signing import Signed, SignResult, check_target, hash_and_sign
 from assay.registry.trust_view import SqliteTrustView, connect_store
+from assay.store.audit_leaf import leaf_data
+from assay.store.merkle import hash_leaf
 
 if TYPE_CHECKING:
     from assay.core.settings import Settings
-    from assay.registry.hashing import ProgressCallback
-    from assay.registry.prehash import Prehash
+    from assay.integrity.hashing import ProgressCallback
+    from assay.integrity.prehash import Prehash
 
 __all__ = ["db_time", "sign_path_sqlite"]
 
@@ -61,9 +61,9 @@ def sign_path_sqlite(
     shard_size: int | None = None,
     prehash: Prehash | None = None,
 ) -> SignResult:
-    """:func:`assay.registry.signing.sign_path` for the SQLite store at ``db_path``."""
-    from assay.registry.keyring import resolve_signing_key
-    from assay.registry.policy import POLICY_SUBJECT, evaluate_policy
+    """:func:`assay.integrity.signing.sign_path` for the SQLite store at ``db_path``."""
+    from assay.integrity.keyring import resolve_signing_key
+    from assay.integrity.policy import POLICY_SUBJECT, evaluate_policy
 
     path, signature = check_target(path, signature)
     conn = connect_store(settings, db_path, write=True)
@@ -107,7 +107,7 @@ def sign_path_sqlite(
 
 
 def _actor(settings: Settings) -> str:
-    from assay.registry.signed_changes import actor_label
+    from assay.integrity.signed_changes import actor_label
 
     return actor_label(acting_key_id(settings), settings.actor)
 
@@ -155,7 +155,7 @@ def _record(conn: sqlite3.Connection, signed: Signed, actor: str) -> None:
 def _append_audit(
     conn: sqlite3.Connection, actor: str, action: str, subject: str, payload: dict[str, Any]
 ) -> None:
-    """:meth:`assay.registry.audit.AuditLog.append` inside the caller's transaction."""
+    """:meth:`assay.store.audit.AuditLog.append` inside the caller's transaction."""
     payload_text = canonical_json(payload).decode("utf-8")
     row = conn.execute(
         "UPDATE audit_head SET tree_size = tree_size + 1 WHERE id = ? RETURNING tree_size",

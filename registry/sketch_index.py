@@ -1,6 +1,6 @@
 """The trace index: per registered version, a few marked values for each tensor shape it marked.
 
-Registration stores one :class:`~assay.registry.models.WatermarkSketch` row per (version, shape):
+Registration stores one :class:`~assay.store.models.WatermarkSketch` row per (version, shape):
 the ``SKETCH_SIZE`` marked values of its first tensor of that shape at the fixed positions
 ``sketch_indices(shape)``, as float32 bytes. ``assay trace`` reads only the rows of the shapes the
 suspect has, stacks them into one matrix per shape and ranks every version with one matrix product
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from assay.registry.models import WatermarkSketch
+from assay.store.models import WatermarkSketch
 
 if TYPE_CHECKING:
     import numpy as np

@@ -32,7 +32,8 @@ from sqlalchemy import select
 
 from assay.core.errors import AssayError, IntegrityError, NotFoundError, RefusedError
 from assay.core.tags import STATE_TAG
-from assay.registry.models import (
+from assay.registry.versions import VersionRecord, display, record_of, require_artifact, set_state
+from assay.store.models import (
     BAD_STATES,
     STATES,
     AliasMove,
@@ -45,7 +46,6 @@ from assay.registry.models import (
     StateChange,
     utcnow,
 )
-from assay.registry.versions import VersionRecord, display, record_of, require_artifact, set_state
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -256,7 +256,7 @@ def mark(
     with registry.store.session() as session:
         artifact = require_artifact(session, kind, name, version)
         if state == "known-good" and kind == "model":
-            from assay.gates.evidence import missing_gates
+            from assay.registry.gate_evidence import missing_gates
 
             missing = missing_gates(registry, session, artifact)
             if missing and not force:

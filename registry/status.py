@@ -27,7 +27,8 @@ from sqlalchemy import select
 
 from assay.core.errors import AssayError, NotFoundError
 from assay.core.tags import MANIFEST_TAG, PENDING_TAG, STATE_TAG
-from assay.registry.models import (
+from assay.registry.versions import VersionRecord, display, state_fields, version_key
+from assay.store.models import (
     BAD_STATES,
     AliasMove,
     Artifact,
@@ -36,16 +37,15 @@ from assay.registry.models import (
     Lineage,
     Signature,
 )
-from assay.registry.version_record import record_from_row
-from assay.registry.versions import VersionRecord, display, state_fields, version_key
+from assay.store.version_record import record_from_row
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from sqlalchemy.orm import Session
 
+    from assay.mlflow_access.backend import ModelVersionInfo
     from assay.registry.facade import Registry
-    from assay.registry.mlflow_backend import ModelVersionInfo
 
 __all__ = [
     "DRIFT_KINDS",
@@ -525,7 +525,7 @@ def _model_status(
 
 def _attach_gates(registry: Registry, report: StatusReport) -> None:
     """Each version's newest verifying gate results for its bytes (``assay gate run``)."""
-    from assay.gates.evidence import gate_summary, has_gate_results
+    from assay.registry.gate_evidence import gate_summary, has_gate_results
     from assay.registry.versions import find_artifact
 
     with registry.store.session(readonly=True) as session:

@@ -15,15 +15,15 @@ from typing import Protocol
 
 from assay.core.errors import NotInitialisedError
 from assay.core.settings import Settings
-from assay.registry.keys import PublicKey
-from assay.registry.store import HEAD_REVISION
-from assay.registry.trust import KeyRecord
-from assay.registry.trust_list import (
+from assay.integrity.keys import PublicKey
+from assay.integrity.trust import KeyRecord
+from assay.integrity.trust_list import (
     TRUST_SUBJECT,
     TrustList,
     evaluate_trust_list,
     pinned_trust_root,
 )
+from assay.store.store import HEAD_REVISION
 
 
 class TrustView(Protocol):
@@ -81,13 +81,13 @@ def connect_readonly(settings: Settings, path: Path) -> sqlite3.Connection:
 def connect_store(settings: Settings, path: Path, *, write: bool = False) -> sqlite3.Connection:
     """A ``sqlite3`` connection to the store at ``path``, its schema checked at head.
 
-    ``write``: read-write, set up as :class:`~assay.registry.store.Store` sets up its SQLite
+    ``write``: read-write, set up as :class:`~assay.store.store.Store` sets up its SQLite
     connections (busy timeout, foreign keys, WAL; no implicit transactions: callers BEGIN).
     """
     if not path.exists():
         raise NotInitialisedError(f"assay is not initialised in {settings.home}: run `assay init`")
     if write:
-        from assay.registry.store import SQLITE_BUSY_TIMEOUT_S
+        from assay.store.store import SQLITE_BUSY_TIMEOUT_S
 
         conn = sqlite3.connect(
             f"{Path(path).resolve().as_uri()}?mode=rw",  # percent-encoded, as open_readonly

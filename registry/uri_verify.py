@@ -18,27 +18,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from assay.core.errors import IntegrityError, NotFoundError
-from assay.registry.artifact_access import artifact_files
-from assay.registry.binding import SUBJECT_PREFIX, check_binding
+from assay.core.refs import is_dataset_uri, parse_dataset_ref, parse_model_ref
+from assay.integrity.binding import SUBJECT_PREFIX, check_binding
+from assay.integrity.oms import parse_bundle
+from assay.integrity.policy import POLICY_SUBJECT, evaluate_policy
+from assay.integrity.signed_changes import CHANGE_PREFIX
+from assay.integrity.verification import VerifyReport, verify_bundle_text
+from assay.mlflow_access.artifacts import artifact_files
+from assay.mlflow_access.backend import MLFLOW_ADDED_FILES, EmbeddedBackend, open_backend
 from assay.registry.fast_read import SignedArtifact, open_store_view, read_alias
-from assay.registry.mlflow_backend import MLFLOW_ADDED_FILES, EmbeddedBackend, open_backend
-from assay.registry.oms import parse_bundle
-from assay.registry.policy import POLICY_SUBJECT, evaluate_policy
-from assay.registry.refs import is_dataset_uri, parse_dataset_ref, parse_model_ref
-from assay.registry.signed_changes import CHANGE_PREFIX
-from assay.registry.verification import VerifyReport, verify_bundle_text
-from assay.registry.version_record import display
+from assay.store.version_record import display
 
 if TYPE_CHECKING:
     from assay.core.settings import Settings
+    from assay.integrity.hashing import ProgressCallback
+    from assay.integrity.keys import PublicKey
+    from assay.integrity.policy import Policy
+    from assay.integrity.trust import KeyRecord
+    from assay.integrity.trust_list import TrustList
+    from assay.mlflow_access.backend import MlflowBackend
     from assay.registry.facade import Registry
     from assay.registry.fast_read import SqliteStoreView
-    from assay.registry.hashing import ProgressCallback
-    from assay.registry.keys import PublicKey
-    from assay.registry.mlflow_backend import MlflowBackend
-    from assay.registry.policy import Policy
-    from assay.registry.trust import KeyRecord
-    from assay.registry.trust_list import TrustList
     from assay.registry.trust_view import TrustView
 
     class _Trust(TrustView, Protocol):
@@ -120,7 +120,7 @@ class RegistryReads(_DecisionReads):
     def policy(self, trust: TrustList) -> Policy:
         from sqlalchemy import select
 
-        from assay.registry.models import Signature
+        from assay.store.models import Signature
 
         with self.registry.store.session(readonly=True) as session:
             rows = session.scalars(
@@ -129,8 +129,8 @@ class RegistryReads(_DecisionReads):
             return evaluate_policy(list(rows), trust)
 
     def state(self, kind: str, name: str, version: str) -> tuple[str, str] | None:
-        from assay.registry.models import ArtifactState
         from assay.registry.versions import find_artifact
+        from assay.store.models import ArtifactState
 
         with self.registry.store.session(readonly=True) as session:
             artifact = find_artifact(session, kind, name, version)
@@ -149,7 +149,7 @@ class RegistryReads(_DecisionReads):
     def is_managed(self, kind: str, name: str) -> bool:
         from sqlalchemy import select
 
-        from assay.registry.models import Artifact
+        from assay.store.models import Artifact
 
         with self.registry.store.session(readonly=True) as session:
             found = session.scalar(
@@ -160,7 +160,7 @@ class RegistryReads(_DecisionReads):
     def change_envelopes(self, subject: str) -> list[str]:
         from sqlalchemy import select
 
-        from assay.registry.models import Signature
+        from assay.store.models import Signature
 
         with self.registry.store.session(readonly=True) as session:
             return list(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from assay.core.errors import AssayError, NotFoundError
-from assay.registry.models import (
+from assay.store.models import (
     STATES,
     Artifact,
     ArtifactState,
@@ -20,7 +20,7 @@ from assay.registry.models import (
     StateChange,
     utcnow,
 )
-from assay.registry.version_record import (
+from assay.store.version_record import (
     KIND_LABEL,
     VersionRecord,
     display,
@@ -45,7 +45,7 @@ def find_artifact(session: Session, kind: str, name: str, version: str | None) -
 
 def subject_artifact(session: Session, subject: str) -> Artifact | None:
     """The artifact a ``models:/NAME/V`` or ``dataset:NAME@V`` subject names, else None."""
-    from assay.registry.version_record import parse_display
+    from assay.store.version_record import parse_display
 
     parsed = parse_display(subject)
     return find_artifact(session, *parsed) if parsed else None

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 
 from assay.core.errors import NotFoundError, RefusedError
-from assay.registry.models import BAD_STATES, ArtifactState, AuditEvent
 from assay.registry.states import (
     MovedMeanwhile,
     alias_move_row,
@@ -40,6 +39,7 @@ from assay.registry.states import (
 )
 from assay.registry.versions import find_artifact, set_state
 from assay.rollback.selection import RollbackPlan, plan_rollback
+from assay.store.models import BAD_STATES, ArtifactState, AuditEvent
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from assay.registry.models import BAD_STATES, Artifact, ArtifactState
 from assay.registry.states import tainted_lineages
 from assay.registry.versions import version_key
+from assay.store.models import BAD_STATES, Artifact, ArtifactState
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 def queue_alert(service: Service, client: str, kind: str, detail: dict[str, Any]) -> None:
     """Record an alert (row + ``serve.alert`` audit event) through the service's writer."""
-    from assay.registry.models import ServeAlert
+    from assay.store.models import ServeAlert
 
     name = service.name
     version = service.current.version if service.current else None
@@ -44,7 +44,7 @@ def queue_alert(service: Service, client: str, kind: str, detail: dict[str, Any]
 
 def _start_playbook(registry: Registry, client: str, model: str, evidence: dict[str, Any]) -> None:
     try:
-        from assay.rollback.incidents import run
+        from assay.incident.service import run
 
         result = run(
             registry,
@@ -62,8 +62,8 @@ def list_alerts(
 ) -> list[dict[str, Any]]:
     from sqlalchemy import select
 
-    from assay.registry.canonical import iso_utc
-    from assay.registry.models import ServeAlert
+    from assay.core.canonical import iso_utc
+    from assay.store.models import ServeAlert
 
     with registry.store.session(readonly=True) as session:
         query = select(ServeAlert).order_by(ServeAlert.id.desc()).limit(limit)

@@ -180,7 +180,7 @@ class AnswerMarker:
 
 def mark_job(name: str, version: str, client: str, marks: list[dict[str, Any]]):
     """A writer job recording ``marks``."""
-    from assay.registry.models import ServeMark
+    from assay.store.models import ServeMark
 
     def job(session: Any) -> None:
         for m in marks:

@@ -80,7 +80,7 @@ def _secret(request: Any) -> str | None:
 
 
 def _client(service: Service, request: Any) -> str:
-    from assay.serving.clients import hash_secret
+    from assay.registry.serving_clients import hash_secret
 
     secret = _secret(request)
     if secret is None:
@@ -137,7 +137,7 @@ def _log_job(
     answer: bytes | None,
     sampled: bool,
 ):
-    from assay.registry.models import utcnow
+    from assay.store.models import utcnow
 
     entry = {
         "client": client,

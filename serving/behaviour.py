@@ -196,7 +196,7 @@ def open_suspect(path: Path, *, trust_suspect_code: bool = False) -> Any:
 def _marks(registry: Registry, models: list[str] | None) -> dict[tuple[str, str], list[Any]]:
     from sqlalchemy import select
 
-    from assay.registry.models import ServeMark
+    from assay.store.models import ServeMark
 
     groups: dict[tuple[str, str], list[Any]] = defaultdict(list)
     with registry.store.session(readonly=True) as session:

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from assay.registry.serving_policy import ExtractionPolicy
+    from assay.integrity.serving_policy import ExtractionPolicy
     from assay.serving.follower import Service
 
 __all__ = ["ClientHistory", "Detector", "shapiro_w"]

@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from assay.core.errors import AssayError
-from assay.registry.serving_policy import DEFAULT_SERVING, ServingPolicy
+from assay.integrity.serving_policy import DEFAULT_SERVING, ServingPolicy
 from assay.serving.limits import Limiter
 from assay.serving.loaded import LoadedModel, Refused, load_verified
 from assay.serving.writer import StoreWriter
 
 if TYPE_CHECKING:
     from assay.registry.facade import Registry
-    from assay.serving.clients import Client
+    from assay.registry.serving_clients import Client
 
 __all__ = ["Service", "ServiceStats", "start_service"]
 
@@ -93,7 +93,7 @@ class Service:
 
     def refresh(self) -> None:
         """Re-read policy and clients; errors leave the previous ones in force."""
-        from assay.serving.clients import client_table
+        from assay.registry.serving_clients import client_table
 
         self.policy = self.registry.policy().serving
         self.clients = client_table(self.registry)
@@ -177,7 +177,7 @@ class Service:
         )
 
     def _audit(self, action: str, payload: dict[str, Any], version: str) -> None:
-        from assay.registry.version_record import display
+        from assay.store.version_record import display
 
         subject = display("model", self.name, version)
         body = {"alias": self.alias, **payload}
@@ -218,7 +218,7 @@ def start_service(
     registry: Registry, uri: str, *, interval: float = 3.0, workdir: Path | None = None
 ) -> Service:
     """Load ``models:/NAME@ALIAS`` (or ``/V``) through the decision and start following it."""
-    from assay.registry.refs import parse_model_ref
+    from assay.core.refs import parse_model_ref
     from assay.serving.answer_marks import AnswerMarker
     from assay.serving.extraction import Detector
 

@@ -20,7 +20,7 @@ def rows_today(registry: Registry, model: str) -> dict[str, int]:
     """Rows answered per client since 00:00 UTC (the daily quota's starting point)."""
     from sqlalchemy import func, select
 
-    from assay.registry.models import ServeQuery
+    from assay.store.models import ServeQuery
 
     with registry.store.session(readonly=True) as session:
         rows = session.execute(
@@ -36,7 +36,7 @@ def prune_job(retention_days: int, now: datetime | None = None):
     """A writer job deleting query-log rows older than ``retention_days``."""
     from sqlalchemy import delete
 
-    from assay.registry.models import ServeQuery
+    from assay.store.models import ServeQuery
 
     cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=retention_days)
 

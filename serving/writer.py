@@ -105,7 +105,7 @@ class StoreWriter:
                 if rows:  # query-log rows: one executemany, not one ORM object each
                     from sqlalchemy import insert
 
-                    from assay.registry.models import ServeQuery, utcnow
+                    from assay.store.models import ServeQuery, utcnow
 
                     for row in rows:
                         row.setdefault("at", utcnow())

@@ -1,6 +1,6 @@
 """Supported in-memory fakes of the playbook actions, for tests, demos and playbook authors.
 
-``fake_actions(FakeRegistry())`` gives every action name in :data:`assay.rollback.actions.SPECS`:
+``fake_actions(FakeRegistry())`` gives every action name in :data:`assay.incident.actions.SPECS`:
 fakes over an in-memory registry (lineage, states, aliases, keys, suspect files) plus the real
 ``notify`` and ``report.write``. The fakes follow the same specs (parameters, outputs, idempotent
 re-runs) as the registry-backed actions, so a playbook can be run end to end without a store or
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from assay.core.errors import NotFoundError, RefusedError
-from assay.rollback.actions import (
+from assay.incident.actions import (
     ActionContext,
     ActionRegistry,
     SpecAction,

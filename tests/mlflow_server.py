@@ -13,7 +13,7 @@ The server runs with a sqlite backend store under ``root`` and proxied artifacts
 as ``mlflow-artifacts:/...`` and read them through ``/api/2.0/mlflow-artifacts/artifacts``.
 
 ``app_name`` starts ``mlflow server --app-name NAME`` (e.g. ``assay-guard``, the guard of
-``assay.registry.mlflow_guard``); ``env`` adds variables to the server's environment (the guard's
+``assay.integrations.mlflow_guard``); ``env`` adds variables to the server's environment (the guard's
 ``ASSAY_HOME`` / ``ASSAY_DB_URL``).
 
 It starts in its own process group (``start_new_session=True``) with

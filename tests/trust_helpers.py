@@ -12,7 +12,7 @@ from typing import Any
 
 def bootstrap_admin(registry: Any, name: str = "admin") -> Any:
     """Generate the keyring's default key and make it the store's trust root (as `assay init`)."""
-    from assay.registry.keyring import resolve_signing_key
+    from assay.integrity.keyring import resolve_signing_key
 
     if registry.keys.keyring.default_key() is None:
         registry.keys.keyring.generate(name, "ecdsa-p256", None)

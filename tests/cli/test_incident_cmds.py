@@ -1,5 +1,5 @@
 """`assay playbook ...` and `assay incident ...`: the commands' contracts (exit codes, JSON, files).
-The playbooks end to end on a real registry are in tests/rollback/test_incidents_real.py."""
+The playbooks end to end on a real registry are in tests/incident/test_incidents_real.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from assay.rollback.playbook import builtin_playbooks
+from assay.incident.playbook import builtin_playbooks
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from assay.integrity.keys import PublicKey
 from assay.registry.facade import Registry
-from assay.registry.keys import PublicKey
 
 
 def _keys(invoke) -> list[dict]:

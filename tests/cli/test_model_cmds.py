@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from assay.cli import cli
 from assay.core.settings import Settings
-from assay.registry.artifact_access import local_path_of
+from assay.mlflow_access.artifacts import local_path_of
 from assay.registry.facade import Registry
 
 ASSAY = str(Path(sys.executable).with_name("assay"))

@@ -18,8 +18,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from assay.registry import hashing
-from assay.registry.digest_cache import RACY_WINDOW_NS
+from assay.integrity import hashing
+from assay.integrity.digest_cache import RACY_WINDOW_NS
 
 GOLDEN = {
     # version: (target inside the case folder, extra verify args)
@@ -174,7 +174,7 @@ def test_trust_row_written_into_the_database_grants_nothing(
     """An attacker with database access inserts a key row: the signed trust list decides."""
     import sqlite3
 
-    from assay.registry.keys import generate_key
+    from assay.integrity.keys import generate_key
 
     attacker = generate_key("ecdsa-p256")
     pem = tmp_path / "attacker.pem"
@@ -191,7 +191,7 @@ def test_trust_row_written_into_the_database_grants_nothing(
     listed = {k["key_id"]: k for k in json.loads(invoke("key", "list", "--json").stdout)}
     assert listed[attacker.key_id]["trusted"] is False
     # a forged trust-list row (signed by the attacker) breaks the chain: assay trusts nothing
-    from assay.registry.trust_list import TRUST_SUBJECT, TrustEntry, TrustList
+    from assay.integrity.trust_list import TRUST_SUBJECT, TrustEntry, TrustList
 
     entry = TrustEntry(attacker.key_id, "evil", "ecdsa-p256", attacker.public_key.pem, ("admin",))
     forged = TrustList(2, {attacker.key_id: entry}, None).sign(attacker, datetime.now(timezone.utc))

@@ -15,7 +15,7 @@ pytest.importorskip("torch")
 
 from assay.cli.app import cli  # noqa: E402
 from assay.core.settings import Settings  # noqa: E402
-from assay.registry.artifact_access import local_path_of  # noqa: E402
+from assay.mlflow_access.artifacts import local_path_of  # noqa: E402
 from assay.registry.facade import Registry  # noqa: E402
 from assay.registry.registration import register_model  # noqa: E402
 from assay.registry.versions import require_artifact  # noqa: E402

@@ -74,7 +74,7 @@ def torch_model(root: Path, frame: Any, epochs: int = 60, fmt: str = "pickle") -
 
 def register(registry: Any, name: str, model_path: Path, dataset: str | None = None) -> str:
     """Register a model folder (watermarking off); its version."""
-    from assay.registry.refs import parse_dataset_ref
+    from assay.core.refs import parse_dataset_ref
     from assay.registry.registration import register_model
 
     datasets = [parse_dataset_ref(dataset, require_version=True)] if dataset else []

@@ -77,7 +77,7 @@ def test_a_badnets_finding_opens_a_data_poisoning_incident_with_gate_results(wor
     from sklearn.linear_model import LogisticRegression
 
     from assay.gates.runner import run_gates
-    from assay.rollback import incidents
+    from assay.incident import service as incidents
 
     registry = world[1]
     x, y, _ = gf.badnets_digits(0.05)

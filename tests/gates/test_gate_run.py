@@ -16,8 +16,8 @@ SK_ALLOW = {"allow_globals": ["sklearn.*", "numpy.*", "numpy._core.*", "_codecs.
 
 
 def _set_policy(registry, text: str) -> None:
-    from assay.registry.policy import parse_policy_text
-    from assay.registry.policy_service import set_policy
+    from assay.integrity.policy import parse_policy_text
+    from assay.integrity.policy_service import set_policy
 
     set_policy(registry, parse_policy_text(text))
 
@@ -122,10 +122,10 @@ def test_results_for_other_bytes_are_refused(world, tmp_path):
     """A gate statement copied from version 1 onto version 2 does not count for version 2."""
     from sqlalchemy import select
 
-    from assay.gates.evidence import GATE_PREFIX
     from assay.gates.runner import run_gates
-    from assay.registry.models import Artifact, Signature
+    from assay.registry.gate_evidence import GATE_PREFIX
     from assay.registry.states import mark
+    from assay.store.models import Artifact, Signature
 
     registry = world[1]
     name = fx.unique("copied")
@@ -161,7 +161,7 @@ def test_results_for_other_bytes_are_refused(world, tmp_path):
 
 def test_record_refuses_a_result_over_other_bytes(world, tmp_path):
     from assay.gates.base import GateResult
-    from assay.gates.evidence import record_result
+    from assay.registry.gate_evidence import record_result
     from assay.registry.versions import require_artifact
 
     registry = world[1]

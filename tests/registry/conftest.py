@@ -11,7 +11,7 @@ import pytest
 from store_backends import PG_URL, STORE_BACKENDS, reset_postgres  # tests/store_backends.py
 
 from assay.core.settings import Settings
-from assay.registry.store import Store
+from assay.store.store import Store
 
 # URL of an ``mlflow server`` on 127.0.0.1 (sqlite backend, proxied artifacts), one per session.
 # Tests that use it are marked ``server`` and ``slow``.

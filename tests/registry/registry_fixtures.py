@@ -91,7 +91,7 @@ def model(
     alias: str | None = None,
 ) -> str:
     """Register a model version (``datasets`` as NAME@V, ``parents`` as NAME/V); its version."""
-    from assay.registry.refs import parse_dataset_ref, parse_model_ref
+    from assay.core.refs import parse_dataset_ref, parse_model_ref
     from assay.registry.registration import register_model
 
     result = register_model(
@@ -117,7 +117,7 @@ def mlflow_only_version(
 
 def stored_folder(registry: Any, name: str, version: str) -> Path:
     """The version's folder in the (local) artifact store, to tamper with."""
-    from assay.registry.artifact_access import local_path_of
+    from assay.mlflow_access.artifacts import local_path_of
 
     path = local_path_of(registry.backend.get_version(name, version).source)
     assert path is not None and path.is_dir()

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from assay.core.errors import AssayError, IntegrityError, NotFoundError
+from assay.core.refs import DatasetRef
 from assay.core.settings import Settings
-from assay.registry.artifact_access import local_path_of
+from assay.mlflow_access.artifacts import local_path_of
 from assay.registry.datasets import list_datasets, register_dataset, show_dataset
 from assay.registry.facade import Registry
-from assay.registry.refs import DatasetRef
 from assay.registry.uri_verify import verify_uri
 
 CLEARED = ("ASSAY_DB_URL", "MLFLOW_TRACKING_URI", "ASSAY_KEY", "ASSAY_KEY_PASSPHRASE")

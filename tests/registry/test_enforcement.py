@@ -18,7 +18,7 @@ import pytest
 
 from assay.core.errors import IntegrityError, NotFoundError
 from assay.core.settings import Settings
-from assay.registry.artifact_access import local_path_of
+from assay.mlflow_access.artifacts import local_path_of
 from assay.registry.facade import Registry
 from assay.registry.registration import register_model
 
@@ -87,7 +87,7 @@ def verify_download() -> Iterator[Callable[[str, str, str], None]]:
 
     Once imported, the submodule is also an attribute of ``assay.registry``, and
     ``from assay.registry import enforcement`` then finds it even where a later test hides it
-    with ``sys.modules[...] = None`` (tests/registry/test_mlflow_plugin.py does); so leave the
+    with ``sys.modules[...] = None`` (tests/integrations/test_mlflow_plugin.py does); so leave the
     package as this module found it.
     """
     import assay.registry

@@ -69,7 +69,7 @@ def test_initialise_with_ed25519(settings: Settings):
 def test_first_init_with_ci_key_is_refused(settings: Settings, monkeypatch, tmp_path: Path):
     """The first init creates the admin key; a CI key never becomes the admin by accident."""
     from assay.core.errors import ConfigError
-    from assay.registry.keys import generate_key
+    from assay.integrity.keys import generate_key
 
     pem = tmp_path / "ci.pem"
     pem.write_bytes(generate_key("ecdsa-p256").private_pem(None))
@@ -81,7 +81,7 @@ def test_first_init_with_ci_key_is_refused(settings: Settings, monkeypatch, tmp_
 def test_joining_init_adds_no_trusted_key(settings: Settings, monkeypatch, tmp_path: Path):
     """A CI job's `assay init` on a shared store (its own home) adds no key and needs the root."""
     from assay.core.errors import ConfigError
-    from assay.registry.keys import generate_key
+    from assay.integrity.keys import generate_key
 
     first = Registry.initialise(settings)
     monkeypatch.setenv("ASSAY_DB_URL", settings.db_url)
@@ -108,7 +108,7 @@ def test_audit_events_for_init_key_and_sign(settings: Settings, tmp_path: Path):
 
     registry.keys.generate(name="second", key_type="ed25519")
     partner = registry.keys.trust(
-        __import__("assay.registry.keys", fromlist=["generate_key"])
+        __import__("assay.integrity.keys", fromlist=["generate_key"])
         .generate_key("ecdsa-p256")
         .public_key.pem,
         name="partner",

@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 
 from assay.core.errors import NotFoundError
+from assay.core.refs import DatasetRef, parse_model_ref
 from assay.core.settings import Settings
-from assay.registry.artifact_access import local_path_of
+from assay.integrity.keys import generate_key
+from assay.mlflow_access.artifacts import local_path_of
 from assay.registry.datasets import list_datasets, register_dataset, show_dataset
 from assay.registry.facade import Registry
 from assay.registry.fast_read import (
@@ -28,13 +30,11 @@ from assay.registry.fast_read import (
 )
 from assay.registry.fast_read import list_datasets as fast_list_datasets
 from assay.registry.fast_read import show_dataset as fast_show_dataset
-from assay.registry.keys import generate_key
-from assay.registry.models import Artifact, ArtifactState, utcnow
-from assay.registry.refs import DatasetRef, parse_model_ref
 from assay.registry.registration import register_model
 from assay.registry.states import mark
 from assay.registry.uri_verify import resolve_model_version, verify_target, verify_uri
 from assay.registry.versions import list_records, record_of, require_artifact
+from assay.store.models import Artifact, ArtifactState, utcnow
 
 CLEARED = ("ASSAY_DB_URL", "MLFLOW_TRACKING_URI", "ASSAY_KEY", "ASSAY_KEY_PASSPHRASE")
 

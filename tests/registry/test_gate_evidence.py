@@ -9,11 +9,11 @@ from trust_helpers import bootstrap_admin
 
 from assay.core.errors import IntegrityError
 from assay.gates.base import GateResult
-from assay.gates.evidence import GATE_PREFIX, gate_results, missing_gates, record_result
+from assay.integrity.policy import parse_policy_text
+from assay.integrity.policy_service import set_policy
 from assay.registry.facade import Registry
-from assay.registry.models import Artifact, ArtifactState, Signature, utcnow
-from assay.registry.policy import parse_policy_text
-from assay.registry.policy_service import set_policy
+from assay.registry.gate_evidence import GATE_PREFIX, gate_results, missing_gates, record_result
+from assay.store.models import Artifact, ArtifactState, Signature, utcnow
 
 
 @pytest.fixture

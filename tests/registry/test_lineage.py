@@ -10,9 +10,9 @@ import registry_fixtures as fx  # noqa: E402
 
 from assay.core.errors import AssayError, NotFoundError
 from assay.registry.lineage import blast_radius, lineage
-from assay.registry.models import Lineage
 from assay.registry.states import mark
 from assay.registry.versions import require_artifact
+from assay.store.models import Lineage
 
 world = fx.home_fixture()
 pytestmark = pytest.mark.slow

@@ -25,11 +25,11 @@ from assay.core.errors import (
     RefusedError,
     UnsafeInputError,
 )
+from assay.core.refs import DatasetRef, ModelRef
 from assay.core.settings import Settings
-from assay.registry.artifact_access import local_path_of
+from assay.mlflow_access.artifacts import local_path_of
 from assay.registry.datasets import register_dataset
 from assay.registry.facade import Registry
-from assay.registry.refs import DatasetRef, ModelRef
 from assay.registry.registration import PENDING_TAG, register_model
 from assay.registry.uri_verify import verify_uri, verify_version
 
@@ -381,7 +381,7 @@ def test_run_orphaned_by_a_dead_process_is_ended_on_rerun(
     registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """kill -9 during the upload: nothing ran to end the run; the next registration ends it."""
-    from assay.registry import mlflow_backend
+    from assay.mlflow_access import backend as mlflow_backend
 
     source = make_model(tmp_path / "m", b"weights of a process killed mid-upload")
     client = registry.backend._client
@@ -402,7 +402,7 @@ def test_run_orphaned_by_a_dead_process_is_ended_on_rerun(
 
 def test_run_of_a_live_registration_is_left_running(registry: Registry, tmp_path: Path) -> None:
     """A RUNNING run whose uploader is alive on this host is another registration in progress."""
-    from assay.registry.manifest import build_manifest
+    from assay.integrity.manifest import build_manifest
     from assay.registry.registration import REGISTRAR_TAG, end_orphaned_runs
 
     source = make_model(tmp_path / "m", b"weights another process is uploading")
@@ -567,7 +567,7 @@ def test_replayed_binding_names_the_other_version(registry: Registry, tmp_path: 
 def test_planted_pending_tag_is_not_adopted(registry: Registry, tmp_path: Path) -> None:
     """Tags are not trusted: a version tagged ``assay.pending=<root>`` by someone else, holding
     other bytes, is not adopted by the registration of the real bytes."""
-    from assay.registry.manifest import build_manifest
+    from assay.integrity.manifest import build_manifest
 
     source = make_model(tmp_path / "good", b"the bytes CI is about to register")
     root = build_manifest(source).root_digest

@@ -84,7 +84,7 @@ def make_model(folder: Path, content: bytes) -> Path:
 
 
 def test_register_verify_and_tamper(env: dict[str, str], registry, tmp_path: Path) -> None:
-    from assay.registry.artifact_access import local_path_of
+    from assay.mlflow_access.artifacts import local_path_of
 
     data = tmp_path / "data"
     data.mkdir()
@@ -144,7 +144,7 @@ def test_replayed_bundle_fails_on_the_binding(registry, tmp_path: Path) -> None:
             ),
             {"s1": "models:/pg-replay/1", "s2": "models:/pg-replay/2"},
         )
-    from assay.registry.artifact_access import local_path_of
+    from assay.mlflow_access.artifacts import local_path_of
 
     folder2 = local_path_of(v2.source or "")
     shutil.rmtree(folder2)

@@ -131,7 +131,7 @@ def test_register_and_verify_without_importing_mlflow(
     assert proc.returncode == 0 and "MLFLOW_IMPORTED=False" in proc.stdout, proc.stdout
 
     # by alias (set directly on the server: promote is another command)
-    from assay.registry.mlflow_rest import RestBackend
+    from assay.mlflow_access.rest import RestBackend
 
     assert run(env, "mark", name, "1", "known-good", "--reason", "evaluated").returncode == 0
     RestBackend(env["MLFLOW_TRACKING_URI"]).set_alias(name, "production", "1")
@@ -251,7 +251,7 @@ def test_failed_upload_to_the_server_ends_the_run_failed(
             registration.register_model(registry, name, str(source), watermark=False)
         calls.clear()
         # kill -9: nothing runs to end the run
-        mp.setattr("assay.registry.mlflow_rest.end_quietly", lambda end, run_id: None)
+        mp.setattr("assay.mlflow_access.rest.end_quietly", lambda end, run_id: None)
         with pytest.raises(ConnectionResetError):
             registration.register_model(registry, name, str(source), watermark=False)
     runs = rest.call(

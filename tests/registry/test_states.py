@@ -11,7 +11,6 @@ from sqlalchemy import select
 
 from assay.core.errors import AssayError, IntegrityError, NotFoundError, RefusedError
 from assay.registry import states
-from assay.registry.models import AliasMove, AuditEvent
 from assay.registry.states import (
     alias_history,
     freeze,
@@ -23,6 +22,7 @@ from assay.registry.states import (
     unfreeze,
 )
 from assay.registry.versions import require_artifact, set_state
+from assay.store.models import AliasMove, AuditEvent
 
 world = fx.home_fixture()
 pytestmark = pytest.mark.slow
@@ -281,7 +281,7 @@ def test_promote_refuses_tainted_lineage_unless_forced(
 def test_pending_registration_cannot_be_promoted_even_forced(
     reg: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from assay.registry.models import ArtifactState
+    from assay.store.models import ArtifactState
 
     fx.stub_verify(monkeypatch)
     name = fx.unique("pending")

@@ -233,7 +233,7 @@ def model(
     watermark: bool = False,
 ) -> str:
     """Register a model version (``datasets`` as NAME@V, ``parents`` as NAME/V); its version."""
-    from assay.registry.refs import parse_dataset_ref, parse_model_ref
+    from assay.core.refs import parse_dataset_ref, parse_model_ref
     from assay.registry.registration import register_model
 
     return register_model(
@@ -280,7 +280,7 @@ def build_drill(registry: Any, root: Path, prefix: str = "churn") -> Drill:
 
 def stored_folder(registry: Any, name: str, version: str) -> Path:
     """The version's folder in the (local) artifact store."""
-    from assay.registry.artifact_access import local_path_of
+    from assay.mlflow_access.artifacts import local_path_of
 
     path = local_path_of(registry.backend.get_version(name, version).source)
     assert path is not None and path.is_dir(), path
@@ -306,7 +306,7 @@ def alias_moves(registry: Any, name: str, alias: str = "production") -> list[tup
     """Every recorded move of ``name@alias``: (from, to, via)."""
     from sqlalchemy import select
 
-    from assay.registry.models import AliasMove
+    from assay.store.models import AliasMove
 
     with registry.store.session(readonly=True) as session:
         rows = session.scalars(
@@ -321,7 +321,7 @@ def states(registry: Any) -> dict[str, str]:
     """``kind:name/version -> state`` for every artifact in the store."""
     from sqlalchemy import select
 
-    from assay.registry.models import Artifact, ArtifactState
+    from assay.store.models import Artifact, ArtifactState
 
     with registry.store.session(readonly=True) as session:
         rows = session.execute(
@@ -339,7 +339,7 @@ def state_of(registry: Any, name: str, version: str, kind: str = "model") -> str
 def frozen(registry: Any) -> set[str]:
     from sqlalchemy import select
 
-    from assay.registry.models import Freeze
+    from assay.store.models import Freeze
 
     with registry.store.session(readonly=True) as session:
         return set(session.scalars(select(Freeze.model_name)))
@@ -352,7 +352,7 @@ def registry_state(registry: Any, models: list[str]) -> dict[str, Any]:
     """
     from sqlalchemy import select
 
-    from assay.registry.models import AliasMove, Artifact, Key, Lineage
+    from assay.store.models import AliasMove, Artifact, Key, Lineage
 
     backend = registry.backend
     with registry.store.session(readonly=True) as session:
@@ -425,7 +425,7 @@ def semantic_audit(registry: Any, *, since: int = 0) -> Counter[tuple[str, str, 
 
 
 def step_records(registry: Any, incident_id: str) -> dict[tuple[str, Any], str]:
-    from assay.rollback.incidents import show
+    from assay.incident.service import show
 
     _, steps = show(registry, incident_id)
     return {(s.step_id, s.item_index): s.status for s in steps}
@@ -443,7 +443,7 @@ def incident_id_of(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def last_incident(registry: Any) -> Any:
-    from assay.rollback.incidents import list_incidents
+    from assay.incident.service import list_incidents
 
     incidents = list_incidents(registry)
     return incidents[-1] if incidents else None

@@ -75,10 +75,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     from sklearn.linear_model import LogisticRegression
 
     from assay.core.settings import Settings
+    from assay.integrity.policy import parse_policy_text
+    from assay.integrity.policy_service import set_policy
     from assay.registry.facade import Registry
-    from assay.registry.policy import parse_policy_text
-    from assay.registry.policy_service import set_policy
-    from assay.serving.clients import add_client
+    from assay.registry.serving_clients import add_client
     from assay.serving.follower import start_service
 
     root = tmp_path_factory.mktemp("marks")
@@ -159,7 +159,7 @@ class _Scale(__import__("torch").nn.Module):
 def test_marked_answers_are_recorded(served: dict[str, Any]) -> None:
     from sqlalchemy import select
 
-    from assay.registry.models import ServeMark
+    from assay.store.models import ServeMark
 
     changed = np.nonzero(served["answers"] != served["own"])[0]
     with served["registry"].store.session(readonly=True) as s:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from assay.registry.serving_policy import ExtractionPolicy
+from assay.integrity.serving_policy import ExtractionPolicy
 from assay.serving.extraction import ClientHistory, shapiro_w
 
 POLICY = ExtractionPolicy()  # threshold 0.90, min_queries 50

@@ -33,10 +33,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     from sklearn.linear_model import Ridge
 
     from assay.core.settings import Settings
+    from assay.integrity.policy import parse_policy_text
+    from assay.integrity.policy_service import set_policy
     from assay.registry.facade import Registry
-    from assay.registry.policy import parse_policy_text
-    from assay.registry.policy_service import set_policy
-    from assay.serving.clients import add_client
+    from assay.registry.serving_clients import add_client
     from assay.serving.follower import start_service
 
     root = tmp_path_factory.mktemp("regression-marks")
@@ -81,7 +81,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 def test_marks_are_within_the_bound_and_recorded(served: dict[str, Any]) -> None:
     from sqlalchemy import select
 
-    from assay.registry.models import ServeMark
+    from assay.store.models import ServeMark
 
     answers, own = served["answers"], served["own"]
     changed = np.nonzero(~np.isclose(answers, own, rtol=1e-9, atol=0))[0]

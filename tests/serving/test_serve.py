@@ -35,10 +35,10 @@ def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
     from assay.core.settings import Settings
+    from assay.integrity.policy import parse_policy_text
+    from assay.integrity.policy_service import set_policy
     from assay.registry.facade import Registry
-    from assay.registry.policy import parse_policy_text
-    from assay.registry.policy_service import set_policy
-    from assay.serving.clients import add_client
+    from assay.registry.serving_clients import add_client
 
     root = tmp_path_factory.mktemp("serve")
     with pytest.MonkeyPatch.context() as mp:
@@ -150,7 +150,7 @@ def test_oversized_body_is_refused(basic: tuple[int, Any, dict[str, str]]) -> No
 def test_unknown_missing_and_revoked_keys(
     world: dict[str, Any], basic: tuple[int, Any, dict[str, str]]
 ) -> None:
-    from assay.serving.clients import revoke_client
+    from assay.registry.serving_clients import revoke_client
 
     port, service, keys = basic
     body = {"inputs": iris(1).tolist()}
@@ -178,7 +178,7 @@ def test_query_log_records_digests_and_samples(
 ) -> None:
     from sqlalchemy import select
 
-    from assay.registry.models import ServeQuery
+    from assay.store.models import ServeQuery
 
     port, service, keys = basic
     body = json.dumps({"inputs": iris(2).tolist()})
@@ -229,7 +229,7 @@ def test_rollback_during_a_stream_swaps_without_failed_requests(world: dict[str,
 
 
 def test_swap_to_tampered_version_is_refused_and_audited(world: dict[str, Any]) -> None:
-    from assay.registry.artifact_access import local_path_of
+    from assay.mlflow_access.artifacts import local_path_of
 
     registry = world["registry"]
     register_known_good(registry, "iris-tamper", world["models"][1.0], alias="production")
@@ -258,7 +258,7 @@ def test_swap_to_tampered_version_is_refused_and_audited(world: dict[str, Any]) 
 
 
 def test_store_unreachable_keeps_serving_and_queues_writes(world: dict[str, Any]) -> None:
-    from assay.registry.store import Store
+    from assay.store.store import Store
 
     registry = world["registry"]
     register_known_good(registry, "iris-down", world["models"][1.0], alias="production")
@@ -302,8 +302,8 @@ def test_retention_prunes_old_rows_and_quota_counts_today(world: dict[str, Any])
 
     from sqlalchemy import select
 
-    from assay.registry.models import ServeQuery
     from assay.serving.querylog import prune_job, rows_today
+    from assay.store.models import ServeQuery
 
     registry = world["registry"]
     old = datetime.now(timezone.utc) - timedelta(days=40)
@@ -329,7 +329,7 @@ def test_extraction_is_flagged_alerted_and_the_playbook_blocks_the_client(
     from click.testing import CliRunner
 
     from assay.cli import cli
-    from assay.serving.clients import add_client, list_clients
+    from assay.registry.serving_clients import add_client, list_clients
 
     port, service, _ = basic
     secret = add_client(world["registry"], "mallory")
@@ -509,8 +509,8 @@ def test_cli_keys(world: dict[str, Any]) -> None:
     assert missing.exit_code == 1 and "no serving client" in missing.output
     from sqlalchemy import select
 
-    from assay.registry.models import ServeClient
-    from assay.serving.clients import hash_secret
+    from assay.registry.serving_clients import hash_secret
+    from assay.store.models import ServeClient
 
     with world["registry"].store.session(readonly=True) as s:
         row = s.scalar(select(ServeClient).where(ServeClient.name == "carol"))
@@ -530,9 +530,9 @@ def test_client_changes_need_the_responder_role(
 ) -> None:
     from assay.core.errors import RefusedError
     from assay.core.settings import Settings
+    from assay.integrity.keys import generate_key
     from assay.registry.facade import Registry
-    from assay.registry.keys import generate_key
-    from assay.serving.clients import add_client, block_client, list_clients
+    from assay.registry.serving_clients import add_client, block_client, list_clients
 
     ci = generate_key("ecdsa-p256")
     pem = tmp_path / "ci.pem"

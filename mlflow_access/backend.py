@@ -1,0 +1,763 @@
+"""assay's one door to MLflow: registered models, versions, aliases, tags and artifacts.
+
+Two implementations of :class:`MlflowBackend`, chosen by :func:`open_backend` from the tracking URI:
+
+* :class:`RestBackend` (``assay.mlflow_access.rest``) for ``http(s)://`` URIs: a running
+  ``mlflow server``. It speaks the MLflow REST API 2.0 with the standard library only and never
+  imports ``mlflow`` (``import mlflow`` costs 3-4 s; an incident-time ``get_alias`` /
+  ``set_alias`` must not pay that). Artifacts go through the server's proxied artifact endpoints
+  (``/api/2.0/mlflow-artifacts/artifacts``, MLflow 3's default ``--serve-artifacts``); only
+  sources in another artifact store (``s3://``, ...) fall back to importing ``mlflow``.
+* :class:`EmbeddedBackend` for everything else (default ``sqlite:///$ASSAY_HOME/mlflow.db``):
+  ``mlflow.MlflowClient``, imported lazily inside methods. Run artifacts of assay's experiment
+  live under ``$ASSAY_HOME/artifacts``.
+
+Both return plain records (:class:`ModelVersionInfo`, :class:`LoggedModel`) and raise only
+``AssayError`` subclasses: an unknown model, version or alias is a ``NotFoundError``; an
+unreachable server is an ``AssayError`` naming the URL.
+
+What MLflow adds to a download: ``mlflow.pyfunc.load_model("models:/name/1")`` (through
+``ModelsArtifactRepository.download_artifacts``) writes a ``registered_model_meta`` YAML file into
+the downloaded model folder when it holds an ``MLmodel`` file. That file was never logged, so
+manifests must exclude it: :data:`MLFLOW_ADDED_FILES`. :meth:`MlflowBackend.download_version`
+returns the stored files and does not add it itself. Beware: with a local artifact store
+(``file:``, the embedded default) MLflow returns the store's own folder without copying and writes
+``registered_model_meta`` *into the artifact store* on the first ``load_model``, so later
+downloads contain it too: exclude :data:`MLFLOW_ADDED_FILES` when hashing, always.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from assay.core.errors import AssayError, ConfigError, NotFoundError, RefusedError
+
+if TYPE_CHECKING:
+    from assay.core.settings import Settings
+
+__all__ = [
+    "ASSAY_EXPERIMENT",
+    "MLFLOW_ADDED_FILES",
+    "EmbeddedBackend",
+    "LoggedModel",
+    "MlflowBackend",
+    "ModelVersionInfo",
+    "RunRecord",
+    "is_remote_uri",
+    "open_backend",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Files MLflow writes into a downloaded model folder that were never logged; manifests exclude
+#: them (relative POSIX paths at the model root).
+MLFLOW_ADDED_FILES: frozenset[str] = frozenset({"registered_model_meta"})
+
+#: The MLflow experiment that holds assay's registration runs.
+ASSAY_EXPERIMENT = "assay"
+
+#: How long ``create_version`` waits for a version to become READY.
+READY_TIMEOUT_S = 300.0
+
+_PAGE = 1000
+_PLAIN = re.compile(r"[A-Za-z0-9._-]{1,250}")
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    """One registered model version as MLflow reports it (never trusted: see DESIGN §4)."""
+
+    name: str
+    version: str
+    source: str
+    run_id: str | None
+    status: str
+    tags: dict[str, str] = field(default_factory=dict)
+    aliases: list[str] = field(default_factory=list)
+    created_at: datetime | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    """Where ``log_model_dir`` put the files: register ``source_uri`` as a version's source."""
+
+    run_id: str
+    source_uri: str
+    artifact_path: str
+    model_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One MLflow run as MLflow reports it: id, status (RUNNING, FINISHED, FAILED...), tags."""
+
+    run_id: str
+    status: str
+    tags: dict[str, str] = field(default_factory=dict)
+    start_time: datetime | None = None
+
+
+def running_filter(tags: Mapping[str, str]) -> str:
+    """An MLflow search filter: RUNNING runs carrying ``tags`` (only values that need no quoting
+    are put in the filter; callers check every tag on the answers)."""
+    parts = ["attributes.status = 'RUNNING'"]
+    for key, value in sorted(tags.items()):
+        if _PLAIN.fullmatch(key) and _PLAIN.fullmatch(value):
+            parts.append(f"tags.`{key}` = '{value}'")
+    return " and ".join(parts)
+
+
+def has_tags(run: RunRecord, tags: Mapping[str, str]) -> bool:
+    return all(run.tags.get(k) == v for k, v in tags.items())
+
+
+def end_quietly(end: Any, run_id: str) -> None:
+    """Call ``end()`` (mark a failed run FAILED) while an error is on its way up: a failure to
+    end the run is logged, never raised in place of the error that caused it."""
+    try:
+        end()
+    except Exception as exc:  # noqa: BLE001 - the original error matters more
+        logger.warning("could not mark MLflow run %s FAILED: %s", run_id, exc)
+
+
+@runtime_checkable
+class MlflowBackend(Protocol):
+    """What assay needs from MLflow. Versions are strings ("3"), as MLflow returns them."""
+
+    tracking_uri: str
+
+    def initialise(self) -> None:
+        """Create MLflow's schema and assay's experiment; idempotent; call from ``assay init``."""
+
+    def log_model_dir(
+        self,
+        local_path: str | os.PathLike[str],
+        *,
+        artifact_path: str = "model",
+        run_name: str | None = None,
+        params: Mapping[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> LoggedModel:
+        """Log a folder (an MLflow model folder or plain weights) or one file as run artifacts."""
+        ...
+
+    def log_artifact_file(
+        self, run_id: str, local_path: str | os.PathLike[str], artifact_path: str | None = None
+    ) -> str:
+        """Log one file into a run's artifacts under ``artifact_path``; return its URI."""
+        ...
+
+    def log_artifact_dir(
+        self, run_id: str, local_dir: str | os.PathLike[str], artifact_path: str | None = None
+    ) -> str:
+        """Log a folder's files into a run's artifacts under ``artifact_path``; return its URI."""
+        ...
+
+    def run_artifact_uri(self, run_id: str) -> str:
+        """The root artifact URI of a run."""
+        ...
+
+    def get_run(self, run_id: str) -> RunRecord: ...
+
+    def running_runs(self, tags: Mapping[str, str]) -> list[RunRecord]:
+        """The RUNNING runs of assay's experiment that carry every tag in ``tags``."""
+        ...
+
+    def end_run(self, run_id: str, status: str = "FAILED") -> None:
+        """Terminate a run with ``status`` (FAILED, FINISHED or KILLED)."""
+
+    def ensure_registered_model(self, name: str) -> None:
+        """Create the registered model unless it exists (safe under concurrency)."""
+
+    def create_version(
+        self,
+        name: str,
+        source: str,
+        run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        description: str | None = None,
+    ) -> ModelVersionInfo:
+        """Create a version (and the model if needed); wait until it is READY."""
+        ...
+
+    def delete_version(self, name: str, version: str | int) -> None: ...
+
+    def get_version(self, name: str, version: str | int) -> ModelVersionInfo: ...
+
+    def list_versions(self, name: str) -> list[ModelVersionInfo]:
+        """Every version of ``name``, oldest first; NotFoundError if the model does not exist."""
+        ...
+
+    def list_models(self) -> list[str]: ...
+
+    def get_alias(self, name: str, alias: str) -> str | None:
+        """The version ``alias`` points to, None if unset; NotFoundError for an unknown model."""
+        ...
+
+    def set_alias(self, name: str, alias: str, version: str | int) -> None: ...
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        """Remove ``alias`` (no error if it is not set)."""
+
+    def aliases(self, name: str) -> dict[str, str]: ...
+
+    def set_version_tag(self, name: str, version: str | int, key: str, value: str) -> None: ...
+
+    def delete_version_tag(self, name: str, version: str | int, key: str) -> None:
+        """Remove a tag (no error if it is not set)."""
+
+    def version_download_uri(self, name: str, version: str | int) -> str: ...
+
+    def download_version(
+        self, name: str, version: str | int, dest_dir: str | os.PathLike[str]
+    ) -> Path:
+        """Download exactly the logged files of a version into ``dest_dir`` (which must be empty
+        or absent); return ``dest_dir``. Nothing is added (see :data:`MLFLOW_ADDED_FILES`)."""
+        ...
+
+    def download_uri(self, uri: str, dest_dir: str | os.PathLike[str]) -> Path:
+        """Download the artifact folder or file at ``uri`` into ``dest_dir``."""
+        ...
+
+
+def is_remote_uri(uri: str) -> bool:
+    return uri.split(":", 1)[0].lower() in ("http", "https")
+
+
+def open_backend(settings: Settings) -> MlflowBackend:
+    """The backend for ``settings.tracking_uri``: REST for http(s), embedded MLflow otherwise."""
+    uri = settings.tracking_uri
+    if is_remote_uri(uri):
+        from assay.mlflow_access.rest import RestBackend
+
+        return RestBackend(uri)
+    return EmbeddedBackend(uri, artifacts_dir=settings.artifacts_dir)
+
+
+# --- helpers shared by both backends ---------------------------------------------------------
+
+
+def describe(name: str, version: str | None = None) -> str:
+    return f"model '{name}' version {version}" if version is not None else f"model '{name}'"
+
+
+def map_error(code: str, message: str, what: str) -> AssayError:
+    """One-line AssayError for an MLflow error ``code``/``message`` met while doing ``what``.
+
+    ``what`` names the thing, e.g. "model 'churn' version 7" (see :func:`describe`).
+    """
+    text = " ".join(str(message).split()) or code
+    if code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+        if what.startswith("model '") and " version " in what and "Model Version" in text:
+            name_part, _, version = what.rpartition(" version ")
+            return NotFoundError(f"{name_part} has no version {version}")
+        if what.startswith("model '") and "Registered Model" in text:
+            model = what.split("'")[1]
+            return NotFoundError(f"no registered model named '{model}'")
+        return NotFoundError(f"{what}: {text}")
+    if code == "RESOURCE_ALREADY_EXISTS":
+        return RefusedError(f"{what} already exists: {text}")
+    if code == "PERMISSION_DENIED":  # e.g. the assay guard in the server (mlflow_guard.py)
+        return RefusedError(f"MLflow refused {what}: {text}")
+    return AssayError(f"MLflow refused {what}: {text}")
+
+
+def _aliases_by_version(aliases: Mapping[str, str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for alias, version in aliases.items():
+        out.setdefault(str(version), []).append(alias)
+    return out
+
+
+def with_aliases(mv: ModelVersionInfo, by_version: Mapping[str, list[str]]) -> ModelVersionInfo:
+    """``mv`` with its aliases from the registered model (version searches leave them out)."""
+    return replace(mv, aliases=sorted(by_version.get(mv.version, [])))
+
+
+def version_str(version: str | int) -> str:
+    text = str(version).strip()
+    if not text.isdigit():
+        raise NotFoundError(f"model version must be a number, got {version!r}")
+    return str(int(text))
+
+
+def ms_to_datetime(ms: Any) -> datetime | None:
+    if ms in (None, "", 0):
+        return None
+    return datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc)
+
+
+def name_filter(name: str) -> str:
+    """An MLflow search filter matching exactly the model ``name``."""
+    if "'" not in name:
+        return f"name = '{name}'"
+    if '"' not in name:
+        return f'name = "{name}"'
+    raise RefusedError(f"model name {name!r} mixes both quote characters; MLflow cannot search it")
+
+
+def prepare_dest(dest_dir: str | os.PathLike[str]) -> Path:
+    dest = Path(dest_dir)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise RefusedError(f"download folder {dest} exists and is not empty")
+    dest.mkdir(parents=True, exist_ok=True)
+    return dest
+
+
+def wait_ready(get: Any, name: str, version: str, timeout: float = READY_TIMEOUT_S) -> Any:
+    """Poll ``get()`` until the version's status is READY; raise on FAILED_REGISTRATION."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        info = get()
+        if info.status == "READY":
+            return info
+        if info.status == "FAILED_REGISTRATION":
+            raise AssayError(f"MLflow failed to register model '{name}' version {version}")
+        if time.monotonic() > deadline:
+            raise AssayError(
+                f"model '{name}' version {version} still {info.status} after {timeout:.0f} s"
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+# --- embedded MLflow (sqlite or any non-http store) -----------------------------------------
+
+
+class EmbeddedBackend:
+    """MLflow in this process through ``MlflowClient`` (imported on first use)."""
+
+    def __init__(self, tracking_uri: str, *, artifacts_dir: str | os.PathLike[str]) -> None:
+        self.tracking_uri = tracking_uri
+        self.artifacts_dir = Path(artifacts_dir)
+        self._client_obj: Any = None
+        self._experiment_id: str | None = None
+        self._reader_obj: Any = None  # None: not opened yet; False: fast path unavailable
+
+    # -- plumbing --
+
+    @property
+    def _reader(self) -> Any:
+        """The read-only sqlite3 fast path (``assay.mlflow_access.sqlite_reader``), or None."""
+        if self._reader_obj is None:
+            from assay.mlflow_access.sqlite_reader import open_reader
+
+            self._reader_obj = open_reader(self.tracking_uri) or False
+        return self._reader_obj or None
+
+    def __repr__(self) -> str:
+        return f"EmbeddedBackend({self.tracking_uri!r})"
+
+    @property
+    def _client(self) -> Any:
+        if self._client_obj is None:
+            if self.tracking_uri.startswith("sqlite:///"):
+                db = Path(self.tracking_uri[len("sqlite:///") :])
+                if not db.exists():
+                    raise ConfigError(
+                        f"MLflow database {db} does not exist; run 'assay init' first"
+                    )
+            try:
+                from mlflow import MlflowClient
+            except ImportError as exc:  # pragma: no cover - depends on the install
+                raise ConfigError(
+                    "the embedded MLflow backend needs mlflow: pip install 'assay-integrity[mlflow]'"
+                ) from exc
+            self._client_obj = MlflowClient(
+                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
+            )
+        return self._client_obj
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return fn(*args, **kwargs)
+        except MlflowException as exc:
+            raise _map_mlflow_exception(exc, what) from exc
+
+    @property
+    def _artifact_root_uri(self) -> str:
+        return self.artifacts_dir.resolve().as_uri()
+
+    # -- set-up --
+
+    def initialise(self) -> None:
+        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        if self.tracking_uri.startswith("sqlite:///"):
+            Path(self.tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+            # Build the tracking store ourselves so the Default experiment MLflow creates with the
+            # schema gets its artifacts under ASSAY_HOME rather than ./mlruns of the caller's cwd.
+            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+            try:
+                store = SqlAlchemyStore(self.tracking_uri, self._artifact_root_uri)
+            except Exception as exc:
+                raise AssayError(
+                    f"cannot create the MLflow schema at {self.tracking_uri}: {exc}"
+                ) from exc
+            store.engine.dispose()
+        client = self._client
+        self._call("list registered models", client.search_registered_models, max_results=1)
+        self._experiment()
+
+    def _experiment(self) -> str:
+        if self._experiment_id is not None:
+            return self._experiment_id
+        from mlflow.exceptions import MlflowException
+
+        client = self._client
+        exp = self._call("read experiment", client.get_experiment_by_name, ASSAY_EXPERIMENT)
+        if exp is None:
+            try:
+                location = (self.artifacts_dir / ASSAY_EXPERIMENT).resolve().as_uri()
+                self._experiment_id = client.create_experiment(
+                    ASSAY_EXPERIMENT, artifact_location=location
+                )
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise _map_mlflow_exception(exc, "create experiment") from exc
+                exp = client.get_experiment_by_name(ASSAY_EXPERIMENT)
+                self._experiment_id = exp.experiment_id
+        else:
+            self._experiment_id = exp.experiment_id
+        return self._experiment_id
+
+    # -- artifacts --
+
+    def log_model_dir(
+        self,
+        local_path: str | os.PathLike[str],
+        *,
+        artifact_path: str = "model",
+        run_name: str | None = None,
+        params: Mapping[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> LoggedModel:
+        local = Path(local_path)
+        if not local.exists():
+            raise NotFoundError(f"no such file or folder: {local}")
+        client = self._client
+        run = self._call(
+            "create run",
+            client.create_run,
+            self._experiment(),
+            run_name=run_name,
+            tags=dict(tags or {}),
+        )
+        run_id = run.info.run_id
+        try:
+            for key, value in (params or {}).items():
+                self._call("log param", client.log_param, run_id, key, str(value))
+            if local.is_dir():
+                self._call("log artifacts", client.log_artifacts, run_id, str(local), artifact_path)
+            else:
+                self._call("log artifact", client.log_artifact, run_id, str(local), artifact_path)
+        except BaseException:  # an interrupted upload leaves no run RUNNING
+            end_quietly(lambda: client.set_terminated(run_id, status="FAILED"), run_id)
+            raise
+        self.end_run(run_id, "FINISHED")
+        source = f"{run.info.artifact_uri.rstrip('/')}/{artifact_path.strip('/')}"
+        return LoggedModel(run_id=run_id, source_uri=source, artifact_path=artifact_path)
+
+    def log_artifact_file(
+        self, run_id: str, local_path: str | os.PathLike[str], artifact_path: str | None = None
+    ) -> str:
+        client = self._client
+        self._call("log artifact", client.log_artifact, run_id, str(local_path), artifact_path)
+        parts = [self.run_artifact_uri(run_id).rstrip("/")]
+        if artifact_path:
+            parts.append(artifact_path.strip("/"))
+        parts.append(Path(local_path).name)
+        return "/".join(parts)
+
+    def log_artifact_dir(
+        self, run_id: str, local_dir: str | os.PathLike[str], artifact_path: str | None = None
+    ) -> str:
+        client = self._client
+        self._call("log artifacts", client.log_artifacts, run_id, str(local_dir), artifact_path)
+        root = self.run_artifact_uri(run_id).rstrip("/")
+        return f"{root}/{artifact_path.strip('/')}" if artifact_path else root
+
+    def run_artifact_uri(self, run_id: str) -> str:
+        run = self._call(f"run {run_id}", self._client.get_run, run_id)
+        return run.info.artifact_uri
+
+    def get_run(self, run_id: str) -> RunRecord:
+        return _run_from_entity(self._call(f"run {run_id}", self._client.get_run, run_id))
+
+    def running_runs(self, tags: Mapping[str, str]) -> list[RunRecord]:
+        client = self._client
+        out: list[RunRecord] = []
+        token = None
+        while True:
+            page = self._call(
+                "search runs",
+                client.search_runs,
+                [self._experiment()],
+                filter_string=running_filter(tags),
+                max_results=_PAGE,
+                page_token=token,
+            )
+            out.extend(
+                r
+                for r in map(_run_from_entity, page)
+                if r.status == "RUNNING" and has_tags(r, tags)
+            )
+            token = page.token
+            if not token:
+                break
+        return out
+
+    def end_run(self, run_id: str, status: str = "FAILED") -> None:
+        self._call(f"end run {run_id}", self._client.set_terminated, run_id, status=status)
+
+    def download_uri(self, uri: str, dest_dir: str | os.PathLike[str]) -> Path:
+        dest = prepare_dest(dest_dir)
+        _download_with_mlflow(uri, dest, self.tracking_uri)
+        return dest
+
+    def version_download_uri(self, name: str, version: str | int) -> str:
+        v = version_str(version)
+        client = self._client
+        return self._call(
+            f"model '{name}' version {v}", client.get_model_version_download_uri, name, v
+        )
+
+    def download_version(
+        self, name: str, version: str | int, dest_dir: str | os.PathLike[str]
+    ) -> Path:
+        return self.download_uri(self.version_download_uri(name, version), dest_dir)
+
+    # -- registry --
+
+    def ensure_registered_model(self, name: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._client.create_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise _map_mlflow_exception(exc, f"model '{name}'") from exc
+
+    def create_version(
+        self,
+        name: str,
+        source: str,
+        run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        description: str | None = None,
+    ) -> ModelVersionInfo:
+        self.ensure_registered_model(name)
+        mv = self._call(
+            f"model '{name}'",
+            self._client.create_model_version,
+            name,
+            source,
+            run_id=run_id,
+            tags=dict(tags or {}),
+            description=description,
+            await_creation_for=0,
+        )
+        return wait_ready(lambda: self.get_version(name, mv.version), name, mv.version)
+
+    def delete_version(self, name: str, version: str | int) -> None:
+        v = version_str(version)
+        self._call(f"model '{name}' version {v}", self._client.delete_model_version, name, v)
+
+    def get_version(self, name: str, version: str | int) -> ModelVersionInfo:
+        v = version_str(version)
+        if (reader := self._reader) is not None:
+            found = reader.versions(name, v)
+            if found:
+                return found[0]
+            raise NotFoundError(f"model '{name}' has no version {v}")
+        mv = self._call(f"model '{name}' version {v}", self._client.get_model_version, name, v)
+        return _from_entity(mv)
+
+    def list_versions(self, name: str) -> list[ModelVersionInfo]:
+        if (reader := self._reader) is not None:
+            if not reader.model_exists(name):
+                raise NotFoundError(f"no registered model named '{name}'")
+            return reader.versions(name)
+        client = self._client
+        by_version = _aliases_by_version(self.aliases(name))
+        out: list[ModelVersionInfo] = []
+        token = None
+        while True:
+            page = self._call(
+                f"versions of model '{name}'",
+                client.search_model_versions,
+                name_filter(name),
+                max_results=_PAGE,
+                page_token=token,
+            )
+            out.extend(with_aliases(_from_entity(mv), by_version) for mv in page if mv.name == name)
+            token = page.token
+            if not token:
+                break
+        return sorted(out, key=lambda mv: int(mv.version))
+
+    def list_models(self) -> list[str]:
+        if (reader := self._reader) is not None:
+            return reader.list_models()
+        client = self._client
+        names: list[str] = []
+        token = None
+        while True:
+            page = self._call(
+                "list registered models",
+                client.search_registered_models,
+                max_results=_PAGE,
+                page_token=token,
+            )
+            names.extend(rm.name for rm in page)
+            token = page.token
+            if not token:
+                break
+        return sorted(names)
+
+    def aliases(self, name: str) -> dict[str, str]:
+        if (reader := self._reader) is not None:
+            if not reader.model_exists(name):
+                raise NotFoundError(f"no registered model named '{name}'")
+            return reader.aliases(name)
+        rm = self._call(f"model '{name}'", self._client.get_registered_model, name)
+        return {alias: str(v) for alias, v in (rm.aliases or {}).items()}
+
+    def get_alias(self, name: str, alias: str) -> str | None:
+        return self.aliases(name).get(alias)
+
+    def set_alias(self, name: str, alias: str, version: str | int) -> None:
+        v = version_str(version)
+        self._call(
+            f"model '{name}' version {v}", self._client.set_registered_model_alias, name, alias, v
+        )
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        if alias not in self.aliases(name):
+            return
+        self._call(
+            f"alias '{alias}' of model '{name}'",
+            self._client.delete_registered_model_alias,
+            name,
+            alias,
+        )
+
+    def set_version_tag(self, name: str, version: str | int, key: str, value: str) -> None:
+        v = version_str(version)
+        self._call(
+            f"model '{name}' version {v}",
+            self._client.set_model_version_tag,
+            name,
+            v,
+            key,
+            str(value),
+        )
+
+    def delete_version_tag(self, name: str, version: str | int, key: str) -> None:
+        v = version_str(version)
+        if key not in self.get_version(name, v).tags:
+            return
+        self._call(
+            f"model '{name}' version {v}", self._client.delete_model_version_tag, name, v, key
+        )
+
+
+def _from_entity(mv: Any) -> ModelVersionInfo:
+    aliases = getattr(mv, "aliases", None) or []
+    return ModelVersionInfo(
+        name=mv.name,
+        version=str(mv.version),
+        source=mv.source or "",
+        run_id=mv.run_id or None,
+        status=str(mv.status),
+        tags=dict(mv.tags or {}),
+        aliases=sorted(aliases),
+        created_at=ms_to_datetime(mv.creation_timestamp),
+        description=mv.description or "",
+    )
+
+
+def _run_from_entity(run: Any) -> RunRecord:
+    return RunRecord(
+        run_id=run.info.run_id,
+        status=str(run.info.status),
+        tags=dict(run.data.tags or {}),
+        start_time=ms_to_datetime(run.info.start_time),
+    )
+
+
+def _map_mlflow_exception(exc: Any, what: str) -> AssayError:
+    """One-line AssayError for an MlflowException raised while doing ``what``."""
+    return map_error(getattr(exc, "error_code", ""), getattr(exc, "message", str(exc)), what)
+
+
+def _download_with_mlflow(uri: str, dest: Path, tracking_uri: str) -> None:
+    """Download ``uri`` (folder or file) into the empty folder ``dest`` with mlflow."""
+    local_source = _local_path(uri)
+    if local_source is not None:
+        _copy_local(local_source, dest, uri)
+        return
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    # Download the parent "folder" entry of the URI so a single-file source lands as dest/<file>
+    # and a folder source lands as dest/<its files>.
+    try:
+        repo = get_artifact_repository(uri, tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".assay-dl-") as tmp:
+            local = Path(repo.download_artifacts("", dst_path=tmp))
+            if local.is_dir():
+                for child in local.iterdir():
+                    shutil.move(str(child), dest / child.name)
+            else:
+                shutil.move(str(local), dest / local.name)
+    except MlflowException as exc:
+        raise _map_mlflow_exception(exc, f"download {uri}") from exc
+    except OSError as exc:
+        raise AssayError(f"cannot download {uri}: {exc}") from exc
+
+
+def _local_path(uri: str) -> Path | None:
+    """The local path of a ``file:`` URI or plain path; None for any other scheme."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(uri)
+    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return Path(uri)
+    return None
+
+
+def _copy_local(source: Path, dest: Path, uri: str) -> None:
+    """Copy a local artifact folder (or file) into ``dest``; refuse symlinks."""
+    if not source.exists():
+        raise NotFoundError(f"artifact {uri} does not exist")
+    if source.is_symlink():
+        raise RefusedError(f"artifact {uri} is a symlink")
+    if source.is_file():
+        shutil.copyfile(source, dest / source.name)
+        return
+    for dirpath, dirnames, filenames in os.walk(source):
+        dirnames.sort()
+        rel = Path(dirpath).relative_to(source)
+        for entry in [*dirnames, *filenames]:
+            if (Path(dirpath) / entry).is_symlink():
+                raise RefusedError(f"artifact {uri} contains a symlink: {rel / entry}")
+        (dest / rel).mkdir(parents=True, exist_ok=True)
+        for fname in filenames:
+            shutil.copyfile(Path(dirpath) / fname, dest / rel / fname)
