@@ -6,7 +6,7 @@ Usage as a context manager::
         os.environ["MLFLOW_TRACKING_URI"] = server.url
 
 or through :func:`mlflow_server_fixture`, which builds a pytest fixture (see
-``tests/registry/conftest.py``).
+``tests/conftest.py``).
 
 The server runs with a sqlite backend store under ``root`` and proxied artifacts
 (``--serve-artifacts``, MLflow 3's default) stored in ``root/artifacts``; clients see artifact URIs

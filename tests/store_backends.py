@@ -1,6 +1,6 @@
 """assay's store on SQLite and (when ``ASSAY_TEST_PG_URL`` is set, as ``.ci/run`` does) on
 PostgreSQL: the parameters store tests run under, importable by name from any test folder
-(``tests/registry/conftest.py`` builds its ``settings`` fixture from them), and databases of a
+(``tests/conftest.py`` builds its ``settings`` fixture from them), and databases of a
 test's own (:func:`fresh_database`, also as a copy of another; :func:`drop_database`) for homes
 whose store lives on PostgreSQL. The user of ``ASSAY_TEST_PG_URL`` must be allowed to create
 databases (``.ci/run``'s is)."""
