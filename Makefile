@@ -7,7 +7,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.assay-installed
 PIP     = $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: install test test-fast fuzz lint format demo bench clean
+.PHONY: install test test-fast fuzz lint lint-imports format demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,9 +18,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-lint: install
+lint: install lint-imports
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+## The layers contract (pyproject.toml [tool.importlinter]). grimp cannot walk the editable
+## install's path hook, so it reads a staged `assay` tree of links to the package folders.
+IMPORT_TREE = build/import-tree
+lint-imports: install
+	rm -rf $(IMPORT_TREE) && mkdir -p $(IMPORT_TREE)/assay
+	for d in $$($(BIN)/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['tool']['setuptools']['package-dir'].values())"); do \
+		ln -s "$(CURDIR)/$$d" "$(IMPORT_TREE)/assay/$$d"; done
+	PYTHONPATH=$(IMPORT_TREE) $(BIN)/lint-imports --no-cache
 
 ## The whole suite plus ruff (what CI runs).
 test: lint

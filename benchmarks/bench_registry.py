@@ -53,7 +53,7 @@ mlflow.register_model(f"runs:/{run.info.run_id}/model", name)
 SET_ALIAS = """
 import sys
 from assay.core.settings import Settings
-from assay.mlflow_access.backend import open_backend
+from assay.mlflow_access.base import open_backend
 open_backend(Settings.from_env()).set_alias(sys.argv[1], sys.argv[2], sys.argv[3])
 """
 

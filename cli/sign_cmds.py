@@ -97,7 +97,7 @@ def sign(
             shard_size=shard_size,
             prehash=prehash,
         )
-        from assay.registry.trust_view import sqlite_path
+        from assay.store.sqlite_readonly import sqlite_path
 
         db_path = sqlite_path(app.settings.db_url)
         if db_path is not None:

@@ -8,7 +8,7 @@ records the result; an exception is recorded as ``error``, never as ``passed``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -17,9 +17,7 @@ from assay.core.errors import AssayError
 if TYPE_CHECKING:
     from assay.gates.tables import Table
 
-__all__ = ["CannotRun", "Gate", "GateContext", "GateResult", "Outcome", "STATUSES"]
-
-STATUSES = ("passed", "failed", "error")
+__all__ = ["CannotRun", "Gate", "GateContext", "Outcome"]
 
 
 class CannotRun(AssayError):
@@ -59,30 +57,6 @@ class Outcome:
     passed: bool
     metrics: dict[str, Any] = field(default_factory=dict)
     detail: str = ""
-
-
-@dataclass
-class GateResult:
-    """One recorded gate result (what the signed statement says)."""
-
-    gate: str
-    status: str  # passed | failed | error
-    subject: str
-    manifest_root: str
-    params: dict[str, Any]
-    metrics: dict[str, Any]
-    detail: str
-    data: str | None = None
-    data_root: str | None = None
-    at: str | None = None
-    key_id: str | None = None
-
-    @property
-    def passed(self) -> bool:
-        return self.status == "passed"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class Gate(Protocol):

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 from assay.core.errors import AssayError, ConfigError, FormatError, IntegrityError
 
 if TYPE_CHECKING:
-    from assay.gates.base import GateResult
     from assay.gates.tables import Table
     from assay.registry.facade import Registry
+    from assay.registry.gate_evidence import GateResult
 
 __all__ = ["GateRun", "run_gates", "version_gates"]
 
@@ -147,8 +147,8 @@ def run_gates(
     label_column: str = "label",
 ) -> GateRun:
     """Run ``gates`` (default: those the policy requires) on ``uri``'s verified bytes."""
-    from assay.gates.base import CannotRun, GateContext, GateResult
-    from assay.registry.gate_evidence import record_result
+    from assay.gates.base import CannotRun, GateContext
+    from assay.registry.gate_evidence import GateResult, record_result
     from assay.registry.uri_verify import resolve_model_version, verify_local_copy
     from assay.registry.versions import display, record_of, require_artifact
 

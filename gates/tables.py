@@ -47,7 +47,7 @@ def table_files(root: Path) -> list[Path]:
     if root.is_file():
         files = [root]
     else:
-        from assay.mlflow_access.backend import MLFLOW_ADDED_FILES
+        from assay.mlflow_access.base import MLFLOW_ADDED_FILES
 
         files = sorted(
             p

@@ -35,7 +35,8 @@ from urllib.parse import urlparse
 from assay.core.errors import AssayError, IntegrityError
 from assay.core.settings import Settings
 from assay.integrations.guard import Guard, Refusal
-from assay.mlflow_access.backend import EmbeddedBackend, MlflowBackend, prepare_dest
+from assay.mlflow_access.base import MlflowBackend, prepare_dest
+from assay.mlflow_access.embedded import EmbeddedBackend
 from assay.registry.facade import Registry
 
 __all__ = ["GuardRegistry", "ServerBackend", "ServerView", "create_app", "install"]

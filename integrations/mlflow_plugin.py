@@ -9,7 +9,7 @@ before returning. MLflow itself never checks integrity (DESIGN §4).
 The verifier is looked up lazily: the function given to :func:`set_verifier`, else
 ``assay.registry.enforcement.verify_download(name, version, local_path)`` when that module exists.
 It must raise on tampering. The downloaded folder contains ``registered_model_meta`` written by
-MLflow (see ``assay.mlflow_access.backend.MLFLOW_ADDED_FILES``); the verifier must ignore it.
+MLflow (see ``assay.mlflow_access.base.MLFLOW_ADDED_FILES``); the verifier must ignore it.
 
 ``ASSAY_ENFORCE`` picks what a failure does:
 

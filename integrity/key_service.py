@@ -159,7 +159,7 @@ class KeyService:
 
     @staticmethod
     def _lock(session: Session) -> None:
-        from assay.registry.states import lock_store
+        from assay.store.store import lock_store
 
         lock_store(session)
 

@@ -46,8 +46,8 @@ def set_policy(registry: Registry, policy: Policy) -> Policy:
     from dataclasses import replace
 
     from assay.integrity.key_service import store_document
-    from assay.registry.states import lock_store
     from assay.store.models import utcnow
+    from assay.store.store import lock_store
 
     with registry.store.session() as session:
         lock_store(session)

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlparse
 from assay.core.errors import IntegrityError, NotFoundError
 
 if TYPE_CHECKING:
-    from assay.mlflow_access.backend import MlflowBackend
+    from assay.mlflow_access.base import MlflowBackend
 
 
 def local_path_of(uri: str) -> Path | None:

@@ -35,12 +35,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from assay.core.errors import AssayError, FormatError, NotFoundError, UnsafeInputError
-from assay.mlflow_access.backend import (
+from assay.mlflow_access.base import (
     ASSAY_EXPERIMENT,
     LoggedModel,
     ModelVersionInfo,
     RunRecord,
-    _aliases_by_version,
+    aliases_by_version,
     describe,
     end_quietly,
     has_tags,
@@ -206,7 +206,7 @@ def _safe_child(parent: str, entry: str) -> str:
 
 
 class RestBackend:
-    """:class:`~assay.mlflow_access.backend.MlflowBackend` over the MLflow REST API."""
+    """:class:`~assay.mlflow_access.base.MlflowBackend` over the MLflow REST API."""
 
     def __init__(self, tracking_uri: str, *, timeout: float = 30.0) -> None:
         self.tracking_uri = tracking_uri.rstrip("/")
@@ -409,10 +409,10 @@ class RestBackend:
                 raise
         # MLflow 3 resolves runs:/<id>/<path> to a logged model when the run's own artifacts
         # do not hold <path>; let mlflow do that resolution.
-        from assay.mlflow_access.backend import _download_with_mlflow
+        from assay.mlflow_access.embedded import download_with_mlflow
 
         dest = prepare_dest(dest_dir)
-        _download_with_mlflow(raw_uri, dest, self.tracking_uri)
+        download_with_mlflow(raw_uri, dest, self.tracking_uri)
         return dest
 
     def download_uri(self, uri: str, dest_dir: str | os.PathLike[str]) -> Path:
@@ -433,9 +433,9 @@ class RestBackend:
         dest = prepare_dest(dest_dir)
         base = self._proxied_path(uri)
         if base is None:
-            from assay.mlflow_access.backend import _download_with_mlflow
+            from assay.mlflow_access.embedded import download_with_mlflow
 
-            _download_with_mlflow(uri, dest, self.tracking_uri)
+            download_with_mlflow(uri, dest, self.tracking_uri)
             return dest
         try:
             entries = list(self._walk_remote(base))
@@ -503,7 +503,7 @@ class RestBackend:
         return _from_json(doc["model_version"])
 
     def list_versions(self, name: str) -> list[ModelVersionInfo]:
-        by_version = _aliases_by_version(self.aliases(name))
+        by_version = aliases_by_version(self.aliases(name))
         out: list[ModelVersionInfo] = []
         token: str | None = None
         while True:

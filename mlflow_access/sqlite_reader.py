@@ -21,8 +21,8 @@ import os
 import sqlite3
 import threading
 
-from assay.mlflow_access.backend import ModelVersionInfo, ms_to_datetime
-from assay.registry.trust_view import open_readonly, sqlite_path
+from assay.mlflow_access.base import ModelVersionInfo, ms_to_datetime
+from assay.store.sqlite_readonly import open_readonly, sqlite_path
 
 __all__ = ["SqliteRegistryReader", "open_reader"]
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from assay.integrity.policy import Policy
     from assay.integrity.signing import SignResult
     from assay.integrity.verification import VerifyReport
-    from assay.mlflow_access.backend import MlflowBackend
+    from assay.mlflow_access.base import MlflowBackend
 
 
 @dataclass
@@ -238,7 +238,7 @@ class Registry:
     @cached_property
     def backend(self) -> MlflowBackend:
         """MLflow: REST for an http(s) tracking URI (no mlflow import), embedded otherwise."""
-        from assay.mlflow_access.backend import open_backend
+        from assay.mlflow_access.base import open_backend
 
         return open_backend(self.settings)
 

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from assay.core.errors import NotFoundError, NotInitialisedError
 from assay.integrity.binding import SUBJECT_PREFIX
 from assay.integrity.trust import KeyRecord, KeyRow
-from assay.registry.trust_view import SqliteTrustView, connect_readonly, parse_utc, sqlite_path
+from assay.registry.trust_view import SqliteTrustView
+from assay.store.sqlite_readonly import connect_readonly, parse_utc, sqlite_path
 from assay.store.version_record import (
     KIND_LABEL,
     VersionRecord,

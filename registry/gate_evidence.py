@@ -6,11 +6,13 @@ holds the policy's ``register`` role, and stored in the ``signatures`` table und
 ``gate:models:/NAME/V`` (as ``integrity/signed_changes.py`` stores ``change:`` statements).
 :func:`missing_gates` is what ``assay mark ... known-good`` asks: which of the gates the policy
 requires have no verifying, passing result with the policy's parameters *for these bytes*.
-This module imports only ``assay.registry`` (``registry/states.py`` calls it lazily).
+It sits in the registry layer (``registry/states.py`` and ``registry/status.py`` use it); the gates
+themselves live above, in ``assay.gates``.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -25,16 +27,50 @@ from assay.store.models import Signature, utcnow
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from assay.gates.base import GateResult
     from assay.integrity.policy import Policy
     from assay.integrity.trust_list import TrustList
     from assay.registry.facade import Registry
     from assay.store.models import Artifact
 
-__all__ = ["GATE_PREFIX", "PREDICATE_TYPE", "gate_results", "missing_gates", "record_result"]
+__all__ = [
+    "GATE_PREFIX",
+    "PREDICATE_TYPE",
+    "STATUSES",
+    "GateResult",
+    "gate_results",
+    "missing_gates",
+    "record_result",
+]
 
 PREDICATE_TYPE = "urn:assay:gate:v1"
 GATE_PREFIX = "gate:"
+
+
+STATUSES = ("passed", "failed", "error")
+
+
+@dataclass
+class GateResult:
+    """One recorded gate result (what the signed statement says)."""
+
+    gate: str
+    status: str  # passed | failed | error
+    subject: str
+    manifest_root: str
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    detail: str
+    data: str | None = None
+    data_root: str | None = None
+    at: str | None = None
+    key_id: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def _predicate(result: GateResult) -> dict[str, Any]:
@@ -92,8 +128,6 @@ def record_result(
 def _verified(
     text: str, recorded_at: datetime, trust: TrustList, policy: Policy
 ) -> GateResult | None:
-    from assay.gates.base import STATUSES, GateResult
-
     try:
         statement = open_statement(text, PREDICATE_TYPE, what="gate result")
         p = statement.predicate

@@ -50,7 +50,7 @@ from assay.core.tags import (
 from assay.integrity.binding import SUBJECT_PREFIX, make_binding
 from assay.integrity.manifest import build_manifest
 from assay.integrity.oms import sign_manifest
-from assay.mlflow_access.backend import MLFLOW_ADDED_FILES
+from assay.mlflow_access.base import MLFLOW_ADDED_FILES
 from assay.registry.versions import display, record_of, require_artifact
 from assay.store.models import (
     BAD_STATES,
@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from assay.integrity.hashing import ProgressCallback
-    from assay.mlflow_access.backend import ModelVersionInfo
+    from assay.mlflow_access.base import ModelVersionInfo
     from assay.registry.facade import Registry
     from assay.registry.watermarking import WatermarkOutcome
 

@@ -20,7 +20,7 @@ from assay.integrity.binding import SUBJECT_PREFIX, binding_lineage, make_bindin
 from assay.integrity.manifest import build_manifest
 from assay.integrity.oms import sign_manifest
 from assay.mlflow_access.artifacts import artifact_files
-from assay.mlflow_access.backend import MLFLOW_ADDED_FILES
+from assay.mlflow_access.base import MLFLOW_ADDED_FILES
 from assay.registry.versions import display, latest_signature, require_artifact
 from assay.store.models import ArtifactState, Signature, utcnow
 

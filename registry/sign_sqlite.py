@@ -24,9 +24,10 @@ from assay.core.canonical import canonical_json
 from assay.core.errors import AssayError, ConfigError
 from assay.integrity.signer_check import acting_key_id, check_signer
 from assay.integrity.signing import Signed, SignResult, check_target, hash_and_sign
-from assay.registry.trust_view import SqliteTrustView, connect_store
+from assay.registry.trust_view import SqliteTrustView
 from assay.store.audit_leaf import leaf_data
 from assay.store.merkle import hash_leaf
+from assay.store.sqlite_readonly import connect_store
 
 if TYPE_CHECKING:
     from assay.core.settings import Settings

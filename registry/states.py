@@ -40,12 +40,12 @@ from assay.store.models import (
     Artifact,
     ArtifactState,
     AuditEvent,
-    AuditHead,
     Freeze,
     Lineage,
     StateChange,
     utcnow,
 )
+from assay.store.store import lock_store
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -59,7 +59,6 @@ __all__ = [
     "MovedMeanwhile",
     "alias_move_row",
     "alias_subject",
-    "lock_store",
     "mirror_state",
     "set_alias_once",
     "open_intents",
@@ -484,14 +483,6 @@ def _record_move(
         alias_subject(intent["model"], intent["alias"]),
         {**intent, "moved": moved, "resumed": resumed},
     )
-
-
-def lock_store(session: Session) -> None:
-    """Take the store's write lock now (the audit head row), so alias movers serialise.
-
-    SQLite write sessions hold it from ``BEGIN IMMEDIATE``; PostgreSQL needs the row lock.
-    """
-    session.execute(select(AuditHead.id).where(AuditHead.id == 1).with_for_update())
 
 
 class MovedMeanwhile(Exception):

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.orm import Session
 
-    from assay.mlflow_access.backend import ModelVersionInfo
+    from assay.mlflow_access.base import ModelVersionInfo
     from assay.registry.facade import Registry
 
 __all__ = [

@@ -25,7 +25,8 @@ from assay.integrity.policy import POLICY_SUBJECT, evaluate_policy
 from assay.integrity.signed_changes import CHANGE_PREFIX
 from assay.integrity.verification import VerifyReport, verify_bundle_text
 from assay.mlflow_access.artifacts import artifact_files
-from assay.mlflow_access.backend import MLFLOW_ADDED_FILES, EmbeddedBackend, open_backend
+from assay.mlflow_access.base import MLFLOW_ADDED_FILES, open_backend
+from assay.mlflow_access.embedded import EmbeddedBackend
 from assay.registry.fast_read import SignedArtifact, open_store_view, read_alias
 from assay.store.version_record import display
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from assay.integrity.policy import Policy
     from assay.integrity.trust import KeyRecord
     from assay.integrity.trust_list import TrustList
-    from assay.mlflow_access.backend import MlflowBackend
+    from assay.mlflow_access.base import MlflowBackend
     from assay.registry.facade import Registry
     from assay.registry.fast_read import SqliteStoreView
     from assay.registry.trust_view import TrustView

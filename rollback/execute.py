@@ -32,7 +32,6 @@ from assay.registry.states import (
     MovedMeanwhile,
     alias_move_row,
     alias_subject,
-    lock_store,
     mirror_state,
     open_intents,
     set_alias_once,
@@ -40,6 +39,7 @@ from assay.registry.states import (
 from assay.registry.versions import find_artifact, set_state
 from assay.rollback.selection import RollbackPlan, plan_rollback
 from assay.store.models import BAD_STATES, ArtifactState, AuditEvent
+from assay.store.store import lock_store
 
 if TYPE_CHECKING:
     from collections.abc import Callable

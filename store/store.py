@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from assay.core.settings import Settings
 
-__all__ = ["HEAD_REVISION", "MIGRATIONS_DIR", "SQLITE_BUSY_TIMEOUT_S", "Store"]
+__all__ = ["HEAD_REVISION", "MIGRATIONS_DIR", "SQLITE_BUSY_TIMEOUT_S", "Store", "lock_store"]
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +230,18 @@ class Store:
             raise ConfigError(
                 f"cannot migrate assay's store {_describe(self.url)}: {_one_line(exc)}"
             ) from exc
+
+
+def lock_store(session: Any) -> None:
+    """Take the store's write lock now (the audit head row), so writers that read-then-move serialise.
+
+    SQLite write sessions hold it from ``BEGIN IMMEDIATE``; PostgreSQL needs the row lock.
+    """
+    from sqlalchemy import select
+
+    from assay.store.models import AuditHead
+
+    session.execute(select(AuditHead.id).where(AuditHead.id == 1).with_for_update())
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

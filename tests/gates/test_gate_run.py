@@ -160,8 +160,7 @@ def test_results_for_other_bytes_are_refused(world, tmp_path):
 
 
 def test_record_refuses_a_result_over_other_bytes(world, tmp_path):
-    from assay.gates.base import GateResult
-    from assay.registry.gate_evidence import record_result
+    from assay.registry.gate_evidence import GateResult, record_result
     from assay.registry.versions import require_artifact
 
     registry = world[1]

@@ -21,7 +21,7 @@ from assay.integrations.mlflow_plugin import (
     get_verifier,
     set_verifier,
 )
-from assay.mlflow_access.backend import MLFLOW_ADDED_FILES
+from assay.mlflow_access.base import MLFLOW_ADDED_FILES
 
 
 @pytest.fixture(scope="module")

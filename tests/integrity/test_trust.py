@@ -14,8 +14,9 @@ from assay.core.settings import Settings
 from assay.integrity.keys import generate_key
 from assay.integrity.trust import KeyRecord, signature_time_problem
 from assay.registry.facade import Registry
-from assay.registry.trust_view import SqliteTrustView, open_trust_view, sqlite_path
+from assay.registry.trust_view import SqliteTrustView, open_trust_view
 from assay.store.models import AuditEvent, Key
+from assay.store.sqlite_readonly import sqlite_path
 from assay.store.store import Store
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)

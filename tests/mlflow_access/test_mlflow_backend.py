@@ -16,14 +16,14 @@ import pytest
 
 from assay.core.errors import AssayError, ConfigError, NotFoundError, RefusedError
 from assay.core.settings import Settings
-from assay.mlflow_access import backend as mlflow_backend
+from assay.mlflow_access import base as mlflow_backend
 from assay.mlflow_access import rest as mlflow_rest
-from assay.mlflow_access.backend import (
+from assay.mlflow_access.base import (
     MLFLOW_ADDED_FILES,
-    EmbeddedBackend,
     MlflowBackend,
     open_backend,
 )
+from assay.mlflow_access.embedded import EmbeddedBackend
 from assay.mlflow_access.rest import RestBackend
 
 server = [pytest.mark.server, pytest.mark.slow]
@@ -313,7 +313,7 @@ CREATE_SCRIPT = textwrap.dedent(
     """
     import os, sys, time
     from assay.core.settings import Settings
-    from assay.mlflow_access.backend import open_backend
+    from assay.mlflow_access.base import open_backend
 
     name, source, run_id, go = sys.argv[1:5]
     backend = open_backend(Settings.from_env())
@@ -377,7 +377,7 @@ ALIAS_SCRIPT = textwrap.dedent(
     t0 = time.perf_counter()
     import json, sys
     from assay.core.settings import Settings
-    from assay.mlflow_access.backend import open_backend
+    from assay.mlflow_access.base import open_backend
 
     version = open_backend(Settings.from_env()).get_alias(sys.argv[1], "production")
     print(json.dumps({"version": version, "seconds": time.perf_counter() - t0,

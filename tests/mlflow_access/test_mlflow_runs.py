@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from assay.core.errors import FormatError
-from assay.mlflow_access.backend import RunRecord, has_tags, running_filter
+from assay.mlflow_access.base import RunRecord, has_tags, running_filter
 from assay.mlflow_access.rest import _run_from_json
 from assay.registry.registration import _alive_here
 

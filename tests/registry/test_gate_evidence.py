@@ -8,11 +8,16 @@ from sqlalchemy import select
 from trust_helpers import bootstrap_admin
 
 from assay.core.errors import IntegrityError
-from assay.gates.base import GateResult
 from assay.integrity.policy import parse_policy_text
 from assay.integrity.policy_service import set_policy
 from assay.registry.facade import Registry
-from assay.registry.gate_evidence import GATE_PREFIX, gate_results, missing_gates, record_result
+from assay.registry.gate_evidence import (
+    GATE_PREFIX,
+    GateResult,
+    gate_results,
+    missing_gates,
+    record_result,
+)
 from assay.store.models import Artifact, ArtifactState, Signature, utcnow
 
 

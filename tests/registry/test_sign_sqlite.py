@@ -18,7 +18,7 @@ import pytest
 from assay.core.errors import AssayError, ConfigError, RefusedError
 from assay.core.settings import Settings
 from assay.registry.sign_sqlite import db_time, sign_path_sqlite
-from assay.registry.trust_view import sqlite_path
+from assay.store.sqlite_readonly import sqlite_path
 
 STORED_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}$")
 
