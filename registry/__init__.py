@@ -1,41 +1,31 @@
-"""The integrity core: hashing, manifests, OMS signatures, keys, store, audit log, MLflow.
-
-Names are imported lazily (PEP 562) so that ``import assay.registry.x`` stays cheap: the CLI
-must start fast and most commands need only a few of these modules.
+"""The registry's domain: the :class:`Registry` facade, versions and their states, serving moves,
+freezes, status and drift, lineage, labels, datasets, registration, re-signing, the enforcement
+decision and the fast read paths.
 """
 
-from __future__ import annotations
-
-from importlib import import_module
-from typing import Any
+from assay.core.lazy import lazy_exports
 
 _EXPORTS = {
-    "Registry": "assay.registry.facade",
     "InitResult": "assay.registry.facade",
-    "KeyRecord": "assay.integrity.trust",
-    "SignResult": "assay.integrity.signing",
-    "VerifyReport": "assay.integrity.verification",
-    "Manifest": "assay.integrity.manifest",
-    "build_manifest": "assay.integrity.manifest",
-    "sign_manifest": "assay.integrity.oms",
-    "parse_bundle": "assay.integrity.oms",
-    "verify_bundle": "assay.integrity.oms",
-    "generate_key": "assay.integrity.keys",
-    "SigningKey": "assay.integrity.keys",
-    "PublicKey": "assay.integrity.keys",
-    "Keyring": "assay.integrity.keyring",
-    "Store": "assay.store.store",
-    "AuditLog": "assay.store.audit",
-    "AuditReport": "assay.store.audit",
-    "load_model": "assay.integrations.loading",
+    "Registry": "assay.registry.facade",
+    "freeze": "assay.registry.states",
+    "mark": "assay.registry.states",
+    "move_alias": "assay.registry.states",
+    "promote": "assay.registry.states",
+    "unfreeze": "assay.registry.states",
+    "DriftFinding": "assay.registry.status",
+    "DriftKind": "assay.registry.status",
+    "StatusReport": "assay.registry.status",
+    "status": "assay.registry.status",
+    "blast_radius": "assay.registry.lineage",
+    "lineage": "assay.registry.lineage",
     "set_labels": "assay.registry.labels",
+    "Decision": "assay.registry.enforcement",
+    "decide": "assay.registry.enforcement",
+    "RegisterResult": "assay.registry.registration",
+    "register_model": "assay.registry.registration",
+    "register_dataset": "assay.registry.datasets",
+    "VersionRecord": "assay.registry.version_record",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'assay.registry' has no attribute {name!r}")
-    return getattr(import_module(module), name)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

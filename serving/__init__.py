@@ -4,7 +4,6 @@ Modules, one job each:
 
 * ``loaded.py``: download a version once, decide on those files, load exactly them;
 * ``follower.py``: follow the alias; verify and swap in a new version, refuse a bad one;
-* ``clients.py``: API clients (secrets stored hashed), block and throttle;
 * ``limits.py``: per-client token buckets and daily quotas;
 * ``writer.py``: the background store writer (query log, alerts, audit events), bounded queue;
 * ``protocol.py``: MLflow's request parsing and error JSON;
@@ -12,3 +11,13 @@ Modules, one job each:
 * ``extraction.py``: the PRADA-style extraction detector;
 * ``answer_marks.py``: DAWN-style keyed answer marks.
 """
+
+from assay.core.lazy import lazy_exports
+
+_EXPORTS = {
+    "serve": "assay.serving.server",
+    "BehaviourReport": "assay.serving.behaviour",
+    "behaviour_trace": "assay.serving.behaviour",
+}
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

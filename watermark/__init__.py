@@ -7,8 +7,7 @@ nothing of MLflow or the store. Names are imported lazily so ``import assay.wate
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from assay.core.lazy import lazy_exports
 
 _EXPORTS = {
     "embed": "assay.watermark.scheme",
@@ -31,11 +30,4 @@ _EXPORTS = {
     "match_tensors": "assay.watermark.match",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'assay.watermark' has no attribute {name!r}")
-    return getattr(import_module(module), name)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

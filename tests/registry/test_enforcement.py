@@ -266,7 +266,7 @@ def test_load_model_verifies_then_loads_the_checked_bytes(
     from sklearn.tree import DecisionTreeClassifier
 
     from assay.core.errors import AssayError
-    from assay.registry import load_model
+    from assay.integrations import load_model
 
     x, y = load_iris(return_X_y=True)
     folder = tmp_path / "tree"
