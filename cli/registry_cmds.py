@@ -17,6 +17,7 @@ from assay.cli.common import (
     styled,
 )
 from assay.cli.context import AppContext, json_option, new_table
+from assay.core.drift import describe_drift_kinds
 from assay.core.states import BAD_STATES, STATES
 
 # assay.core.states has no third-party import: `assay --help` stays fast.
@@ -322,7 +323,21 @@ def _listed(findings, what: str) -> str:
     return f"{len(findings)} {what}: {shown}{more}"
 
 
-@click.command("status")
+STATUS_HELP = f"""Versions, states, serving aliases, signers and lineage of NAME (or of every model),
+and drift between assay's store and MLflow.
+
+\b
+Drift findings:
+{describe_drift_kinds()}
+
+\b
+Exit codes: 0 even when there is drift (the last line summarises it), unless
+--fail-on-drift: then 3 when there is any finding; 3 with --deep when any
+version's bytes no longer verify.
+"""
+
+
+@click.command("status", help=STATUS_HELP)
 @click.argument("name", required=False)
 @click.option("--deep", is_flag=True, help="Also re-read and verify every version's bytes.")
 @click.option(
@@ -335,25 +350,6 @@ def _listed(findings, what: str) -> str:
 def status_cmd(
     app: AppContext, name: str | None, deep: bool, fail_on_drift: bool, as_json: bool
 ) -> None:
-    """Versions, states, serving aliases, signers and lineage of NAME (or of every model),
-    and drift between assay's store and MLflow.
-
-    \b
-    Drift findings:
-      alias-moved-outside-assay  an alias set, moved or deleted with plain MLflow
-      unsigned-version           an MLflow version assay never signed
-      pending-registration       a registration that never completed (assay.pending)
-      tag-mismatch               an assay.* tag that disagrees with the store
-      version-missing            a recorded version gone from MLflow
-      serving-bad-version        an alias serving a quarantined/compromised version
-      unmanaged                  a registered model assay never registered
-      bytes-changed              (--deep) stored bytes that no longer verify
-
-    \b
-    Exit codes: 0 even when there is drift (the last line summarises it), unless
-    --fail-on-drift: then 3 when there is any finding; 3 with --deep when any
-    version's bytes no longer verify.
-    """
     from assay.core.errors import IntegrityError
     from assay.registry.status import status
 

@@ -20,11 +20,11 @@ a :class:`DriftKind`, ``model``, ``version``, ``detail``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from assay.core.drift import DRIFT_KINDS, DriftKind
 from assay.core.errors import AssayError, NotFoundError
 from assay.core.tags import MANIFEST_TAG, PENDING_TAG, STATE_TAG
 from assay.registry.versions import VersionRecord, display, state_fields, version_key
@@ -59,23 +59,6 @@ __all__ = [
 ]
 
 
-class DriftKind(str, Enum):
-    """What disagrees between assay's store and MLflow (`assay status --help` lists the values)."""
-
-    ALIAS_MOVED = "alias-moved-outside-assay"
-    UNSIGNED_VERSION = "unsigned-version"
-    PENDING_REGISTRATION = "pending-registration"
-    TAG_MISMATCH = "tag-mismatch"
-    VERSION_MISSING = "version-missing"
-    SERVING_BAD_VERSION = "serving-bad-version"
-    UNMANAGED = "unmanaged"
-    BYTES_CHANGED = "bytes-changed"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-DRIFT_KINDS = tuple(k.value for k in DriftKind)
 #: Finding kinds that mean the bytes no longer verify (the CLI exits 3 on them).
 INTEGRITY_KINDS = frozenset({DriftKind.BYTES_CHANGED})
 

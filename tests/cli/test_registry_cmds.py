@@ -193,7 +193,7 @@ def test_lineage_command(reg: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_status_help_lists_every_drift_kind() -> None:
-    from assay.registry.status import DRIFT_KINDS, DriftKind
+    from assay.core.drift import DRIFT_KINDS, DriftKind
 
     code, out, _ = assay("status", "--help")
     listed = out.split("Drift findings:", 1)[1].split("Exit codes", 1)[0]
