@@ -15,7 +15,51 @@ import uuid
 
 import pytest
 
+
+def create_database(conn, statement: str, attempts: int = 50) -> None:  # type: ignore[no-untyped-def]
+    """Run a CREATE DATABASE, retrying while another client (another xdist worker) holds the
+    template database, which PostgreSQL refuses to copy while it is in use."""
+    import time
+
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    for attempt in range(attempts):
+        try:
+            conn.execute(text(statement))
+            return
+        except OperationalError as exc:
+            if "is being accessed by other users" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
+
+
+def _worker_database(url: str, worker: str) -> str:
+    """Under pytest-xdist each worker resets and fills a database of its own (``<db>_<worker>``),
+    created on first use; the variable is rewritten so every test of that worker sees it."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    base = make_url(url)
+    name = f"{base.database}_{worker}"
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+            ).first()
+            if not exists:
+                create_database(conn, f'CREATE DATABASE "{name}"')
+    finally:
+        engine.dispose()
+    worker_url = base.set(database=name).render_as_string(hide_password=False)
+    os.environ["ASSAY_TEST_PG_URL"] = worker_url
+    return worker_url
+
+
 PG_URL = os.environ.get("ASSAY_TEST_PG_URL")
+if PG_URL and os.environ.get("PYTEST_XDIST_WORKER"):
+    PG_URL = _worker_database(PG_URL, os.environ["PYTEST_XDIST_WORKER"])
 STORE_BACKENDS = [
     "sqlite",
     pytest.param(
@@ -70,7 +114,7 @@ def fresh_database(template: str | None = None) -> str:
     try:
         with _clone_lock, admin.connect() as conn:
             if template is None:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
+                create_database(conn, f'CREATE DATABASE "{name}"')
             else:
                 source = make_url(template).database
                 conn.execute(
@@ -80,7 +124,7 @@ def fresh_database(template: str | None = None) -> str:
                     ),
                     {"db": source},
                 )
-                conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{source}"'))
+                create_database(conn, f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
     finally:
         admin.dispose()
     _created.add(name)
