@@ -68,7 +68,6 @@ ASSAY_EXPERIMENT = "assay"
 #: How long ``create_version`` waits for a version to become READY.
 READY_TIMEOUT_S = 300.0
 
-_PAGE = 1000
 _PLAIN = re.compile(r"[A-Za-z0-9._-]{1,250}")
 
 

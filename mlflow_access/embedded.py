@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from assay.core.errors import AssayError, ConfigError, NotFoundError, RefusedError
 from assay.mlflow_access.base import (
-    _PAGE,
     ASSAY_EXPERIMENT,
     LoggedModel,
     ModelVersionInfo,
@@ -35,6 +34,8 @@ if TYPE_CHECKING:
     pass
 
 __all__ = ["EmbeddedBackend", "download_with_mlflow"]
+
+_PAGE = 1000  # MLflow search page size
 
 
 class EmbeddedBackend:

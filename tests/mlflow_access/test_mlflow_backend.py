@@ -16,7 +16,7 @@ import pytest
 
 from assay.core.errors import AssayError, ConfigError, NotFoundError, RefusedError
 from assay.core.settings import Settings
-from assay.mlflow_access import base as mlflow_backend
+from assay.mlflow_access import embedded as mlflow_backend
 from assay.mlflow_access import rest as mlflow_rest
 from assay.mlflow_access.base import (
     MLFLOW_ADDED_FILES,

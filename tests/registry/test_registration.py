@@ -381,7 +381,7 @@ def test_run_orphaned_by_a_dead_process_is_ended_on_rerun(
     registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """kill -9 during the upload: nothing ran to end the run; the next registration ends it."""
-    from assay.mlflow_access import base as mlflow_backend
+    from assay.mlflow_access import embedded as mlflow_backend
 
     source = make_model(tmp_path / "m", b"weights of a process killed mid-upload")
     client = registry.backend._client
