@@ -31,7 +31,7 @@ THUMB = 32
 
 def is_image_folder(root: Path) -> bool:
     """True when ``root`` is a folder whose entries (besides MLflow's) are all folders."""
-    from assay.mlflow_access.backend import MLFLOW_ADDED_FILES
+    from assay.mlflow_access.base import MLFLOW_ADDED_FILES
 
     root = Path(root)
     if not root.is_dir() or root.is_symlink():
@@ -41,7 +41,7 @@ def is_image_folder(root: Path) -> bool:
 
 
 def _files(root: Path) -> list[tuple[str, Path]]:
-    from assay.mlflow_access.backend import MLFLOW_ADDED_FILES
+    from assay.mlflow_access.base import MLFLOW_ADDED_FILES
 
     out: list[tuple[str, Path]] = []
     total = 0

@@ -25,7 +25,7 @@ _EXPORTS = {
     "RegisterResult": "assay.registry.registration",
     "register_model": "assay.registry.registration",
     "register_dataset": "assay.registry.datasets",
-    "VersionRecord": "assay.registry.version_record",
+    "VersionRecord": "assay.store.version_record",
 }
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
