@@ -217,10 +217,10 @@ def main() -> int:
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression
 
-    from assay.integrity.serving_policy import ExtractionPolicy
     from assay.serving.answer_marks import AnswerMarker
     from assay.serving.extraction import ClientHistory
     from assay.serving.mark_stats import score_marks, unique_marks
+    from assay.trust.serving_policy import ExtractionPolicy
 
     torch.set_num_threads(1)  # a shared 2-core machine: one thread is faster than two here
     started = time.perf_counter()

@@ -249,9 +249,9 @@ def gate_times() -> dict:
 
     from assay.core.settings import Settings
     from assay.gates.runner import run_gates
-    from assay.integrity.policy import parse_policy_text
-    from assay.integrity.policy_service import set_policy
     from assay.registry.facade import Registry
+    from assay.trust.policy import parse_policy_text
+    from assay.trust.policy_service import set_policy
 
     root = Path(tempfile.mkdtemp(prefix="assay-bench-gates-"))
     for var in ("ASSAY_DB_URL", "MLFLOW_TRACKING_URI", "ASSAY_KEY", "ASSAY_KEY_PASSPHRASE"):

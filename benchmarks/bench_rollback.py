@@ -65,13 +65,13 @@ def build(home: Path) -> dict:
     os.environ.update(_env(home))
     from assay.core.settings import Settings
     from assay.integrity.manifest import build_manifest
-    from assay.integrity.signing import sign_manifest
     from assay.registry.datasets import register_dataset
     from assay.registry.facade import Registry
     from assay.registry.registration import _record, register_model
     from assay.registry.states import mark, move_alias
     from assay.registry.versions import require_artifact, set_state
     from assay.store.models import Artifact
+    from assay.trust.signing import sign_manifest
 
     started = time.perf_counter()
     Registry.initialise(Settings.from_env())

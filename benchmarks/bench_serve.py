@@ -148,8 +148,8 @@ def main() -> None:
 
     Registry.initialise(Settings.from_env())
     registry = Registry.open(Settings.from_env())
-    from assay.integrity.policy import parse_policy_text
-    from assay.integrity.policy_service import set_policy
+    from assay.trust.policy import parse_policy_text
+    from assay.trust.policy_service import set_policy
 
     # the defaults, except that the load generator's client is not rate limited
     set_policy(

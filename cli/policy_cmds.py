@@ -73,7 +73,7 @@ def verify(app: AppContext, as_json: bool) -> None:
 @click.pass_obj
 def set_cmd(app: AppContext, policy_file: Path, as_json: bool) -> None:
     """Sign POLICY_FILE (YAML) with the admin key and make it the policy in force."""
-    from assay.integrity.policy_service import read_policy_file, set_policy
+    from assay.trust.policy_service import read_policy_file, set_policy
 
     parsed = read_policy_file(policy_file)
     stored = set_policy(open_registry(app), parsed)

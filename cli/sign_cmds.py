@@ -144,7 +144,7 @@ def verify(
     Exit code 3 when anything differs: the report names every modified, missing and extra file.
     """
     from assay.core.errors import IntegrityError
-    from assay.integrity.verification import verify_target_or_path
+    from assay.registry.uri_verify import verify_target_or_path
 
     try:
         with byte_progress("verifying", enabled=None if not as_json else False) as advance:
@@ -160,7 +160,7 @@ def verify(
         # An unsigned target or an unreadable/corrupt bundle is a failed verification: CI
         # reading --json gets a report (ok: false) as for any other failure, then exit 3.
         if as_json:
-            from assay.integrity.verification import VerifyReport
+            from assay.trust.verification import VerifyReport
 
             failed = VerifyReport(subject=target, ok=False, problems=[str(exc)])
             app.emit(failed.to_dict(), True, lambda console: None)

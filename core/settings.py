@@ -7,7 +7,7 @@ Environment variables (all optional):
 * ``MLFLOW_TRACKING_URI``: MLflow tracking/registry URI; default ``sqlite:///$ASSAY_HOME/mlflow.db``.
 * ``ASSAY_KEY``: a private signing key for CI, as PEM text or a path to a PEM file.
 * ``ASSAY_KEY_PASSPHRASE``: passphrase of encrypted private keys.
-* ``ASSAY_TRUST_ROOT``: the admin key id of a shared store (read by ``assay.integrity.trust_list``).
+* ``ASSAY_TRUST_ROOT``: the admin key id of a shared store (read by ``assay.trust.trust_list``).
 * ``ASSAY_ENFORCE``: enforcement at model load (read by ``assay.registry.enforcement``).
 * ``ASSAY_ACTOR``: a display name next to the acting key's id in the audit log; default ``$USER@host``.
 """

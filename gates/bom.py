@@ -156,7 +156,7 @@ def validate_cyclonedx(doc: dict[str, Any]) -> None:
 
 def _provenance(registry: Registry, subject: str, facts: dict[str, Any]) -> str:
     from assay.core.canonical import iso_utc
-    from assay.integrity.statements import sign_statement
+    from assay.trust.statements import sign_statement
 
     record = facts["record"]
     deps = [

@@ -273,7 +273,7 @@ class Guard:
             )
 
     def _policy_aliases(self) -> tuple[str, ...]:
-        from assay.integrity.policy import load_policy
+        from assay.trust.policy import load_policy
 
         return tuple(load_policy(self.registry).protected_aliases)
 
@@ -334,8 +334,8 @@ class Guard:
         says (a row edited in the database does not make a known-good version deletable)."""
         if not versions:
             return set()
-        from assay.integrity.signed_changes import signed_state
         from assay.registry.uri_verify import RegistryReads
+        from assay.trust.signed_changes import signed_state
 
         reads = RegistryReads(self.registry)
         trust = reads.trust.trust_list()

@@ -19,7 +19,6 @@ from sqlalchemy.exc import IntegrityError as DbIntegrityError
 from assay.core.errors import AssayError, NotFoundError
 from assay.core.refs import DatasetRef, check_name
 from assay.core.tags import DATASET_TAG, KIND_TAG, MANIFEST_TAG
-from assay.integrity.binding import SUBJECT_PREFIX, make_binding
 from assay.integrity.manifest import build_manifest
 from assay.integrity.oms import sign_manifest
 from assay.registry.versions import (
@@ -31,6 +30,7 @@ from assay.registry.versions import (
     require_artifact,
 )
 from assay.store.models import Artifact, ArtifactState, Signature, utcnow
+from assay.trust.binding import SUBJECT_PREFIX, make_binding
 
 if TYPE_CHECKING:
     from assay.integrity.hashing import ProgressCallback

@@ -34,8 +34,8 @@ from assay.core.tags import PENDING_TAG
 
 if TYPE_CHECKING:
     from assay.integrity.hashing import ProgressCallback
-    from assay.integrity.verification import VerifyReport
     from assay.registry.facade import Registry
+    from assay.trust.verification import VerifyReport
 
 __all__ = [
     "ENFORCE_ENV",
@@ -121,8 +121,8 @@ def decide_with(
     progress: ProgressCallback | None = None,
 ) -> Decision:
     """:func:`decide` over any ``uri_verify`` reads (SQLAlchemy or the ``sqlite3`` view)."""
-    from assay.integrity.signed_changes import role_holds, signed_state
     from assay.store.version_record import display
+    from assay.trust.signed_changes import role_holds, signed_state
 
     version = str(version)
     subject = display("model", name, version)

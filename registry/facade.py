@@ -13,19 +13,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from assay.core.settings import Settings
-from assay.integrity.key_service import KeyService
-from assay.integrity.trust import KeyRecord
 from assay.store.audit import AuditLog, AuditReport, CheckpointFile
 from assay.store.store import Store
+from assay.trust.key_records import KeyRecord
+from assay.trust.key_service import KeyService
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from assay.integrity.hashing import ProgressCallback
-    from assay.integrity.policy import Policy
-    from assay.integrity.signing import SignResult
-    from assay.integrity.verification import VerifyReport
     from assay.mlflow_access.base import MlflowBackend
+    from assay.trust.policy import Policy
+    from assay.trust.signing import SignResult
+    from assay.trust.verification import VerifyReport
 
 
 @dataclass
@@ -82,7 +82,7 @@ class Registry:
         """
         from assay.core.errors import ConfigError, IntegrityError
         from assay.integrity.keyring import resolve_signing_key
-        from assay.integrity.trust_list import pin_trust_root, pinned_trust_root
+        from assay.trust.trust_list import pin_trust_root, pinned_trust_root
 
         settings = settings or Settings.from_env()
         settings.home.mkdir(parents=True, exist_ok=True)
@@ -105,8 +105,8 @@ class Registry:
                 f"this home already pins trust root {pinned[:16]}, not {wanted[:16]}: "
                 "use a fresh ASSAY_HOME for another store"
             )
-        from assay.integrity.key_service import trust_envelopes
-        from assay.integrity.trust_list import evaluate_trust_list
+        from assay.trust.key_service import trust_envelopes
+        from assay.trust.trust_list import evaluate_trust_list
 
         with registry.store.session(readonly=True) as session:
             envelopes = trust_envelopes(session)
@@ -161,11 +161,11 @@ class Registry:
     ) -> None:
         """Append an audit event inside ``session``'s transaction.
 
-        A state change (see ``assay.integrity.signed_changes.policy_action``) is also signed by
+        A state change (see ``assay.trust.signed_changes.policy_action``) is also signed by
         the acting key, which must hold the role the policy names for it (``RefusedError``
         otherwise, and nothing commits); the actor recorded is that key's id.
         """
-        from assay.integrity.signed_changes import actor_label, policy_action
+        from assay.trust.signed_changes import actor_label, policy_action
 
         payload = payload or {}
         if policy_action(action, payload) is None:
@@ -180,16 +180,16 @@ class Registry:
 
     def _acting_key_id(self) -> str | None:
         """The id of the key this process acts with, if one can be loaded (else None)."""
-        from assay.integrity.signer_check import acting_key_id
+        from assay.trust.signer_check import acting_key_id
 
         return acting_key_id(self.settings)
 
     def _sign_change(
         self, session: Session, key: Any, action: str, subject: str, payload: dict[str, Any]
     ) -> None:
-        from assay.integrity.signed_changes import CHANGE_PREFIX, sign_change
         from assay.registry.versions import subject_artifact
         from assay.store.models import Signature, utcnow
+        from assay.trust.signed_changes import CHANGE_PREFIX, sign_change
 
         artifact = subject_artifact(session, subject)
         now = utcnow()
@@ -217,8 +217,8 @@ class Registry:
         """The policy in force (signed by an admin; the built-in default when none is set)."""
         from sqlalchemy import select
 
-        from assay.integrity.policy import POLICY_SUBJECT, evaluate_policy
         from assay.store.models import Signature
+        from assay.trust.policy import POLICY_SUBJECT, evaluate_policy
 
         def read(s: Session) -> Policy:
             envelopes = s.scalars(
@@ -255,9 +255,9 @@ class Registry:
         progress: ProgressCallback | None = None,
         **mode: Any,
     ) -> SignResult:
-        """Sign a local file or folder (see ``assay.integrity.signing.sign_path``; ``mode``:
+        """Sign a local file or folder (see ``assay.trust.signing.sign_path``; ``mode``:
         ``hash_type``, ``shard_size``, ``prehash``)."""
-        from assay.integrity.signing import sign_path
+        from assay.trust.signing import sign_path
 
         return sign_path(
             self,
@@ -280,7 +280,7 @@ class Registry:
         progress: ProgressCallback | None = None,
     ) -> VerifyReport:
         """Verify a local file or folder against its bundle and the keys trusted here."""
-        from assay.integrity.verification import verify_path
+        from assay.trust.verification import verify_path
 
         return verify_path(
             self.keys,

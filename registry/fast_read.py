@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from assay.core.errors import NotFoundError, NotInitialisedError
-from assay.integrity.binding import SUBJECT_PREFIX
-from assay.integrity.trust import KeyRecord, KeyRow
 from assay.registry.trust_view import SqliteTrustView
 from assay.store.sqlite_readonly import connect_readonly, parse_utc, sqlite_path
 from assay.store.version_record import (
@@ -36,6 +34,8 @@ from assay.store.version_record import (
     record_from_row,
     version_key,
 )
+from assay.trust.binding import SUBJECT_PREFIX
+from assay.trust.key_records import KeyRecord, KeyRow
 
 if TYPE_CHECKING:
     from assay.core.refs import DatasetRef

@@ -3,7 +3,7 @@
 Each result is a statement (``urn:assay:gate:v1``) whose subject is the version
 (``models:/NAME/V``) and whose digest is the version's manifest root, signed with a key that
 holds the policy's ``register`` role, and stored in the ``signatures`` table under
-``gate:models:/NAME/V`` (as ``integrity/signed_changes.py`` stores ``change:`` statements).
+``gate:models:/NAME/V`` (as ``trust/signed_changes.py`` stores ``change:`` statements).
 :func:`missing_gates` is what ``assay mark ... known-good`` asks: which of the gates the policy
 requires have no verifying, passing result with the policy's parameters *for these bytes*.
 It sits in the registry layer (``registry/states.py`` and ``registry/status.py`` use it); the gates
@@ -20,17 +20,17 @@ from sqlalchemy import select
 
 from assay.core.canonical import canonical_json, iso_utc, parse_iso_utc
 from assay.core.errors import FormatError, IntegrityError
-from assay.integrity.statements import open_statement, sign_statement, statement_signed_by
-from assay.integrity.trust import signature_time_problem
 from assay.store.models import Signature, utcnow
+from assay.trust.key_records import signature_time_problem
+from assay.trust.statements import open_statement, sign_statement, statement_signed_by
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from assay.integrity.policy import Policy
-    from assay.integrity.trust_list import TrustList
     from assay.registry.facade import Registry
     from assay.store.models import Artifact
+    from assay.trust.policy import Policy
+    from assay.trust.trust_list import TrustList
 
 __all__ = [
     "GATE_PREFIX",

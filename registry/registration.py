@@ -47,7 +47,6 @@ from assay.core.tags import (
     REGISTRAR_TAG,
     STATE_TAG,
 )
-from assay.integrity.binding import SUBJECT_PREFIX, make_binding
 from assay.integrity.manifest import build_manifest
 from assay.integrity.oms import sign_manifest
 from assay.mlflow_access.base import MLFLOW_ADDED_FILES
@@ -61,6 +60,7 @@ from assay.store.models import (
     WatermarkRow,
     utcnow,
 )
+from assay.trust.binding import SUBJECT_PREFIX, make_binding
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 from assay.core.atomic import atomic_write
 from assay.core.errors import AssayError, IntegrityError
 from assay.core.tags import KEY_ID_TAG
-from assay.integrity.binding import SUBJECT_PREFIX, binding_lineage, make_binding
 from assay.integrity.manifest import build_manifest
 from assay.integrity.oms import sign_manifest
 from assay.mlflow_access.artifacts import artifact_files
 from assay.mlflow_access.base import MLFLOW_ADDED_FILES
 from assay.registry.versions import display, latest_signature, require_artifact
 from assay.store.models import ArtifactState, Signature, utcnow
+from assay.trust.binding import SUBJECT_PREFIX, binding_lineage, make_binding
 
 if TYPE_CHECKING:
     from assay.registry.facade import Registry

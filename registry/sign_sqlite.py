@@ -2,8 +2,8 @@
 
 Importing SQLAlchemy and the ORM models costs about 0.4 CPU-seconds, more than re-signing a model
 whose digests are cached. For a plain ``sqlite:///`` store, :func:`sign_path_sqlite` applies the
-same rules as :func:`assay.integrity.signing.sign_path` (the signed trust list and policy, the
-key's status and role: :mod:`assay.integrity.signer_check`) and writes the same rows in one
+same rules as :func:`assay.trust.signing.sign_path` (the signed trust list and policy, the
+key's status and role: :mod:`assay.trust.signer_check`) and writes the same rows in one
 ``BEGIN IMMEDIATE`` transaction: the ``path`` artifact (created or its root updated), the
 signature, and the ``sign`` audit leaf (``audit_head`` bumped first, as
 :meth:`assay.store.audit.AuditLog.append` does). Timestamps are stored as SQLAlchemy's SQLite
@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 from assay.core.atomic import staged_write
 from assay.core.canonical import canonical_json
 from assay.core.errors import AssayError, ConfigError
-from assay.integrity.signer_check import acting_key_id, check_signer
-from assay.integrity.signing import Signed, SignResult, check_target, hash_and_sign
 from assay.registry.trust_view import SqliteTrustView
 from assay.store.audit_leaf import leaf_data
 from assay.store.merkle import hash_leaf
 from assay.store.sqlite_readonly import connect_store
+from assay.trust.signer_check import acting_key_id, check_signer
+from assay.trust.signing import Signed, SignResult, check_target, hash_and_sign
 
 if TYPE_CHECKING:
     from assay.core.settings import Settings
@@ -62,9 +62,9 @@ def sign_path_sqlite(
     shard_size: int | None = None,
     prehash: Prehash | None = None,
 ) -> SignResult:
-    """:func:`assay.integrity.signing.sign_path` for the SQLite store at ``db_path``."""
+    """:func:`assay.trust.signing.sign_path` for the SQLite store at ``db_path``."""
     from assay.integrity.keyring import resolve_signing_key
-    from assay.integrity.policy import POLICY_SUBJECT, evaluate_policy
+    from assay.trust.policy import POLICY_SUBJECT, evaluate_policy
 
     path, signature = check_target(path, signature)
     conn = connect_store(settings, db_path, write=True)
@@ -108,7 +108,7 @@ def sign_path_sqlite(
 
 
 def _actor(settings: Settings) -> str:
-    from assay.integrity.signed_changes import actor_label
+    from assay.trust.signed_changes import actor_label
 
     return actor_label(acting_key_id(settings), settings.actor)
 

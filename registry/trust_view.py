@@ -15,14 +15,14 @@ from typing import Protocol
 
 from assay.core.settings import Settings
 from assay.integrity.keys import PublicKey
-from assay.integrity.trust import KeyRecord
-from assay.integrity.trust_list import (
+from assay.store.sqlite_readonly import connect_readonly, parse_utc, sqlite_path
+from assay.trust.key_records import KeyRecord
+from assay.trust.trust_list import (
     TRUST_SUBJECT,
     TrustList,
     evaluate_trust_list,
     pinned_trust_root,
 )
-from assay.store.sqlite_readonly import connect_readonly, parse_utc, sqlite_path
 
 
 class TrustView(Protocol):

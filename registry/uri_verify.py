@@ -19,28 +19,28 @@ from typing import TYPE_CHECKING, Protocol
 
 from assay.core.errors import IntegrityError, NotFoundError
 from assay.core.refs import is_dataset_uri, parse_dataset_ref, parse_model_ref
-from assay.integrity.binding import SUBJECT_PREFIX, check_binding
 from assay.integrity.oms import parse_bundle
-from assay.integrity.policy import POLICY_SUBJECT, evaluate_policy
-from assay.integrity.signed_changes import CHANGE_PREFIX
-from assay.integrity.verification import VerifyReport, verify_bundle_text
 from assay.mlflow_access.artifacts import artifact_files
 from assay.mlflow_access.base import MLFLOW_ADDED_FILES, open_backend
 from assay.mlflow_access.embedded import EmbeddedBackend
 from assay.registry.fast_read import SignedArtifact, open_store_view, read_alias
 from assay.store.version_record import display
+from assay.trust.binding import SUBJECT_PREFIX, check_binding
+from assay.trust.policy import POLICY_SUBJECT, evaluate_policy
+from assay.trust.signed_changes import CHANGE_PREFIX
+from assay.trust.verification import VerifyReport, verify_bundle_text
 
 if TYPE_CHECKING:
     from assay.core.settings import Settings
     from assay.integrity.hashing import ProgressCallback
     from assay.integrity.keys import PublicKey
-    from assay.integrity.policy import Policy
-    from assay.integrity.trust import KeyRecord
-    from assay.integrity.trust_list import TrustList
     from assay.mlflow_access.base import MlflowBackend
     from assay.registry.facade import Registry
     from assay.registry.fast_read import SqliteStoreView
     from assay.registry.trust_view import TrustView
+    from assay.trust.key_records import KeyRecord
+    from assay.trust.policy import Policy
+    from assay.trust.trust_list import TrustList
 
     class _Trust(TrustView, Protocol):
         def public_key(self, key_id: str) -> PublicKey | None: ...
@@ -387,3 +387,35 @@ def verify_target(
         return decided_report(reads, ref_m.name, version, alias=ref_m.alias, progress=progress)
     finally:
         view.close()
+
+
+def verify_target_or_path(
+    settings: Settings,
+    target: str,
+    *,
+    signature: Path | None = None,
+    trust_cache: bool = False,
+    ignore_paths: tuple[str, ...] = (),
+    progress: ProgressCallback | None = None,
+) -> VerifyReport:
+    """Verify ``target``: a registered model or dataset version (``models:/NAME/V``,
+    ``models:/NAME@ALIAS``, ``dataset:NAME@V``), its bytes re-read from the artifact store
+    (:func:`verify_target`; ``signature``, ``trust_cache`` and
+    ``ignore_paths`` do not apply), else a local file or folder against its bundle
+    (:func:`assay.trust.verification.verify_path`)."""
+    from assay.core.refs import is_dataset_uri, is_model_uri
+
+    if is_model_uri(target) or is_dataset_uri(target):
+        return verify_target(settings, target, progress=progress)
+    from assay.registry.trust_view import open_trust_view
+    from assay.trust.verification import verify_path
+
+    return verify_path(
+        open_trust_view(settings),
+        settings,
+        Path(target),
+        signature=signature,
+        trust_cache=trust_cache,
+        ignore_paths=ignore_paths,
+        progress=progress,
+    )

@@ -28,8 +28,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from assay.integrity.serving_policy import ExtractionPolicy
     from assay.serving.follower import Service
+    from assay.trust.serving_policy import ExtractionPolicy
 
 __all__ = ["ClientHistory", "Detector", "shapiro_w"]
 

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from assay.core.errors import AssayError
-from assay.integrity.serving_policy import DEFAULT_SERVING, ServingPolicy
 from assay.serving.limits import Limiter
 from assay.serving.loaded import LoadedModel, Refused, load_verified
 from assay.serving.writer import StoreWriter
+from assay.trust.serving_policy import DEFAULT_SERVING, ServingPolicy
 
 if TYPE_CHECKING:
     from assay.registry.facade import Registry

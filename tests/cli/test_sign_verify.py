@@ -191,7 +191,7 @@ def test_trust_row_written_into_the_database_grants_nothing(
     listed = {k["key_id"]: k for k in json.loads(invoke("key", "list", "--json").stdout)}
     assert listed[attacker.key_id]["trusted"] is False
     # a forged trust-list row (signed by the attacker) breaks the chain: assay trusts nothing
-    from assay.integrity.trust_list import TRUST_SUBJECT, TrustEntry, TrustList
+    from assay.trust.trust_list import TRUST_SUBJECT, TrustEntry, TrustList
 
     entry = TrustEntry(attacker.key_id, "evil", "ecdsa-p256", attacker.public_key.pem, ("admin",))
     forged = TrustList(2, {attacker.key_id: entry}, None).sign(attacker, datetime.now(timezone.utc))

@@ -21,7 +21,7 @@ SCHEMA = Path(__file__).parent / "schemas" / "slsa_provenance_v1.schema.json"
 def test_bom_and_provenance_validate(world, tmp_path):
     from assay.gates.bom import build_bom, validate_cyclonedx
     from assay.gates.runner import run_gates
-    from assay.integrity.statements import open_statement, statement_signed_by
+    from assay.trust.statements import open_statement, statement_signed_by
 
     registry = world[1]
     path, frame = gf.table(tmp_path)

@@ -16,8 +16,8 @@ SK_ALLOW = {"allow_globals": ["sklearn.*", "numpy.*", "numpy._core.*", "_codecs.
 
 
 def _set_policy(registry, text: str) -> None:
-    from assay.integrity.policy import parse_policy_text
-    from assay.integrity.policy_service import set_policy
+    from assay.trust.policy import parse_policy_text
+    from assay.trust.policy_service import set_policy
 
     set_policy(registry, parse_policy_text(text))
 

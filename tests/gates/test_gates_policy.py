@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from assay.core.errors import FormatError
-from assay.integrity.policy import DEFAULT_POLICY, parse_policy_text, policy_from_document
+from assay.trust.policy import DEFAULT_POLICY, parse_policy_text, policy_from_document
 
 
 def test_star_and_model_entries_merge_with_model_params_winning():

@@ -22,7 +22,7 @@ from assay.core.fsutil import read_regular_file
 from assay.integrity.keys import generate_key
 from assay.integrity.manifest import Manifest, ResourceDigest, Serialization
 from assay.integrity.oms import MAX_BUNDLE_BYTES, InvalidBundleError, parse_bundle, sign_manifest
-from assay.integrity.verification import read_bundle_file
+from assay.trust.verification import read_bundle_file
 
 _KEY = generate_key("ecdsa-p256")
 _MANIFEST = Manifest(

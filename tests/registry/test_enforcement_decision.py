@@ -20,13 +20,13 @@ from assay.cli import cli
 from assay.core.errors import IntegrityError, RefusedError
 from assay.core.settings import Settings
 from assay.integrity.keys import generate_key
-from assay.integrity.policy import parse_policy_text
-from assay.integrity.policy_service import set_policy
 from assay.registry.enforcement import decide, verify_download
 from assay.registry.facade import Registry
 from assay.registry.states import mark, promote
 from assay.registry.uri_verify import verify_uri
 from assay.store.models import utcnow
+from assay.trust.policy import parse_policy_text
+from assay.trust.policy_service import set_policy
 
 world = fx.home_fixture()
 

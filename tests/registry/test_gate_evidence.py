@@ -8,8 +8,6 @@ from sqlalchemy import select
 from trust_helpers import bootstrap_admin
 
 from assay.core.errors import IntegrityError
-from assay.integrity.policy import parse_policy_text
-from assay.integrity.policy_service import set_policy
 from assay.registry.facade import Registry
 from assay.registry.gate_evidence import (
     GATE_PREFIX,
@@ -19,6 +17,8 @@ from assay.registry.gate_evidence import (
     record_result,
 )
 from assay.store.models import Artifact, ArtifactState, Signature, utcnow
+from assay.trust.policy import parse_policy_text
+from assay.trust.policy_service import set_policy
 
 
 @pytest.fixture

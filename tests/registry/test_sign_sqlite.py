@@ -71,8 +71,8 @@ def test_db_time_is_sqlalchemys_sqlite_format():
 def test_both_paths_write_the_same_rows(registry, tmp_path: Path):
     from sqlalchemy import select
 
-    from assay.integrity.verification import verify_path
     from assay.store.models import Artifact, AuditEvent, Signature
+    from assay.trust.verification import verify_path
 
     a, b = _model(tmp_path, "a"), _model(tmp_path, "b")
     start = datetime.now(timezone.utc)

@@ -75,11 +75,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     from sklearn.linear_model import LogisticRegression
 
     from assay.core.settings import Settings
-    from assay.integrity.policy import parse_policy_text
-    from assay.integrity.policy_service import set_policy
     from assay.registry.facade import Registry
     from assay.registry.serving_clients import add_client
     from assay.serving.follower import start_service
+    from assay.trust.policy import parse_policy_text
+    from assay.trust.policy_service import set_policy
 
     root = tmp_path_factory.mktemp("marks")
     x, y = load_digits(return_X_y=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from assay.integrity.serving_policy import ExtractionPolicy
 from assay.serving.extraction import ClientHistory, shapiro_w
+from assay.trust.serving_policy import ExtractionPolicy
 
 POLICY = ExtractionPolicy()  # threshold 0.90, min_queries 50
 

@@ -35,10 +35,10 @@ def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
     from assay.core.settings import Settings
-    from assay.integrity.policy import parse_policy_text
-    from assay.integrity.policy_service import set_policy
     from assay.registry.facade import Registry
     from assay.registry.serving_clients import add_client
+    from assay.trust.policy import parse_policy_text
+    from assay.trust.policy_service import set_policy
 
     root = tmp_path_factory.mktemp("serve")
     with pytest.MonkeyPatch.context() as mp:

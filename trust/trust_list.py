@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 from assay.core.canonical import iso_utc, parse_iso_utc
 from assay.core.errors import ConfigError, FormatError, IntegrityError, RefusedError
 from assay.integrity.keys import PublicKey
-from assay.integrity.statements import (
+from assay.trust.key_records import KeyRecord, KeyRow
+from assay.trust.statements import (
     digest_of,
     open_statement,
     sign_statement,
     statement_signed_by,
 )
-from assay.integrity.trust import KeyRecord, KeyRow
 
 if TYPE_CHECKING:
     from assay.core.settings import Settings

@@ -12,12 +12,12 @@ from trust_helpers import bootstrap_admin
 from assay.core.errors import ConfigError, NotFoundError, RefusedError
 from assay.core.settings import Settings
 from assay.integrity.keys import generate_key
-from assay.integrity.trust import KeyRecord, signature_time_problem
 from assay.registry.facade import Registry
 from assay.registry.trust_view import SqliteTrustView, open_trust_view
 from assay.store.models import AuditEvent, Key
 from assay.store.sqlite_readonly import sqlite_path
 from assay.store.store import Store
+from assay.trust.key_records import KeyRecord, signature_time_problem
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 HOUR = timedelta(hours=1)

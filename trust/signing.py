@@ -22,8 +22,8 @@ from assay.integrity.prehash import Prehash, check_mode, requested_mode
 
 if TYPE_CHECKING:
     from assay.integrity.keys import SigningKey
-    from assay.integrity.policy import Policy
     from assay.registry.facade import Registry
+    from assay.trust.policy import Policy
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The policy's ``serving:`` section (integrity/serving_policy.py): strict parsing, property-based."""
+"""The policy's ``serving:`` section (trust/serving_policy.py): strict parsing, property-based."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from assay.core.errors import FormatError
-from assay.integrity.policy import parse_policy_text, policy_from_document
-from assay.integrity.serving_policy import DEFAULT_SERVING, parse_serving
+from assay.trust.policy import parse_policy_text, policy_from_document
+from assay.trust.serving_policy import DEFAULT_SERVING, parse_serving
 
 names = st.text(st.characters(min_codepoint=97, max_codepoint=122), min_size=1, max_size=12)
 limits = st.fixed_dictionaries(
@@ -83,7 +83,7 @@ def test_any_document_parses_or_raises_format_error(value: object) -> None:
 def test_unknown_keys_are_refused(section: dict, extra: str) -> None:
     from dataclasses import fields
 
-    from assay.integrity.serving_policy import ServingPolicy
+    from assay.trust.serving_policy import ServingPolicy
 
     if extra in {f.name for f in fields(ServingPolicy)}:
         return

@@ -16,9 +16,10 @@ from sqlalchemy import select
 from assay.core.errors import ConfigError, NotFoundError, RefusedError
 from assay.integrity.keyring import Keyring, resolve_signing_key
 from assay.integrity.keys import PublicKey, SigningKey
-from assay.integrity.signer_check import check_signer, untrusted_key
-from assay.integrity.trust import KeyRecord
-from assay.integrity.trust_list import (
+from assay.store.models import Key, Signature, utcnow
+from assay.trust.key_records import KeyRecord
+from assay.trust.signer_check import check_signer, untrusted_key
+from assay.trust.trust_list import (
     TRUST_SUBJECT,
     TrustEntry,
     TrustList,
@@ -28,7 +29,6 @@ from assay.integrity.trust_list import (
     revoked,
     validate_roles,
 )
-from assay.store.models import Key, Signature, utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -63,7 +63,7 @@ def trust_envelopes(session: Session) -> list[str]:
 class KeyService:
     """Generate, list, export, trust, grant and revoke keys; every change is an audit event.
 
-    Trust comes from the signed trust list (``assay.integrity.trust_list``), never from the
+    Trust comes from the signed trust list (``assay.trust.trust_list``), never from the
     ``keys`` table alone, which only indexes the keys assay has seen.
     """
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from assay.core.errors import FormatError
-from assay.integrity.policy import MAX_POLICY_BYTES, POLICY_SUBJECT, Policy, parse_policy_text
+from assay.trust.policy import MAX_POLICY_BYTES, POLICY_SUBJECT, Policy, parse_policy_text
 
 if TYPE_CHECKING:
     from assay.registry.facade import Registry
@@ -45,9 +45,9 @@ def set_policy(registry: Registry, policy: Policy) -> Policy:
     """Store ``policy`` as the next serial, signed by the acting admin key, with an audit event."""
     from dataclasses import replace
 
-    from assay.integrity.key_service import store_document
     from assay.store.models import utcnow
     from assay.store.store import lock_store
+    from assay.trust.key_service import store_document
 
     with registry.store.session() as session:
         lock_store(session)

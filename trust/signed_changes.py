@@ -22,18 +22,18 @@ from typing import TYPE_CHECKING, Any
 from assay.core.canonical import iso_utc, parse_iso_utc
 from assay.core.errors import FormatError, IntegrityError
 from assay.core.states import BAD_STATES
-from assay.integrity.statements import (
+from assay.trust.key_records import signature_time_problem
+from assay.trust.statements import (
     digest_of,
     open_statement,
     sign_statement,
     statement_signed_by,
 )
-from assay.integrity.trust import signature_time_problem
 
 if TYPE_CHECKING:
     from assay.integrity.keys import SigningKey
-    from assay.integrity.policy import Policy
-    from assay.integrity.trust_list import TrustList
+    from assay.trust.policy import Policy
+    from assay.trust.trust_list import TrustList
 
 __all__ = [
     "CHANGE_PREFIX",
@@ -51,7 +51,7 @@ STATE_ACTIONS = ("model.state", "dataset.state")
 
 
 def policy_action(action: str, payload: dict[str, Any], policy: Policy | None = None) -> str | None:
-    """The policy action (see ``assay.integrity.policy.ACTIONS``) an audit action is, or None
+    """The policy action (see ``assay.trust.policy.ACTIONS``) an audit action is, or None
     when the event is not a state change and is not signed.
 
     Setting an alias that is not protected while registering is part of registering (a CI

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from assay.core.errors import AssayError, ConfigError, FormatError, IntegrityError
 from assay.integrity.keys import generate_key
-from assay.integrity.policy import ACTIONS, Policy, evaluate_policy, parse_policy_text
-from assay.integrity.statements import open_statement, sign_statement, statement_signed_by
-from assay.integrity.trust_list import TrustEntry, TrustList, evaluate_trust_list
+from assay.trust.policy import ACTIONS, Policy, evaluate_policy, parse_policy_text
+from assay.trust.statements import open_statement, sign_statement, statement_signed_by
+from assay.trust.trust_list import TrustEntry, TrustList, evaluate_trust_list
 
 KEY = generate_key("ecdsa-p256")
 ROOT_ENTRY = TrustEntry(KEY.key_id, "root", KEY.key_type, KEY.public_key.pem, ("admin",))

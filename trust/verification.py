@@ -17,7 +17,7 @@ from assay.integrity.digest_cache import DigestCache
 from assay.integrity.hashing import ProgressCallback
 from assay.integrity.manifest import default_signature_path, inner_ignores
 from assay.integrity.oms import MAX_BUNDLE_BYTES, parse_bundle, verify_bundle
-from assay.integrity.trust import signature_time_problem
+from assay.trust.key_records import signature_time_problem
 
 if TYPE_CHECKING:
     from assay.core.settings import Settings
@@ -130,39 +130,6 @@ def verify_bundle_text(
     report.problems.extend(result.errors)
     report.ok = result.ok and not report.problems
     return report
-
-
-def verify_target_or_path(
-    settings: Settings,
-    target: str,
-    *,
-    signature: Path | None = None,
-    trust_cache: bool = False,
-    ignore_paths: tuple[str, ...] = (),
-    progress: ProgressCallback | None = None,
-) -> VerifyReport:
-    """Verify ``target``: a registered model or dataset version (``models:/NAME/V``,
-    ``models:/NAME@ALIAS``, ``dataset:NAME@V``), its bytes re-read from the artifact store
-    (``assay.registry.uri_verify.verify_target``; ``signature``, ``trust_cache`` and
-    ``ignore_paths`` do not apply), else a local file or folder against its bundle
-    (:func:`verify_path`)."""
-    from assay.core.refs import is_dataset_uri, is_model_uri
-
-    if is_model_uri(target) or is_dataset_uri(target):
-        from assay.registry.uri_verify import verify_target
-
-        return verify_target(settings, target, progress=progress)
-    from assay.registry.trust_view import open_trust_view
-
-    return verify_path(
-        open_trust_view(settings),
-        settings,
-        Path(target),
-        signature=signature,
-        trust_cache=trust_cache,
-        ignore_paths=ignore_paths,
-        progress=progress,
-    )
 
 
 def verify_path(

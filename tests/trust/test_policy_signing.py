@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from assay.core.errors import FormatError
-from assay.integrity.policy import (
+from assay.trust.policy import (
     DEFAULT_POLICY,
     SigningPolicy,
     parse_policy_text,

@@ -39,19 +39,19 @@ from typing import TYPE_CHECKING, Any
 
 from assay.core.canonical import iso_utc, parse_iso_utc
 from assay.core.errors import FormatError, IntegrityError
-from assay.integrity.serving_policy import DEFAULT_SERVING, ServingPolicy, parse_serving
-from assay.integrity.statements import (
+from assay.trust.key_records import signature_time_problem
+from assay.trust.serving_policy import DEFAULT_SERVING, ServingPolicy, parse_serving
+from assay.trust.statements import (
     digest_of,
     open_statement,
     sign_statement,
     statement_signed_by,
 )
-from assay.integrity.trust import signature_time_problem
-from assay.integrity.trust_list import ROLES
+from assay.trust.trust_list import ROLES
 
 if TYPE_CHECKING:
     from assay.integrity.keys import SigningKey
-    from assay.integrity.trust_list import TrustList
+    from assay.trust.trust_list import TrustList
 
 __all__ = [
     "ACTIONS",
@@ -205,7 +205,7 @@ class Policy:
     allow_unmanaged: bool = False
     roles: dict[str, str] = field(default_factory=lambda: dict(ACTIONS))
     signing: SigningPolicy = field(default_factory=SigningPolicy)
-    serving: ServingPolicy = DEFAULT_SERVING  # assay serve (integrity/serving_policy.py)
+    serving: ServingPolicy = DEFAULT_SERVING  # assay serve (trust/serving_policy.py)
     gates: GatesPolicy = field(default_factory=GatesPolicy)
     serial: int = 0
     signed_by: str | None = None

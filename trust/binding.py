@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from assay.integrity.keys import PublicKey, SigningKey
-from assay.integrity.statements import open_statement, sign_statement, statement_signed_by
+from assay.trust.statements import open_statement, sign_statement, statement_signed_by
 
 PREDICATE_TYPE = "urn:assay:registration:v1"
 SUBJECT_PREFIX = "binding:"

@@ -14,8 +14,8 @@ from assay.core.errors import AssayError, RefusedError
 if TYPE_CHECKING:
     from assay.core.settings import Settings
     from assay.integrity.keys import SigningKey
-    from assay.integrity.trust import KeyRecord
-    from assay.integrity.trust_list import TrustList
+    from assay.trust.key_records import KeyRecord
+    from assay.trust.trust_list import TrustList
 
 __all__ = ["acting_key_id", "check_signer", "untrusted_hint", "untrusted_key"]
 
