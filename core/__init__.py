@@ -1,27 +1,21 @@
-"""Dependency-free foundation shared by every assay layer: the error hierarchy and settings.
+"""Dependency-free foundation shared by every assay layer: the error hierarchy, settings, state
+names, refs, canonical and bounded JSON, atomic and bounded file I/O, lazy exports.
 
-It sits below ``assay.watermark`` and ``assay.registry`` so that every layer can raise
-``AssayError`` subclasses without importing a layer above it.
+It sits below every other package so that each can raise ``AssayError`` subclasses without
+importing a layer above it. Names are imported lazily, like every package's.
 """
 
-from assay.core.errors import (
-    AssayError,
-    ConfigError,
-    FormatError,
-    IntegrityError,
-    NotFoundError,
-    RefusedError,
-    UnsafeInputError,
-)
-from assay.core.settings import Settings
+from assay.core.lazy import lazy_exports
 
-__all__ = [
-    "AssayError",
-    "ConfigError",
-    "FormatError",
-    "IntegrityError",
-    "NotFoundError",
-    "RefusedError",
-    "Settings",
-    "UnsafeInputError",
-]
+_EXPORTS = {
+    "AssayError": "assay.core.errors",
+    "ConfigError": "assay.core.errors",
+    "FormatError": "assay.core.errors",
+    "IntegrityError": "assay.core.errors",
+    "NotFoundError": "assay.core.errors",
+    "RefusedError": "assay.core.errors",
+    "UnsafeInputError": "assay.core.errors",
+    "Settings": "assay.core.settings",
+}
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
