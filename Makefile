@@ -31,13 +31,15 @@ lint-imports: install
 		ln -s "$(CURDIR)/$$d" "$(IMPORT_TREE)/assay/$$d"; done
 	PYTHONPATH=$(IMPORT_TREE) $(BIN)/lint-imports --no-cache
 
-## The whole suite plus ruff (what CI runs).
+## The whole suite plus ruff and the layers contract (what CI runs), on two pytest-xdist workers
+## (each with a PostgreSQL database of its own when ASSAY_TEST_PG_URL is set).
+PYTEST_WORKERS ?= 2
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS)
 
 ## Skip the tests marked slow.
 test-fast: install
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "not slow"
 
 ## Property/fuzz tests of every parser of attacker files with many more examples (a few minutes).
 FUZZ_TESTS = tests/watermark/test_fuzz_formats.py tests/watermark/test_formats_hardening.py \

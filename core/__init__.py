@@ -13,6 +13,7 @@ _EXPORTS = {
     "FormatError": "assay.core.errors",
     "IntegrityError": "assay.core.errors",
     "NotFoundError": "assay.core.errors",
+    "Refusal": "assay.core.errors",
     "RefusedError": "assay.core.errors",
     "UnsafeInputError": "assay.core.errors",
     "Settings": "assay.core.settings",

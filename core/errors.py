@@ -13,6 +13,8 @@ are click's own. Third-party exceptions are wrapped at the boundary with
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class AssayError(Exception):
     """Root of every error assay raises on purpose.
@@ -66,3 +68,17 @@ class IntegrityError(AssayError):
     """Verification failed: bytes, signatures, trust or the audit log do not check out."""
 
     exit_code = 3
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why assay says no to a load, an alias move or a swap: the one refusal record.
+
+    ``code`` names the reason as the enforcement decision does (``pending``, ``tampered``,
+    ``not-known-good``, ``store-unreadable``, ...); ``message`` is one line saying why and what to
+    do. The decision (``Decision.refusal``), the MLflow server guard (403 with ``assay_code``) and
+    ``assay serve`` (a refused swap) all refuse with it; each keeps its own wire format.
+    """
+
+    code: str
+    message: str

@@ -26,12 +26,11 @@ it waits for MLflow's answer). Any failure to read it refuses: fail closed.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import select
 
-from assay.core.errors import AssayError, NotFoundError
+from assay.core.errors import AssayError, NotFoundError, Refusal
 from assay.registry.states import ALIAS_ABANDONED, ALIAS_INTENT, ALIAS_MOVE, FREEZE_EXEMPT
 from assay.store.models import Artifact, ArtifactState, AuditEvent, Freeze
 
@@ -40,7 +39,7 @@ if TYPE_CHECKING:
 
     from assay.registry.facade import Registry
 
-__all__ = ["Guard", "MlflowView", "Refusal", "normalise_version"]
+__all__ = ["Guard", "MlflowView", "normalise_version"]
 
 #: Audit actions of ``assay rollback`` (rollback/execute.py): its intent is committed before the
 #: alias moves, and closed by ``done`` or ``abandoned``.
@@ -57,14 +56,6 @@ _INTENT_ACTIONS = (
     ROLLBACK_DONE,
     ROLLBACK_ABANDONED,
 )
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """Why the guard refuses a call: ``code`` as the enforcement decision names it."""
-
-    code: str
-    message: str
 
 
 class MlflowView(Protocol):

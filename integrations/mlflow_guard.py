@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from assay.core.errors import AssayError, IntegrityError
+from assay.core.errors import AssayError, IntegrityError, Refusal
 from assay.core.settings import Settings
-from assay.integrations.guard import Guard, Refusal
+from assay.integrations.guard import Guard
 from assay.mlflow_access.base import MlflowBackend, prepare_dest
 from assay.mlflow_access.embedded import EmbeddedBackend
 from assay.registry.facade import Registry

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from assay.core.errors import AssayError, ConfigError, IntegrityError, NotFoundError
+from assay.core.errors import AssayError, ConfigError, IntegrityError, NotFoundError, Refusal
 from assay.core.settings import Settings
 from assay.core.states import BAD_STATES
 from assay.core.tags import PENDING_TAG
@@ -69,6 +69,11 @@ class Decision:
             "reason": self.reason,
             "state": self.state,
         }
+
+    @property
+    def refusal(self) -> Refusal | None:
+        """The refusal record (``None`` when allowed), as the guard and ``assay serve`` use it."""
+        return None if self.allowed else Refusal(self.code, self.reason)
 
     @property
     def why(self) -> str:

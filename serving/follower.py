@@ -138,7 +138,7 @@ class Service:
                     self.registry, self.name, version, alias=self.alias, workdir=self.workdir
                 )
             except Refused as exc:
-                self._refused(version, exc.decision.code, exc.decision.reason)
+                self._refused(version, exc.refusal.code, exc.refusal.message)
                 return None
             except (AssayError, OSError) as exc:
                 self._check_failed(exc)

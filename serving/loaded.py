@@ -31,11 +31,12 @@ class LoadedModel:
 
 
 class Refused(Exception):
-    """The enforcement decision refused a version (``decision`` says why)."""
+    """The enforcement decision refused a version (``refusal`` says why; ``decision`` is whole)."""
 
     def __init__(self, decision: Decision) -> None:
         super().__init__(decision.reason)
         self.decision = decision
+        self.refusal = decision.refusal
 
 
 def _labels(model: Any) -> tuple[Any, ...]:
