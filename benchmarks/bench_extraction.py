@@ -2,7 +2,7 @@
 
 The served model is a digits LogisticRegression (trained on rows 0-899); its answers carry DAWN-style
 marks from assay's own ``AnswerMarker`` (default fraction 0.5 %), and suspects are scored with the
-trace's own statistic (``assay.serving.mark_stats.score_marks``; repeated inputs count once).
+trace's own statistic (``assay.serving._mark_stats.score_marks``; repeated inputs count once).
 Measured:
 
 * surrogates fitted to the API's answers from 1k / 5k / 20k Knockoff-style queries (half
@@ -145,7 +145,7 @@ def _marks(records):
 def _old_log10_p(answers, marks) -> float:
     """The statistic before this run's change (all marks as trials, argmax labels), for the
     record: agreed ~ Binomial(marks, 1 / (K - 1))."""
-    from assay.serving.mark_stats import log10_binom_tail
+    from assay.serving._mark_stats import log10_binom_tail
 
     labels = len({m[1] for m in marks} | {m[2] for m in marks})
     agreed = sum(1 for a, m in zip(answers, marks, strict=True) if a == m[1])
@@ -180,7 +180,7 @@ class _Store:
             os.environ.update(saved)
 
     def record(self, model: str, records) -> None:
-        from assay.serving.answer_marks import mark_job
+        from assay.serving._answer_marks import mark_job
 
         with self.registry.store.session() as session:
             mark_job(model, "1", "thief", records)(session)
@@ -217,9 +217,9 @@ def main() -> int:
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression
 
-    from assay.serving.answer_marks import AnswerMarker
-    from assay.serving.extraction import ClientHistory
-    from assay.serving.mark_stats import score_marks, unique_marks
+    from assay.serving._answer_marks import AnswerMarker
+    from assay.serving._extraction import ClientHistory
+    from assay.serving._mark_stats import score_marks, unique_marks
     from assay.trust.serving_policy import ExtractionPolicy
 
     torch.set_num_threads(1)  # a shared 2-core machine: one thread is faster than two here

@@ -27,8 +27,8 @@ def main() -> int:
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression
 
-    from assay.serving.answer_marks import AnswerMarker
-    from assay.serving.mark_stats import score_marks, unique_marks
+    from assay.serving._answer_marks import AnswerMarker
+    from assay.serving._mark_stats import score_marks, unique_marks
 
     torch.set_num_threads(1)
     started = time.perf_counter()

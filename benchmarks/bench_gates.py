@@ -1,7 +1,7 @@
 """Detection rates of the dataset scan and the backdoor gate (measured, never asserted).
 
 * Label flips at 5/10/20 % on sklearn's digits and breast-cancer tables (3 seeds each): recall
-  and precision of ``suspect_rows`` (``assay.gates.labels.find_label_issues``, what
+  and precision of ``suspect_rows`` (``assay.gates._labels.find_label_issues``, what
   ``assay dataset scan`` and the ``label-issues`` gate use), and the share of rows flagged on the
   clean tables. Issue targets: recall >= 0.8 and precision >= 0.6 at 10 %; clean <= 3 %.
 * BadNets triggers on digits (a 2x2 corner of maximal pixels, relabelled to class 0) at 1/5/10 %
@@ -51,7 +51,7 @@ def _flip(y, rate, seed):
 
 
 def label_flips() -> list[dict]:
-    from assay.gates.labels import find_label_issues
+    from assay.gates._labels import find_label_issues
 
     out = []
     for name, (x, y) in _tables().items():
@@ -134,9 +134,9 @@ def _train(x, y, seed, epochs=EPOCHS):
 
 def _detect(net, x, y):
     """Flagged classes, seconds and suspect rows of each detector, with the gate's defaults."""
-    from assay.gates.activations import Differentiable
+    from assay.gates._activations import Differentiable
+    from assay.gates._trigger_scan import scan_triggers
     from assay.gates.backdoor import BackdoorGate, activation_clustering, spectral_signatures
-    from assay.gates.trigger_scan import scan_triggers
 
     d = BackdoorGate.defaults
     model = Differentiable(net, 10, "torch")

@@ -3,7 +3,7 @@
 Three detectors, each deciding per class (label) with a calibrated rule, so a clean model is not
 flagged just because every class has a "smaller cluster" or a "top 15 %":
 
-* **trigger scan** (``assay.gates.trigger_scan``, Neural Cleanse for torch: ART's is Keras-only):
+* **trigger scan** (``assay.gates._trigger_scan``, Neural Cleanse for torch: ART's is Keras-only):
   a label whose reverse-engineered trigger mask is an outlier by MAD anomaly index
   (``anomaly_threshold``, 2 as in the paper) and works (``min_success``);
 * **activation clustering** (Chen et al. 2018, ART's ``cluster_activations``: per class, the
@@ -20,7 +20,7 @@ flagged just because every class has a "smaller cluster" or a "top 15 %":
 
 The classifier must be a neural network: a torch module (penultimate = the input of its last
 ``nn.Linear``) or a scikit-learn ``MLPClassifier`` (copied into an equivalent torch module;
-``assay.gates.activations``). The gate fails when a detector named in ``detectors`` (default: the
+``assay.gates._activations``). The gate fails when a detector named in ``detectors`` (default: the
 trigger scan alone; the clustering detectors did not detect BadNets on digits) flags a class.
 Measured detection and false-alarm rates: README, Benchmarks (gates). With two labels the
 trigger scan's anomaly index cannot single one out.
@@ -139,9 +139,9 @@ class BackdoorGate:
     }
 
     def run(self, context: GateContext) -> Outcome:
-        from assay.gates.activations import differentiable
-        from assay.gates.models import load_classifier, sample
-        from assay.gates.trigger_scan import scan_triggers
+        from assay.gates._activations import differentiable
+        from assay.gates._models import load_classifier, sample
+        from assay.gates._trigger_scan import scan_triggers
 
         p = context.params
         chosen = [str(d) for d in p["detectors"]]

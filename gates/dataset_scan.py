@@ -7,7 +7,7 @@ feature rows (and those among them with conflicting labels), near-duplicates (eq
 standardising and rounding to ``NEAR_DECIMALS`` decimals), and the shift against the previous
 version: the largest per-feature two-sample Kolmogorov-Smirnov statistic and the total-variation
 distance of the label distributions, and BadNets-style trigger rows
-(``assay.gates.triggers_data``). Each scan is recorded as a ``dataset.scan`` audit event.
+(``assay.gates._triggers_data``). Each scan is recorded as a ``dataset.scan`` audit event.
 
 A scan has a *finding* when its label-issue rate is above the policy's ``max_issue_rate`` or it
 holds more trigger rows than ``max_trigger_rows``: the policy's ``gates:`` entry ``dataset:NAME``
@@ -123,8 +123,8 @@ def _shift(previous: Table, current: Table) -> dict[str, Any]:
 
 def scan_table(table: Table, *, subject: str = "", manifest_root: str = "") -> DatasetScan:
     """The scan of one table (no shift)."""
-    from assay.gates.labels import find_label_issues
-    from assay.gates.triggers_data import find_trigger_rows
+    from assay.gates._labels import find_label_issues
+    from assay.gates._triggers_data import find_trigger_rows
 
     issues = find_label_issues(table.x, table.y)
     labels = table.frame[table.label_column].tolist()

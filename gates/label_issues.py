@@ -18,7 +18,7 @@ class LabelIssuesGate:
     defaults: dict[str, Any] = {"max_issue_rate": 0.05, "max_suspects": 20}
 
     def run(self, context: GateContext) -> Outcome:
-        from assay.gates.labels import find_label_issues
+        from assay.gates._labels import find_label_issues
 
         table = context.need_data(self.name)
         found = find_label_issues(table.x, table.y)

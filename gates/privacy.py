@@ -31,7 +31,7 @@ class PrivacyGate:
         from art.attacks.inference.membership_inference import MembershipInferenceBlackBox
         from sklearn.metrics import roc_auc_score
 
-        from assay.gates.models import load_classifier
+        from assay.gates._models import load_classifier
 
         p = context.params
         table = context.need_data(self.name)

@@ -28,7 +28,7 @@ class RobustnessGate:
     def run(self, context: GateContext) -> Outcome:
         from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
 
-        from assay.gates.models import load_classifier, sample
+        from assay.gates._models import load_classifier, sample
 
         p = context.params
         table = context.need_data(self.name)

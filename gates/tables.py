@@ -3,7 +3,7 @@
 A dataset version is a folder (or one file); its table is every ``.csv`` / ``.parquet`` file in
 it, read in name order and concatenated. Anything else, an empty table, a missing label column
 or non-numeric feature columns is refused with one line (``FormatError``). A folder of class
-folders (``CLASS/*.png``) is read as pixels by ``assay.gates.images`` (:func:`read_dataset`).
+folders (``CLASS/*.png``) is read as pixels by ``assay.gates._images`` (:func:`read_dataset`).
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def read_table(root: Path, label_column: str) -> Table:
 
 def read_dataset(root: Path, label_column: str) -> Table:
     """An image folder (``CLASS/*.png``: label = folder name) or a CSV/Parquet table."""
-    from assay.gates.images import is_image_folder, read_image_folder
+    from assay.gates._images import is_image_folder, read_image_folder
 
     if is_image_folder(Path(root)):
         return read_image_folder(Path(root), label_column)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from assay.core.errors import NotFoundError, RefusedError
-from assay.incident import notify as _notify
+from assay.incident import _notify
 
 __all__ = [
     "SPECS",

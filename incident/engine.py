@@ -33,9 +33,7 @@ from typing import Any, Protocol
 
 from assay.core.atomic import atomic_write
 from assay.core.errors import AssayError, NotFoundError, RefusedError
-from assay.incident.actions import ActionContext, ActionRegistry
-from assay.incident.playbook import Playbook, Step, load_playbook, resolve_inputs, validate
-from assay.incident.records import (
+from assay.incident._records import (
     COMPLETED,
     FAILED,
     PLANNED,
@@ -49,13 +47,15 @@ from assay.incident.records import (
     new_incident_id,
     utcnow,
 )
-from assay.incident.templates import (
+from assay.incident._templates import (
     MissingValueError,
     TemplateError,
     compile_condition,
     compile_template,
     render_value,
 )
+from assay.incident.actions import ActionContext, ActionRegistry
+from assay.incident.playbook import Playbook, Step, load_playbook, resolve_inputs, validate
 
 __all__ = [
     "CRASH_ENV",

@@ -47,7 +47,7 @@ from typing import Any
 import yaml
 
 from assay.core.errors import AssayError, FormatError, NotFoundError
-from assay.incident.templates import (
+from assay.incident._templates import (
     TemplateError,
     clip,
     compile_condition,

@@ -19,9 +19,9 @@ from typing import Any
 
 from assay.core.atomic import atomic_write
 from assay.core.errors import FormatError
+from assay.incident._records import FAILED, SUCCEEDED_WITH_WARNINGS, Incident, StepRecord
 from assay.incident.actions import SPECS, ActionContext, SpecAction
 from assay.incident.playbook import Playbook, threat_name
-from assay.incident.records import FAILED, SUCCEEDED_WITH_WARNINGS, Incident, StepRecord
 
 __all__ = ["FORMATS", "ReportWriteAction", "build_report", "render_report"]
 

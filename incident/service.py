@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from assay.core.errors import NotFoundError
+from assay.incident._records import Incident, StepRecord
+from assay.incident._store_recorder import SqlRecorder
 from assay.incident.engine import IncidentResult, resume_incident, run_incident
 from assay.incident.playbook import (
     Playbook,
@@ -21,8 +23,6 @@ from assay.incident.playbook import (
     parse_playbook,
     read_playbook_file,
 )
-from assay.incident.records import Incident, StepRecord
-from assay.incident.store_recorder import SqlRecorder
 
 if TYPE_CHECKING:
     from assay.incident.actions import ActionRegistry
@@ -43,7 +43,7 @@ def playbook_source(ref: str) -> tuple[str, str]:
 
 
 def actions_for(registry: Registry) -> ActionRegistry:
-    from assay.incident.registry_actions import build_actions
+    from assay.incident._registry_actions import build_actions
 
     return build_actions(registry)
 

@@ -2,7 +2,7 @@
 
 Two serializations, each with SHA-256, BLAKE2b or BLAKE3 (model_signing 1.1.1's modes):
 ``files`` pairs every file with its digest; ``shards`` splits every non-empty file into
-``shard_size``-byte pieces (see :mod:`assay.integrity.shards`), hashed in parallel even within one
+``shard_size``-byte pieces (see :mod:`assay.integrity._shards`), hashed in parallel even within one
 file, and pairs each piece with its digest.
 
 A directory model lists every regular file (empty ones included) by its POSIX path relative to the
@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from assay.core.errors import AssayError, NotFoundError, UnsafeInputError
-from assay.integrity.hashing import HASH_TYPES, ProgressCallback, Span, hash_spans
-from assay.integrity.shards import (
+from assay.integrity._shards import (
     MAX_SHARD_SIZE,
     Shard,
     shard_algorithm,
     shard_bounds,
     shard_sort_key,
 )
+from assay.integrity.hashing import HASH_TYPES, ProgressCallback, Span, hash_spans
 
 if TYPE_CHECKING:
     from assay.integrity.digest_cache import DigestCache

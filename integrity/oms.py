@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from assay.core.errors import AssayError, IntegrityError, RefusedError
 from assay.core.safe_json import loads_untrusted
+from assay.integrity._shards import MAX_SHARD_SIZE, check_shard_layout, parse_shard_name
 from assay.integrity.hashing import HASH_TYPES
 from assay.integrity.keys import PublicKey, SigningKey
 from assay.integrity.manifest import (
@@ -44,7 +45,6 @@ from assay.integrity.manifest import (
     build_manifest,
     compute_root_digest,
 )
-from assay.integrity.shards import MAX_SHARD_SIZE, check_shard_layout, parse_shard_name
 
 if TYPE_CHECKING:
     from assay.integrity.digest_cache import DigestCache

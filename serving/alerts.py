@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from assay.registry.facade import Registry
-    from assay.serving.follower import Service
+    from assay.serving._follower import Service
 
 __all__ = ["list_alerts", "queue_alert"]
 

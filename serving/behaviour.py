@@ -2,7 +2,7 @@
 
 ``assay trace --behaviour SUSPECT`` replays the inputs of every recorded answer mark
 (``serve_marks``, each distinct input once) through SUSPECT and scores its answers with the exact
-binomial tests of :mod:`assay.serving.mark_stats`: label marks (a label answer that differs from
+binomial tests of :mod:`assay.serving._mark_stats`: label marks (a label answer that differs from
 the served model's own answer agrees with the keyed marked label with chance ``1 / (K - 1)``; a
 score row's top label other than the own answer, on every mark, likewise) and perturbation marks
 of regression / embedding answers (the sign of the suspect's deviation from the own answer along
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from assay.core.errors import AssayError, FormatError, UnsafeInputError
-from assay.serving.mark_stats import is_perturbation, log10_binom_tail, score_marks, unique_marks
+from assay.serving._mark_stats import is_perturbation, log10_binom_tail, score_marks, unique_marks
 
 if TYPE_CHECKING:
     from assay.registry.facade import Registry

@@ -10,7 +10,7 @@ from typing import Any
 __all__ = ["app_from_env", "serve"]
 
 CONFIG_ENV = "ASSAY_SERVE_CONFIG"
-DEFAULT_HEADER_TIMEOUT_S = 10.0  # serving/header_timeout.py's default
+DEFAULT_HEADER_TIMEOUT_S = 10.0  # serving/_header_timeout.py's default
 DEFAULT_LIMIT_CONCURRENCY = 1000
 
 
@@ -21,7 +21,7 @@ def _uvicorn_options(
     header_timeout: float = DEFAULT_HEADER_TIMEOUT_S,
     limit_concurrency: int = DEFAULT_LIMIT_CONCURRENCY,
 ) -> dict[str, Any]:
-    from assay.serving.header_timeout import protocol
+    from assay.serving._header_timeout import protocol
 
     return {
         "host": host,
@@ -39,8 +39,8 @@ def app_from_env() -> Any:
     """uvicorn factory for worker processes: each loads and verifies on its own."""
     from assay.core.settings import Settings
     from assay.registry.facade import Registry
-    from assay.serving.app import create_app
-    from assay.serving.follower import start_service
+    from assay.serving._app import create_app
+    from assay.serving._follower import start_service
 
     config = json.loads(os.environ[CONFIG_ENV])
     registry = Registry.open(Settings.from_env())
@@ -65,8 +65,8 @@ def serve(
     ``limit_concurrency``: connections and requests at once (more get 503)."""
     import uvicorn
 
-    from assay.serving.app import create_app
-    from assay.serving.follower import start_service
+    from assay.serving._app import create_app
+    from assay.serving._follower import start_service
 
     options = _uvicorn_options(
         host, port, header_timeout=header_timeout, limit_concurrency=limit_concurrency

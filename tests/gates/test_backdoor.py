@@ -46,7 +46,7 @@ def digits():
 
 @pytest.mark.slow
 def test_trigger_scan_finds_the_planted_label_and_not_a_clean_model(digits):
-    from assay.gates.trigger_scan import scan_triggers
+    from assay.gates._trigger_scan import scan_triggers
 
     x, _, layer = digits
     clean = scan_triggers(layer, x, 10, steps=100)
@@ -58,7 +58,7 @@ def test_trigger_scan_finds_the_planted_label_and_not_a_clean_model(digits):
 
 
 def test_anomaly_index_is_robust():
-    from assay.gates.trigger_scan import anomaly_index
+    from assay.gates._trigger_scan import anomaly_index
 
     assert list(anomaly_index([5, 5, 5])) == [0, 0, 0]
     index = anomaly_index([20, 21, 19, 20, 22, 18, 4])
@@ -82,8 +82,8 @@ def test_clustering_and_spectral_decide_per_class(digits):
 def test_a_sklearn_mlp_is_measured_as_the_same_function(digits):
     from sklearn.neural_network import MLPClassifier
 
-    from assay.gates.activations import differentiable
-    from assay.gates.models import Classifier
+    from assay.gates._activations import differentiable
+    from assay.gates._models import Classifier
 
     x, y, _ = digits
     mlp = MLPClassifier(hidden_layer_sizes=(16,), max_iter=60, random_state=0).fit(x, y)

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from assay.core.errors import FormatError, UnsafeInputError
-from assay.gates.images import MAX_PIXELS, read_image_folder
+from assay.gates._images import MAX_PIXELS, read_image_folder
 from assay.gates.tables import read_dataset
 
 

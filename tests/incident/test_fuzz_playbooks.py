@@ -17,15 +17,15 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from assay.core.errors import AssayError
-from assay.incident.actions import SPECS
-from assay.incident.playbook import Playbook, parse_playbook
-from assay.incident.templates import (
+from assay.incident._templates import (
     MAX_EXPRESSION_CHARS,
     TemplateError,
     compile_condition,
     compile_template,
     split_template,
 )
+from assay.incident.actions import SPECS
+from assay.incident.playbook import Playbook, parse_playbook
 from assay.testing.fakes import fake_actions
 
 FUZZ = settings(

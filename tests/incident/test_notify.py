@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from assay.incident._notify import canonical_json, redact_url, send_notification
 from assay.incident.actions import ActionContext, NotifyAction
-from assay.incident.notify import canonical_json, redact_url, send_notification
 
 SECRET = "s3cret-for-tests"
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from assay.core.errors import FormatError
+from assay.incident._records import Incident, StepRecord
 from assay.incident.engine import MemoryRecorder, run_incident
 from assay.incident.playbook import load_playbook
-from assay.incident.records import Incident, StepRecord
 from assay.incident.report import build_report, render_report
 from assay.testing.fakes import FakeRegistry, fake_actions
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from assay.incident.templates import (
+from assay.incident._templates import (
     MissingValueError,
     TemplateError,
     compile_condition,

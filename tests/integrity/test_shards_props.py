@@ -1,4 +1,4 @@
-"""Property tests of the OMS shard parser and layout check (assay.integrity.shards).
+"""Property tests of the OMS shard parser and layout check (assay.integrity._shards).
 
 * any shard name assay writes parses back to the same shard (paths may hold colons);
 * the splitter tiles any file exactly, and its layout passes the check with the file's size;
@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from assay.core.errors import IntegrityError
-from assay.integrity.shards import Shard, check_shard_layout, parse_shard_name, shard_bounds
+from assay.integrity._shards import Shard, check_shard_layout, parse_shard_name, shard_bounds
 
 _paths = st.text(
     st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),

@@ -72,7 +72,7 @@ def running(service: Any) -> Iterator[int]:
     """A real uvicorn server for ``service`` on 127.0.0.1; yields its port."""
     import uvicorn
 
-    from assay.serving.app import create_app
+    from assay.serving._app import create_app
     from assay.serving.server import _uvicorn_options
 
     port = free_port()

@@ -18,7 +18,7 @@ import pytest
 from serve_fixtures import CLEARED, endpoint, register_known_good, request, running, wait_for
 
 from assay.core.errors import UnsafeInputError
-from assay.serving.answer_marks import AnswerMarker
+from assay.serving._answer_marks import AnswerMarker
 from assay.serving.behaviour import log10_binom_tail, open_suspect
 
 
@@ -77,7 +77,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     from assay.core.settings import Settings
     from assay.registry.facade import Registry
     from assay.registry.serving_clients import add_client
-    from assay.serving.follower import start_service
+    from assay.serving._follower import start_service
     from assay.trust.policy import parse_policy_text
     from assay.trust.policy_service import set_policy
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from assay.serving.extraction import ClientHistory, shapiro_w
+from assay.serving._extraction import ClientHistory, shapiro_w
 from assay.trust.serving_policy import ExtractionPolicy
 
 POLICY = ExtractionPolicy()  # threshold 0.90, min_queries 50

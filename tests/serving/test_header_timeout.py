@@ -1,4 +1,4 @@
-"""The request-head deadline (serving/header_timeout.py) on a real uvicorn server on 127.0.0.1,
+"""The request-head deadline (serving/_header_timeout.py) on a real uvicorn server on 127.0.0.1,
 driven by raw sockets: slow or unfinished heads are closed, bodies are not cut by it, and many
 slow-header connections at once do not starve normal requests."""
 

@@ -1,4 +1,4 @@
-"""The behavioural trace's statistic (serving/mark_stats.py) and perturbation marks.
+"""The behavioural trace's statistic (serving/_mark_stats.py) and perturbation marks.
 
 Calibration: suspects that never saw the marks (their answers do not depend on the key), each
 against the marks of an independent key, must reach p <= alpha at most about alpha of the time,
@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from assay.serving.answer_marks import AnswerMarker
-from assay.serving.mark_stats import is_perturbation, score_marks, unique_marks
+from assay.serving._answer_marks import AnswerMarker
+from assay.serving._mark_stats import is_perturbation, score_marks, unique_marks
 
 
 class _Classifier:

@@ -1,4 +1,4 @@
-"""The request parser (MLflow's own, behind serving/protocol.py) on hostile input: property-based.
+"""The request parser (MLflow's own, behind serving/_protocol.py) on hostile input: property-based.
 
 Whatever the body and content type, ``parse_request`` returns a parsed input or raises
 ``ProtocolError`` with a status, an MLflow error code and a bounded one-line message.
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from assay.serving.protocol import ProtocolError, error_body, parse_request, row_count
+from assay.serving._protocol import ProtocolError, error_body, parse_request, row_count
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     from assay.core.settings import Settings
     from assay.registry.facade import Registry
     from assay.registry.serving_clients import add_client
-    from assay.serving.follower import start_service
+    from assay.serving._follower import start_service
     from assay.trust.policy import parse_policy_text
     from assay.trust.policy_service import set_policy
 

@@ -65,7 +65,7 @@ def service_for(world: dict[str, Any], uri: str, interval: float = 0.3) -> Any:
     """A service on its own Registry object (the tests may break its store)."""
     from assay.core.settings import Settings
     from assay.registry.facade import Registry
-    from assay.serving.follower import start_service
+    from assay.serving._follower import start_service
 
     registry = Registry.open(Settings.from_env())
     return start_service(registry, uri, interval=interval, workdir=world["root"] / "work")
@@ -302,7 +302,7 @@ def test_retention_prunes_old_rows_and_quota_counts_today(world: dict[str, Any])
 
     from sqlalchemy import select
 
-    from assay.serving.querylog import prune_job, rows_today
+    from assay.serving._querylog import prune_job, rows_today
     from assay.store.models import ServeQuery
 
     registry = world["registry"]

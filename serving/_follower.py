@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from assay.core.errors import AssayError
-from assay.serving.limits import Limiter
-from assay.serving.loaded import LoadedModel, Refused, load_verified
-from assay.serving.writer import StoreWriter
+from assay.serving._limits import Limiter
+from assay.serving._loaded import LoadedModel, Refused, load_verified
+from assay.serving._writer import StoreWriter
 from assay.trust.serving_policy import DEFAULT_SERVING, ServingPolicy
 
 if TYPE_CHECKING:
@@ -74,8 +74,8 @@ class Service:
         self.limiter = Limiter()
         self.writer = StoreWriter(registry)
         self.stats = ServiceStats()
-        self.detector: Any = None  # assay.serving.extraction.Detector, set by start_service
-        self.marker: Any = None  # assay.serving.answer_marks.AnswerMarker
+        self.detector: Any = None  # assay.serving._extraction.Detector, set by start_service
+        self.marker: Any = None  # assay.serving._answer_marks.AnswerMarker
         self.last_prune = 0.0
         self._stop = threading.Event()
         self._swap_lock = threading.Lock()
@@ -112,7 +112,7 @@ class Service:
             exc.decision.raise_if_refused()
             raise
         self.current = loaded
-        from assay.serving.querylog import rows_today
+        from assay.serving._querylog import rows_today
 
         self.limiter = Limiter(rows_today(self.registry, self.name))
         return loaded
@@ -187,7 +187,7 @@ class Service:
 
     def prune_if_due(self, every_s: float = 3600.0) -> None:
         """Queue the query log's retention prune, at most once per ``every_s``."""
-        from assay.serving.querylog import prune_job
+        from assay.serving._querylog import prune_job
 
         now = time.monotonic()
         if now - self.last_prune >= every_s:
@@ -219,8 +219,8 @@ def start_service(
 ) -> Service:
     """Load ``models:/NAME@ALIAS`` (or ``/V``) through the decision and start following it."""
     from assay.core.refs import parse_model_ref
-    from assay.serving.answer_marks import AnswerMarker
-    from assay.serving.extraction import Detector
+    from assay.serving._answer_marks import AnswerMarker
+    from assay.serving._extraction import Detector
 
     ref = parse_model_ref(uri)
     service = Service(

@@ -14,7 +14,7 @@ returns a keyed alternative answer and records (input, marked answer, own answer
   is not marked.
 
 A surrogate trained on the answers learns the marks; an independent model agrees with them only
-by chance (:mod:`assay.serving.mark_stats`). The key is derived from the installation's
+by chance (:mod:`assay.serving._mark_stats`). The key is derived from the installation's
 watermark secret (``registry/watermark_secrets.py``); it never leaves the keyring folder. Models
 the policy lists under ``exact_models`` are never marked; float answers of a model with a known
 label set (float class labels) are not perturbed.
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from assay.registry.facade import Registry
-    from assay.serving.loaded import LoadedModel
+    from assay.serving._loaded import LoadedModel
 
 __all__ = ["AnswerMarker", "derive_key", "row_digest"]
 

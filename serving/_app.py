@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Request  # at module level: FastAPI resolves the handler's annotations here
 
-from assay.serving.protocol import (
+from assay.serving._protocol import (
     ProtocolError,
     error_body,
     parse_request,
@@ -33,7 +33,7 @@ from assay.serving.protocol import (
 )
 
 if TYPE_CHECKING:
-    from assay.serving.follower import Service
+    from assay.serving._follower import Service
 
 __all__ = ["create_app"]
 
@@ -287,13 +287,13 @@ def _handle(
 
 
 def _answer(service: Service, loaded: Any, client: str, parsed: Any) -> bytes:
-    from assay.serving.features import numeric_rows
+    from assay.serving._features import numeric_rows
 
     predictions = _predict(loaded, parsed)
     rows = numeric_rows(parsed.data) if not parsed.unified_llm else None
     fraction = service.policy.marks_for(service.name)
     if service.marker is not None and fraction > 0 and rows is not None:
-        from assay.serving.answer_marks import mark_job
+        from assay.serving._answer_marks import mark_job
 
         predictions, marks = service.marker.apply(
             loaded, client, rows, predictions, fraction, service.policy.answer_mark_bound

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from assay.core.canonical import canonical_json, iso_utc
 from assay.core.errors import NotFoundError
-from assay.incident.records import DONE_STATUSES, FAILED, Incident, StepRecord, new_incident_id
+from assay.incident._records import DONE_STATUSES, FAILED, Incident, StepRecord, new_incident_id
 from assay.store.models import Incident as IncidentRow
 from assay.store.models import IncidentStep, utcnow
 

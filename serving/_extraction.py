@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from assay.serving.follower import Service
+    from assay.serving._follower import Service
     from assay.trust.serving_policy import ExtractionPolicy
 
 __all__ = ["ClientHistory", "Detector", "shapiro_w"]

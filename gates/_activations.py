@@ -99,7 +99,7 @@ def _from_sklearn_mlp(model: Any) -> Any:
 
 
 def differentiable(clf: Any, gate: str, table: Any) -> Differentiable:
-    """The loaded classifier ``clf`` (:class:`assay.gates.models.Classifier`) as a torch module."""
+    """The loaded classifier ``clf`` (:class:`assay.gates._models.Classifier`) as a torch module."""
     import torch
 
     if clf.kind == "torch":
