@@ -100,13 +100,17 @@ def sign(
         from assay.store.sqlite_readonly import sqlite_path
 
         db_path = sqlite_path(app.settings.db_url)
-        if db_path is not None:
-            # The default SQLite store: the same rows through stdlib sqlite3, no SQLAlchemy.
-            from assay.registry.sign_sqlite import sign_path_sqlite
+        try:
+            if db_path is not None:
+                # The default SQLite store: the same rows through stdlib sqlite3, no SQLAlchemy.
+                from assay.registry.sign_sqlite import sign_path_sqlite
 
-            result = sign_path_sqlite(app.settings, db_path, path, **options)
-        else:
-            result = open_registry(app).sign_path(path, **options)
+                result = sign_path_sqlite(app.settings, db_path, path, **options)
+            else:
+                result = open_registry(app).sign_path(path, **options)
+        except BaseException:
+            prehash.cancel()  # a refused or failed sign stops hashing in the background too
+            raise
     app.emit(
         result.to_dict(),
         as_json,
