@@ -155,13 +155,15 @@ class _Evidence:
         return stats.matched_filter_from(dot, sq, n_mf), stats.sign_test_from(k, n_sign)
 
 
-def _result(
+def detection_result(
     method: str,
-    ev: _Evidence,
+    ev: Any,
     candidates: int,
     tensors: list[TensorEvidence],
     notes: list[str],
 ) -> DetectionResult:
+    """The result of one test from its evidence (anything whose ``test()`` gives the matched
+    filter and the sign test): combined, Sidak-corrected over ``candidates`` hypotheses."""
     mf, sign = ev.test()
     log_p = stats.combine(mf, sign)
     hyp = max(1, int(candidates))
@@ -234,7 +236,7 @@ def _detect_blind(
         z = ev.add(to_canonical(c, canon), canon)
         tensors.append(TensorEvidence(name, None, canon.label, canon.transposed, int(a.size), z))
     notes = [] if tensors else ["no tensor in the suspect can carry the mark"]
-    return _result("blind", ev, candidates, tensors, notes)
+    return detection_result("blind", ev, candidates, tensors, notes)
 
 
 def _detect_reference(
@@ -305,8 +307,15 @@ def _detect_reference(
         )
     if not tensors:
         notes.append("no marked tensor could be paired with the suspect")
-    return _result("non-blind", ev, candidates, tensors, notes)
+    return detection_result("non-blind", ev, candidates, tensors, notes)
 
 
-__all__ = ["THRESHOLD_STRONG", "THRESHOLD_WEAK", "DetectionResult", "TensorEvidence", "detect"]
+__all__ = [
+    "THRESHOLD_STRONG",
+    "THRESHOLD_WEAK",
+    "DetectionResult",
+    "TensorEvidence",
+    "detect",
+    "detection_result",
+]
 _ = WatermarkError  # re-exported for callers catching detection errors

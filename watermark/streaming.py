@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from assay.watermark import stats
-from assay.watermark.detect import CLIP, DetectionResult, TensorEvidence
+from assay.watermark.detect import CLIP, DetectionResult, TensorEvidence, detection_result
 from assay.watermark.scheme import (
     DEFAULT_MIN_SIZE,
     DEFAULT_STRENGTH,
@@ -195,33 +195,6 @@ class GroupedEvidence:
         return stats.matched_filter_from(d, q, int(n)), stats.sign_test_from(int(k), int(m))
 
 
-def result(
-    method: str,
-    ev: GroupedEvidence,
-    hypotheses: int,
-    tensors: list[TensorEvidence],
-    notes: list[str],
-) -> DetectionResult:
-    mf, sign = ev.test()
-    log_p = stats.combine(mf, sign)
-    hyp = max(1, int(hypotheses))
-    log_pc = stats.correct(log_p, hyp)
-    return DetectionResult(
-        method=method,
-        z=mf.z,
-        z_sign=sign.z,
-        p_value=math.exp(log_p),
-        log10_p=log_p / stats.LN10,
-        p_corrected=math.exp(log_pc),
-        log10_p_corrected=log_pc / stats.LN10,
-        hypotheses=hyp,
-        tensors_matched=len(tensors),
-        elements=int(sum(t.elements for t in tensors)),
-        tensors=tuple(tensors),
-        notes=tuple(notes),
-    )
-
-
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     fa, fb = a.reshape(-1), b.reshape(-1)
     dot = na = nb = 0.0
@@ -297,7 +270,7 @@ def positionwise(
             )  # fmt: skip
         )
     notes = [] if tensors else ["no marked tensor could be paired with the suspect"]
-    return result("position-wise", ev, hypotheses, tensors, notes)
+    return detection_result("position-wise", ev, hypotheses, tensors, notes)
 
 
 def blind(
@@ -331,7 +304,7 @@ def blind(
         tensors.append(TensorEvidence(name, None, canon.label, canon.transposed,
                                       math.prod(shapes[name]), z))  # fmt: skip
     notes = [] if tensors else ["no tensor in the suspect can carry the mark"]
-    return result("blind", ev, hypotheses, tensors, notes)
+    return detection_result("blind", ev, hypotheses, tensors, notes)
 
 
 def embed_source(
