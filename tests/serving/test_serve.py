@@ -235,13 +235,17 @@ def test_swap_to_tampered_version_is_refused_and_audited(world: dict[str, Any]) 
     register_known_good(registry, "iris-tamper", world["models"][1.0], alias="production")
     service = service_for(world, "models:/iris-tamper@production")
     with running(service) as port:
-        v2 = register_known_good(registry, "iris-tamper", world["models"][20.0], alias="production")
-        # promote verified v2; now its bytes change in the artifact store
-        folder = local_path_of(registry.backend.get_version("iris-tamper", v2).source)
-        pkl = Path(folder) / "model.pkl"
-        data = bytearray(pkl.read_bytes())
-        data[len(data) // 2] ^= 0x01
-        pkl.write_bytes(bytes(data))
+        # promote verified v2, then change its bytes in the artifact store; the follower is held
+        # off meanwhile, so its next check sees the tampered bytes (not a race with the test)
+        with service._swap_lock:
+            v2 = register_known_good(
+                registry, "iris-tamper", world["models"][20.0], alias="production"
+            )
+            folder = local_path_of(registry.backend.get_version("iris-tamper", v2).source)
+            pkl = Path(folder) / "model.pkl"
+            data = bytearray(pkl.read_bytes())
+            data[len(data) // 2] ^= 0x01
+            pkl.write_bytes(bytes(data))
         assert wait_for(lambda: v2 in service.stats.refused, 60)
         status, headers, _ = request(
             port, "POST", "/invocations", {"inputs": iris(1).tolist()}, key=world["keys"]["alice"]

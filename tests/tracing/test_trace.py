@@ -167,6 +167,38 @@ def test_right_version_ranks_first(
     assert report.searched == 3
 
 
+def test_a_sibling_version_under_the_same_secret_is_not_named_a_match(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """Siblings share the secret's pattern: on a 2 M-parameter MLP a copy of v1 shows the mark
+    against v2 at p ~ 1e-17 too. Only v1 may be named; v2 is reported as our mark, explained by v1."""
+    hidden = (2048, 1024)
+    with pytest.MonkeyPatch.context() as mp:
+        for var in CLEARED:
+            mp.delenv(var, raising=False)
+        mp.setenv("ASSAY_HOME", str(tmp_path_factory.mktemp("wide") / "home"))
+        mp.setenv("ASSAY_ACTOR", "test@assay")
+        Registry.initialise(Settings.from_env())
+        registry = Registry.open(Settings.from_env())
+        files = {}
+        for version, seed in (("1", 0), ("2", 1)):
+            folder = tmp_path / f"v{version}"
+            T.save_safetensors(T.state(T.train(seed=seed, hidden=hidden)), folder)
+            assert register_model(registry, "wide", str(folder)).version == version
+            files[version] = _marked_file(registry, "wide", version)
+        x, y = T.other_data()
+        marked = T.read_safetensors(files["1"])
+        tuned = T.fit(T.load(marked, hidden=hidden), x, y, epochs=2, lr=1e-3, seed=0)
+        report = trace_suspect(registry, T.save_safetensors(T.state(tuned), tmp_path / "t"))
+    by_version = {c.version: c for c in report.candidates if c.method == "watermark"}
+    assert by_version["1"].verdict == "match"
+    sibling = by_version["2"]
+    assert sibling.log10_p_corrected is not None and sibling.log10_p_corrected <= -9
+    assert sibling.verdict == "inconclusive", report.to_dict()
+    assert any("wide/1 explains it better" in n for n in sibling.notes)
+    assert report.best() is by_version["1"]
+
+
 def test_legacy_torch_copy_traced_as_the_zip_copy(
     registry: Registry, versions: dict[str, Path], tmp_path: Path
 ) -> None:
