@@ -166,7 +166,7 @@ from assay.core.settings import Settings
 from assay.registry.facade import Registry
 from assay.store.models import Artifact, ArtifactState, WatermarkRow, utcnow
 from assay.registry.sketch_index import index_version
-from assay.registry.watermarking import SKETCH_SIZE
+from assay.watermark.sketch import SKETCH_SIZE
 reg = Registry.open(Settings.from_env())
 start, stop, fp = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 shapes = json.loads(sys.argv[4])

@@ -4,30 +4,25 @@ Registration stores one :class:`~assay.store.models.WatermarkSketch` row per (ve
 the ``SKETCH_SIZE`` marked values of its first tensor of that shape at the fixed positions
 ``sketch_indices(shape)``, as float32 bytes. ``assay trace`` reads only the rows of the shapes the
 suspect has, stacks them into one matrix per shape and ranks every version with one matrix product
-per shape (``rank``), so "which of 10,000 versions could this be" is one pass over compact rows.
+per shape (``assay.watermark.sketch.rank``), so "which of 10,000 versions could this be" is one pass over compact rows.
 Migration 0005 builds the rows of versions registered before it from their watermark records.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from assay.store.models import WatermarkSketch
+from assay.watermark.sketch import ShapeBlock, shape_key, zscores
 
 if TYPE_CHECKING:
-    import numpy as np
     from sqlalchemy.orm import Session
 
 #: shapes indexed per version (a transformer has a handful; the rest add nothing to the ranking)
 MAX_SHAPES = 64
-
-
-def shape_key(shape: Iterable[int]) -> str:
-    return "x".join(str(int(d)) for d in shape)
 
 
 def rows_from_record(record: Mapping[str, Any]) -> list[tuple[str, str, list[float]]]:
@@ -59,16 +54,6 @@ def index_version(
             )
         )
     return len(rows)
-
-
-@dataclass
-class ShapeBlock:
-    """Every indexed version's sketch of one shape: ``matrix[i]`` belongs to ``artifact_ids[i]``."""
-
-    shape: tuple[int, ...]
-    artifact_ids: np.ndarray
-    fingerprints: list[str]
-    matrix: np.ndarray  # (versions, SKETCH_SIZE) float32, z-scored rows
 
 
 def load_blocks(session: Session, shapes: Iterable[tuple[int, ...]]) -> dict[str, ShapeBlock]:
@@ -110,33 +95,3 @@ def indexed_shapes(
     for artifact_id, key in session.execute(query):
         out.setdefault(artifact_id, []).append(tuple(int(d) for d in key.split("x")))
     return out
-
-
-def zscores(rows: np.ndarray) -> np.ndarray:
-    """Each row minus its mean over its standard deviation (float32); constant rows become 0."""
-    import numpy as np
-
-    rows = np.asarray(rows, dtype=np.float32)
-    centred = rows - rows.mean(axis=-1, keepdims=True)
-    std = centred.std(axis=-1, keepdims=True)
-    return np.divide(centred, std, out=np.zeros_like(centred), where=std > 0)
-
-
-def rank(
-    blocks: Mapping[str, ShapeBlock], suspect_samples: Mapping[str, np.ndarray]
-) -> dict[int, float]:
-    """Artifact id -> mean over its indexed shapes of the best |correlation| with any suspect
-    tensor of that shape (``suspect_samples[key]``: peers x size z-scores)."""
-    import numpy as np
-
-    total: dict[int, float] = {}
-    count: dict[int, int] = {}
-    for key, block in blocks.items():
-        peers = suspect_samples.get(key)
-        if peers is None or peers.shape[1] != block.matrix.shape[1]:
-            continue
-        scores = np.max(np.abs(block.matrix @ peers.T), axis=1) / block.matrix.shape[1]
-        for artifact_id, score in zip(block.artifact_ids.tolist(), scores.tolist(), strict=True):
-            total[artifact_id] = total.get(artifact_id, 0.0) + score
-            count[artifact_id] = count.get(artifact_id, 0) + 1
-    return {a: total[a] / count[a] for a in total}

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from assay.core.atomic import publish_replace
 from assay.core.errors import AssayError, NotFoundError
+from assay.watermark.sketch import sketch
 
 if TYPE_CHECKING:
     from assay.registry.facade import Registry
@@ -47,30 +48,6 @@ class WatermarkOutcome:
 NO_WEIGHTS = "none (no weight tensors)"
 NOT_INSTALLED = "none (the [watermark] extra is not installed)"
 TURNED_OFF = "none (--no-watermark)"
-
-SKETCH_SIZE = 256
-
-
-def sketch_indices(shape: tuple[int, ...], size: int = SKETCH_SIZE):
-    """Fixed element indices for a tensor of ``shape`` (the same at registration and trace)."""
-    import numpy as np
-
-    total = int(np.prod(shape))
-    seed = sum((i + 1) * int(d) for i, d in enumerate(shape))
-    rng = np.random.default_rng(seed)
-    return rng.choice(total, size=min(size, total), replace=False)
-
-
-def sketch(tensors: dict[str, Any]) -> dict[str, Any]:
-    """A few marked values per tensor, so trace can rank versions without loading them."""
-    out = {}
-    for name, arr in tensors.items():
-        idx = sketch_indices(tuple(arr.shape))
-        out[name] = {
-            "shape": list(arr.shape),
-            "values": [round(float(v), 7) for v in arr.reshape(-1)[idx]],
-        }
-    return out
 
 
 def weight_files(folder: Path) -> list[Path]:

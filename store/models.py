@@ -313,7 +313,7 @@ class WatermarkRow(Base):
 class WatermarkSketch(Base):
     """The trace index: a few marked values of one tensor per shape a version marked (0005).
 
-    ``values`` are :data:`assay.registry.sketch_index.SKETCH_SIZE` little-endian float32 values of
+    ``values`` are :data:`assay.watermark.sketch.SKETCH_SIZE` little-endian float32 values of
     the version's first marked tensor of ``shape`` (its stored orientation, ``"768x2304"``) at the
     fixed positions ``sketch_indices(shape)``: ranking 10,000 versions reads these rows only.
     """

@@ -288,7 +288,7 @@ class _SuspectSampler:
         if shape not in self._samples:
             import numpy as np
 
-            from assay.registry.watermarking import sketch_indices
+            from assay.watermark.sketch import sketch_indices, zscores
 
             peers = self.peers(shape)
             if not peers:
@@ -300,12 +300,12 @@ class _SuspectSampler:
                     stored = self.suspect.shapes[name]
                     coords = where[::-1] if transposed else where
                     rows.append(self.suspect.sample(name, np.ravel_multi_index(coords, stored)))
-                self._samples[shape] = _zscores(np.stack(rows))
+                self._samples[shape] = zscores(np.stack(rows))
         return self._samples[shape]
 
     def by_key(self, keys: list[str]) -> dict[str, np.ndarray]:
         """Suspect z-scores for each shape key of the sketch index that it has."""
-        from assay.registry.sketch_index import shape_key
+        from assay.watermark.sketch import shape_key
 
         out = {}
         for shape in self.shapes:
@@ -315,15 +315,6 @@ class _SuspectSampler:
                 if z is not None:
                     out[key] = z
         return out
-
-
-def _zscores(rows: np.ndarray) -> np.ndarray:
-    """Each row minus its mean over its standard deviation; constant rows become zeros."""
-    import numpy as np
-
-    centred = rows - rows.mean(axis=-1, keepdims=True)
-    std = centred.std(axis=-1, keepdims=True)
-    return np.divide(centred, std, out=np.zeros_like(centred), where=std > 0)
 
 
 def _load_suspect(path: Path) -> dict[str, np.ndarray]:
@@ -371,6 +362,7 @@ def _pairs(sampler: _SuspectSampler, record: dict[str, Any]) -> list[tuple[str, 
     import numpy as np
 
     from assay.watermark.scheme import WatermarkRecord
+    from assay.watermark.sketch import zscores
     from assay.watermark.streaming import Pair
 
     out: list[tuple[str, Pair]] = []
@@ -388,7 +380,7 @@ def _pairs(sampler: _SuspectSampler, record: dict[str, Any]) -> list[tuple[str, 
             for i, mark in enumerate(marks):
                 values = (sketches.get(mark.name) or {}).get("values")
                 if values is not None and z is not None and len(values) == z.shape[1]:
-                    r = _zscores(np.asarray(values, dtype=np.float64)[None, :])[0]
+                    r = zscores(np.asarray(values, dtype=np.float64)[None, :])[0]
                     score[i] = np.abs(z @ r) / r.size
                 score[i] += [0.5 if name == mark.name else 0.0 for name, _ in peers]
             rows, cols = _assign(score)
@@ -467,7 +459,8 @@ def _rank(
     Scores come from the sketch index (one matrix product per shape); a version with no index rows
     is ranked by shape alone (score 0), as its record holds no sketch either.
     """
-    from assay.registry.sketch_index import indexed_shapes, load_blocks, rank
+    from assay.registry.sketch_index import indexed_shapes, load_blocks
+    from assay.watermark.sketch import rank
 
     shapes = sampler.shapes
     with registry.store.session(readonly=True) as session:

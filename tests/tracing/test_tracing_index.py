@@ -13,10 +13,10 @@ import pytest
 import sqlalchemy as sa
 
 from assay.core.settings import Settings
-from assay.registry.sketch_index import index_version, load_blocks, rank, shape_key, zscores
-from assay.registry.watermarking import SKETCH_SIZE
+from assay.registry.sketch_index import index_version, load_blocks
 from assay.store.models import Artifact, WatermarkSketch
 from assay.store.store import HEAD_REVISION, Store
+from assay.watermark.sketch import SKETCH_SIZE, rank, shape_key, zscores
 
 WHEN = datetime(2026, 5, 20, 12, 0, 0, tzinfo=timezone.utc)
 FP = "ab" * 32
