@@ -553,7 +553,7 @@ def trace_suspect(
         best = aligned if pw is None or aligned.log10_p <= pw.log10_p else pw
         label = "re-aligned test" if best is aligned else "position-wise test (re-aligned: weaker)"
         candidates.append(_candidate(v, best, [label]))
-    _attribute(candidates, {f"{v.name}/{v.version}": v.fingerprint for v in chosen})
+    notes += _attribute(candidates, {f"{v.name}/{v.version}": v.fingerprint for v in chosen})
     matched = {c.ref for c in candidates if c.method == "watermark" and c.verdict == "match"}
     for fp in used_secrets:
         owner = next((v for v in chosen if v.fingerprint == fp), None)
@@ -589,8 +589,9 @@ def trace_suspect(
     )
 
 
-def _attribute(candidates: list[TraceCandidate], secrets_of: dict[str, str | None]) -> None:
-    """Demote non-blind matches that the mark shared with a better-fitting sibling explains."""
+def _attribute(candidates: list[TraceCandidate], secrets_of: dict[str, str | None]) -> list[str]:
+    """Demote non-blind matches that the mark shared with a better-fitting sibling explains;
+    returns one report note per demoted candidate."""
     best: dict[str, TraceCandidate] = {}
     for c in candidates:
         fp = secrets_of.get(c.ref)
@@ -599,16 +600,20 @@ def _attribute(candidates: list[TraceCandidate], secrets_of: dict[str, str | Non
         top = best.get(fp)
         if top is None or c.statistic > (top.statistic or 0.0):
             best[fp] = c
+    notes = []
     for c in candidates:
         top = best.get(secrets_of.get(c.ref) or "")
         if c.method != "watermark" or c.verdict != "match" or top is None or top is c:
             continue
         if (c.statistic or 0.0) < SIBLING_RATIO * (top.statistic or 0.0):
             c.verdict = "inconclusive"
-            c.notes.append(
+            why = (
                 f"our mark, but {top.ref} explains it better (statistic {c.statistic:.1f} vs "
                 f"{top.statistic:.1f}): versions under one secret share its pattern"
             )
+            c.notes.append(why)
+            notes.append(f"{c.ref}: {why}")
+    return notes
 
 
 def _aligned(

@@ -197,6 +197,7 @@ def test_a_sibling_version_under_the_same_secret_is_not_named_a_match(
     assert sibling.verdict == "inconclusive", report.to_dict()
     assert any("wide/1 explains it better" in n for n in sibling.notes)
     assert report.best() is by_version["1"]
+    assert any(n.startswith("wide/2: our mark, but wide/1") for n in report.notes)
 
 
 def test_legacy_torch_copy_traced_as_the_zip_copy(
