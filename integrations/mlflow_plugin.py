@@ -161,8 +161,11 @@ class VerifyingModelsArtifactRepository(ModelsArtifactRepository):
                 f"load unverified ({ENFORCE_ENV}=warn to opt out)"
             )
         if _is_root(artifact_path):
-            # (Never delete ``local`` on failure: for a local artifact store MLflow may hand out
-            # the store's own folder rather than a copy.)
+            # Always into a folder of our own: without ``dst_path`` a local artifact store hands
+            # out its own folder, which whoever can write the store could change between the
+            # check and the load (the bytes checked must be the bytes loaded). mkdtemp is 0700.
+            if not dst_path:
+                dst_path = tempfile.mkdtemp(prefix="assay-load-")
             local = super().download_artifacts(artifact_path, dst_path, lineage_header_info)
             self._verify(verifier, mode, str(name), str(version), local, self._alias())
             return local

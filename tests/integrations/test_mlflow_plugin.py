@@ -117,6 +117,33 @@ def test_load_model_passes_when_verifier_passes(calls: list) -> None:
     assert set(files) >= MLFLOW_ADDED_FILES
 
 
+def test_the_verified_bytes_are_a_private_copy_not_the_store_folder(
+    registry_uri: str, calls: list
+) -> None:
+    """A local artifact store hands out its own folder; a writer of the store who swaps a file
+    right after the check must not change what loads (the review's TOCTOU finding)."""
+    import mlflow
+
+    root = Path(registry_uri.removeprefix("sqlite:///")).parent / "art"
+    (stored,) = root.rglob("model.skops")
+    original = stored.read_bytes()
+    checked: list[str] = []
+
+    def verifier_then_attacker(name: str, version: str, local_path: str) -> None:
+        checked.append(local_path)
+        stored.write_bytes(b"swapped after the check")  # the attacker's write
+
+    set_verifier(verifier_then_attacker)
+    try:
+        model = mlflow.pyfunc.load_model("models:/iris/1")
+        assert model.predict([[5.1, 3.5, 1.4, 0.2]]).tolist() == [0]
+    finally:
+        stored.write_bytes(original)
+    (local,) = checked
+    assert not Path(local).resolve().is_relative_to(root.resolve())
+    assert (Path(local) / "model.skops").read_bytes() == original
+
+
 def test_load_model_by_alias_verifies_resolved_version(calls: list) -> None:
     import mlflow.sklearn
 
