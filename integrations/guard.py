@@ -270,7 +270,9 @@ class Guard:
 
     def _protected_as(self, alias: str) -> str | None:
         """The policy's spelling of ``alias`` if it is protected (case-insensitively), else None."""
-        return next((a for a in self._protected() if a.lower() == alias.lower()), None)
+        from assay.trust.policy import protected_spelling
+
+        return protected_spelling(self._protected(), alias)
 
     def _is_protected(self, alias: str) -> bool:
         return self._protected_as(alias) is not None

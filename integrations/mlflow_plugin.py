@@ -174,11 +174,18 @@ class VerifyingModelsArtifactRepository(ModelsArtifactRepository):
         )
 
     def _alias(self) -> str | None:
-        """The alias the URI named (``models:/m@production``), for the protected-alias rule."""
+        """The alias the URI named (``models:/m@production``), or its stage
+        (``models:/m/Production``: a stage moved by plain MLflow is the same protected name, in
+        any letter case), for the protected-alias rule. None for a version number."""
         uri = str(getattr(self, "artifact_uri", "") or "")
         head = uri.split("?", 1)[0]
-        if head.startswith("models:/") and "@" in head:
+        if not head.startswith("models:/"):
+            return None
+        if "@" in head:
             return head.rsplit("@", 1)[1].split("/", 1)[0] or None
+        parts = head.removeprefix("models:/").strip("/").split("/")
+        if len(parts) >= 2 and parts[1] and not parts[1].isdigit():
+            return parts[1]  # a stage (or "latest")
         return None
 
     def _download_part(

@@ -196,6 +196,16 @@ def gates_from_document(data: Any) -> GatesPolicy:
     return GatesPolicy(required)
 
 
+def protected_spelling(protected: Iterable[str], alias: str | None) -> str | None:
+    """The entry of ``protected`` that ``alias`` names, compared case-insensitively: MLflow keeps
+    ``production``, ``Production`` and ``PRODUCTION`` as three aliases (and ``Production`` is also
+    a stage), and each of them is the protected one. None when ``alias`` is not protected."""
+    if not alias:
+        return None
+    folded = alias.casefold()
+    return next((a for a in protected if a.casefold() == folded), None)
+
+
 @dataclass(frozen=True)
 class Policy:
     """The policy in force; ``serial`` 0 is the built-in default."""
@@ -214,8 +224,12 @@ class Policy:
     def role_for(self, action: str) -> str:
         return self.roles.get(action, ACTIONS[action])
 
+    def protected_as(self, alias: str | None) -> str | None:
+        """The policy's spelling of ``alias`` (or of a stage name) if it is protected, else None."""
+        return protected_spelling(self.protected_aliases, alias)
+
     def is_protected(self, alias: str | None) -> bool:
-        return alias is not None and alias in self.protected_aliases
+        return self.protected_as(alias) is not None
 
     def document(self) -> dict[str, Any]:
         """The policy's content (what is signed and what ``assay policy show`` prints)."""

@@ -166,6 +166,35 @@ def test_tampered_model_refused_warned_or_skipped(registry: Registry) -> None:
 
 
 @pytest.mark.slow
+def test_protected_alias_in_any_letter_case_and_the_production_stage(registry: Registry) -> None:
+    """MLflow keeps ``production``, ``Production`` and ``PRODUCTION`` as three aliases, and
+    ``Production`` is also a stage: plain MLflow putting a version that is not known-good under
+    any of them must not make it load there (the review's F3)."""
+    from mlflow import MlflowClient
+
+    home = registry.settings.home
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    for alias in ("Production", "PRODUCTION"):
+        client.set_registered_model_alias("iris", alias, "1")
+    client.transition_model_version_stage("iris", "1", "Production")
+    try:
+        for uri in (
+            "models:/iris@Production",
+            "models:/iris@PRODUCTION",
+            "models:/iris/Production",
+        ):
+            proc = load(registry, uri)
+            assert proc.returncode != 0, uri
+            assert "ModelIntegrityError" in proc.stderr, uri
+            assert "is a protected alias" in proc.stderr and "not known-good" in proc.stderr, uri
+    finally:
+        client.transition_model_version_stage("iris", "1", "None")
+        for alias in ("Production", "PRODUCTION"):
+            client.delete_registered_model_alias("iris", alias)
+    assert load(registry, "models:/iris/1").returncode == 0  # by number it still loads
+
+
+@pytest.mark.slow
 def test_model_registered_with_plain_mlflow_is_refused(registry: Registry) -> None:
     home = registry.settings.home
     env = {k: v for k, v in os.environ.items() if k not in CLEARED}

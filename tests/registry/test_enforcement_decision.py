@@ -138,6 +138,8 @@ def test_registered_but_not_known_good_behind_a_protected_alias(world, tmp_path)
     assert not refused.allowed and refused.code == "not-known-good"
     assert decide(reg, name, version).allowed  # by number: registered versions load
     assert decide(reg, name, version, alias="staging").allowed  # not protected
+    for spelling in ("Production", "PRODUCTION"):  # MLflow keeps these as separate aliases
+        assert decide(reg, name, version, alias=spelling).code == "not-known-good"
     mark(reg, name, version, "known-good", reason="evaluated")
     assert decide(reg, name, version, alias="production").allowed
 
