@@ -177,8 +177,8 @@ def trace(
         )
         for c in report.candidates:
             p = (
-                "exact"
-                if c.method == "exact-hash"
+                c.evidence
+                if c.method == "exact-hash" or c.p_corrected is None
                 else f"{c.p_corrected:.2e} (log10 {c.log10_p_corrected:.0f})"
             )
             table.add_row(

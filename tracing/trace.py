@@ -2,8 +2,10 @@
 
 Three kinds of evidence, cheapest first, every candidate reported with its method and p-value:
 
-1. **exact hash**: a weight file of the suspect is byte-identical to a file of a registered version
-   (files under 64 KiB, such as configs and tokenizers, are ignored: they are shared by design);
+1. **exact hash**: the model files (weights, model payloads) of a registered version are
+   byte-identical in the suspect (``match`` when all are, ``inconclusive`` when some are);
+   tokenizers, vocabularies and configs are shared by independent models by design and are only
+   noted;
 2. **watermark, non-blind**: each marked reference tensor is paired with a suspect tensor of its
    shape (either orientation) by the correlation of the registration sketch, and the residual
    against the reconstructed original is tested against the keyed pattern, position by position,
@@ -85,8 +87,22 @@ class TraceCandidate:
     def ref(self) -> str:
         return f"{self.model}/{self.version}"
 
+    @property
+    def evidence(self) -> str:
+        """The p-value in words: ``exact copy``, ``partial copy`` or ``corrected p = ...``."""
+        if self.method == "exact-hash":
+            return "exact copy" if self.verdict == "match" else "partial copy"
+        if self.log10_p_corrected is None:
+            return "no p-value"
+        return f"corrected p = 10^{self.log10_p_corrected:.0f}"
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ref": self.ref}
+        """As JSON allows: an exact copy's log10 p of minus infinity is ``null`` (p is 0)."""
+        out = {**asdict(self), "ref": self.ref}
+        for key in ("statistic", "p_value", "p_corrected", "log10_p_corrected", "similarity"):
+            if isinstance(out[key], float) and not math.isfinite(out[key]):
+                out[key] = None
+        return out
 
 
 @dataclass
@@ -107,12 +123,7 @@ class TraceReport:
         best = self.best()
         if best is None or best.verdict == "no-match":
             return f"{self.suspect}: no registered version matches ({self.searched} searched)"
-        p = (
-            "exact copy"
-            if best.method == "exact-hash"
-            else f"corrected p = 10^{best.log10_p_corrected:.0f}"
-        )
-        return f"{self.suspect}: {best.verdict} {best.ref} by {best.method} ({p})"
+        return f"{self.suspect}: {best.verdict} {best.ref} by {best.method} ({best.evidence})"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -222,29 +233,64 @@ def _suspect_files(path: Path) -> list[Path]:
     raise NotFoundError(f"{path} does not exist")
 
 
-def _exact_matches(path: Path, versions: list[_Version]) -> list[TraceCandidate]:
-    files = [p for p in _suspect_files(path) if p.stat().st_size >= MIN_EXACT_BYTES]
+def _exact_matches(path: Path, versions: list[_Version], notes: list[str]) -> list[TraceCandidate]:
+    """Versions whose model files (weights, model payloads) are byte-identical in the suspect.
+
+    Only model files count (``is_model_file_name``; a file named as the suspect itself always
+    does): tokenizers, vocabularies and configs are shared by independent models by design, so an
+    identical one is a note, never a match. ``match`` needs every model file of the version; a
+    version some of whose model files are identical is ``inconclusive`` (the watermark tests say
+    more). Files over the weight readers' size bound are not hashed.
+    """
+    from assay.watermark.formats import Limits, is_model_file_name
+
+    limit = Limits().max_file_bytes
+    files = []
+    for p in _suspect_files(path):
+        size = p.stat().st_size
+        if p == path or is_model_file_name(p.name):
+            if 0 < size <= limit:
+                files.append(p)
+        elif MIN_EXACT_BYTES <= size <= limit:
+            files.append(p)
     if not files:
         return []
     digests = {d.digest: d.path.name for d in hash_files(files)}
-    found = []
+    found: list[tuple[int, TraceCandidate]] = []
     for v in versions:
         if not v.bundle:
             continue
-        same = [r.name for r in parse_bundle(v.bundle).resources if r.digest in digests]
-        if same:
-            found.append(
+        resources = parse_bundle(v.bundle).resources
+        model = [r for r in resources if is_model_file_name(r.name)]
+        same = sorted(r.name for r in model if r.digest in digests)
+        shared = sorted(r.name for r in resources if r.digest in digests and r not in model)
+        if not same:
+            if shared:
+                notes.append(
+                    f"{v.name}/{v.version}: identical non-model file(s) {', '.join(shared)} "
+                    "(shared by design; not evidence)"
+                )
+            continue
+        whole = len(same) == len(model)
+        found.append(
+            (
+                len(same),
                 TraceCandidate(
                     v.name,
                     v.version,
                     "exact-hash",
-                    "match",
-                    p_corrected=0.0,
-                    log10_p_corrected=-math.inf,
-                    notes=[f"identical file(s): {', '.join(sorted(same))}"],
-                )
+                    "match" if whole else "inconclusive",
+                    p_corrected=0.0 if whole else None,
+                    log10_p_corrected=-math.inf if whole else None,
+                    notes=[
+                        f"identical model file(s): {', '.join(same)}"
+                        + ("" if whole else f" ({len(same)} of its {len(model)} model files)")
+                    ],
+                ),
             )
-    return found
+        )
+    found.sort(key=lambda t: -t[0])
+    return [c for _, c in found]
 
 
 def _canon(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -508,9 +554,9 @@ def trace_suspect(
     started = time.perf_counter()
     path = Path(path)
     versions = _registered(registry, models, with_records=False)
-    candidates = _exact_matches(path, versions)
     notes: list[str] = []
-    suspect = _open_suspect(path)
+    suspect = _open_suspect(path)  # refuses a malformed or oversized suspect before any hashing
+    candidates = _exact_matches(path, versions, notes)
     sampler = _SuspectSampler(suspect)
     secrets = all_secrets(registry)
     marked = _rank(registry, versions, sampler, secrets)

@@ -7,8 +7,10 @@ from the *registered, marked* bytes in the artifact store, as a thief would get 
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +73,18 @@ def versions(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> di
         assert result.version == version and result.watermark is not None
         out[version] = _marked_file(registry, "mlp", version)
     return out
+
+
+@contextmanager
+def _own_registry(factory: pytest.TempPathFactory, label: str) -> Iterator[Registry]:
+    """A registry of a test's own (for versions the module's other tests must not see)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for var in CLEARED:
+            mp.delenv(var, raising=False)
+        mp.setenv("ASSAY_HOME", str(factory.mktemp(label) / "home"))
+        mp.setenv("ASSAY_ACTOR", "test@assay")
+        Registry.initialise(Settings.from_env())
+        yield Registry.open(Settings.from_env())
 
 
 def _best(report):
@@ -173,13 +187,7 @@ def test_a_sibling_version_under_the_same_secret_is_not_named_a_match(
     """Siblings share the secret's pattern: on a 2 M-parameter MLP a copy of v1 shows the mark
     against v2 at p ~ 1e-17 too. Only v1 may be named; v2 is reported as our mark, explained by v1."""
     hidden = (2048, 1024)
-    with pytest.MonkeyPatch.context() as mp:
-        for var in CLEARED:
-            mp.delenv(var, raising=False)
-        mp.setenv("ASSAY_HOME", str(tmp_path_factory.mktemp("wide") / "home"))
-        mp.setenv("ASSAY_ACTOR", "test@assay")
-        Registry.initialise(Settings.from_env())
-        registry = Registry.open(Settings.from_env())
+    with _own_registry(tmp_path_factory, "wide") as registry:
         files = {}
         for version, seed in (("1", 0), ("2", 1)):
             folder = tmp_path / f"v{version}"
@@ -223,3 +231,58 @@ def test_legacy_torch_copy_traced_as_the_zip_copy(
         )
         found[path] = (best.log10_p_corrected, best.tensors_matched)
     assert found[zip_copy] == found[legacy_copy]
+
+
+def test_a_shared_tokenizer_is_not_an_exact_copy_and_a_copy_names_its_own_version(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """Two versions and an unrelated model share one public 134 KB tokenizer: only model files
+    are evidence of a copy (the review's F5), and the copy of v2 is named v2, not v1."""
+    tokenizer = json.dumps({"vocab": {f"tok{i}": i for i in range(8000)}}).encode()
+    assert len(tokenizer) > 64 * 1024
+    with _own_registry(tmp_path_factory, "tok") as registry:
+        folders = {}
+        for version, seed in (("1", 0), ("2", 1)):
+            folder = tmp_path / f"v{version}"
+            T.save_safetensors(T.state(T.train(seed=seed, epochs=1, hidden=(128, 64))), folder)
+            (folder / "tokenizer.json").write_bytes(tokenizer)
+            assert register_model(registry, "llm", str(folder)).version == version
+            folders[version] = _marked_file(registry, "llm", version).parent
+        unrelated = tmp_path / "unrelated"
+        T.save_safetensors(T.state(T.train(seed=7, epochs=1, hidden=(128, 64))), unrelated)
+        (unrelated / "tokenizer.json").write_bytes(tokenizer)
+        report = trace_suspect(registry, unrelated)
+        assert not [c for c in report.candidates if c.method == "exact-hash"], report.to_dict()
+        assert all(c.verdict != "match" for c in report.candidates), report.to_dict()
+        assert any("tokenizer.json (shared by design" in n for n in report.notes)
+
+        stolen = tmp_path / "stolen-v2"
+        shutil.copytree(folders["2"], stolen)
+        report = trace_suspect(registry, stolen)
+    best = _best(report)
+    assert (best.version, best.method, best.verdict) == ("2", "exact-hash", "match")
+    assert [c.version for c in report.candidates if c.method == "exact-hash"] == ["2"]
+    assert "exact copy" in report.summary()
+    text = json.dumps(report.to_dict(), allow_nan=False)  # valid JSON: no -Infinity
+    assert json.loads(text)["candidates"][0]["log10_p_corrected"] is None
+
+
+def test_a_malformed_suspect_is_refused_before_any_hashing(
+    registry: Registry, versions: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A valid header followed by a long tail (a sparse file costs no disk): the reader refuses it
+    at once; the exact-copy hashing never reads it (the review's F9)."""
+    from assay.core.errors import FormatError
+    from assay.tracing import trace
+
+    path = tmp_path / "suspect.safetensors"
+    shutil.copyfile(versions["1"], path)
+    with open(path, "r+b") as fh:
+        fh.truncate(path.stat().st_size + 64 * 1024**2)  # a hole, not written bytes
+
+    def no_hashing(*args, **kwargs):
+        raise AssertionError("hashed a suspect the reader refuses")
+
+    monkeypatch.setattr(trace, "hash_files", no_hashing)
+    with pytest.raises(FormatError, match="trailing bytes"):
+        trace_suspect(registry, path)

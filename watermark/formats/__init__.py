@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from assay.watermark.formats._api import load_weights, save_weights
 from assay.watermark.formats._common import Limits, TensorInfo, WeightFile
-from assay.watermark.formats._detect import FORMATS, detect_format, find_weight_files
+from assay.watermark.formats._detect import (
+    FORMATS,
+    detect_format,
+    find_weight_files,
+    is_model_file_name,
+)
 
 __all__ = [
     "FORMATS",
@@ -19,6 +24,7 @@ __all__ = [
     "WeightFile",
     "detect_format",
     "find_weight_files",
+    "is_model_file_name",
     "load_weights",
     "save_weights",
 ]

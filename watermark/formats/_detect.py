@@ -23,6 +23,22 @@ _NOT_WEIGHTS = {
     "scaler.pt",
     "rng_state.pth",
 }
+#: model payloads that are not tensor files (an MLflow scikit-learn model's pickle or skops)
+MODEL_PAYLOAD_SUFFIXES = (".pkl", ".pickle", ".skops", ".joblib")
+
+
+def is_model_file_name(name: str) -> bool:
+    """Whether a file of this name holds a model itself (weights or a model payload), unlike
+    configs, tokenizers and vocabularies, which independent models share by design."""
+    base = name.rsplit("/", 1)[-1]
+    lower = base.lower()
+    return (
+        not base.startswith(".")
+        and base not in _NOT_WEIGHTS
+        and lower.endswith(WEIGHT_SUFFIXES + MODEL_PAYLOAD_SUFFIXES)
+    )
+
+
 _SKIP_DIRS = {".git", "__pycache__", ".ipynb_checkpoints", "node_modules"}
 _MAX_FOLDER_ENTRIES = 100_000
 _MAX_INDEX_BYTES = 64 * 1024**2
