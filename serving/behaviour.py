@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,8 @@ MATCH, WEAK = 1e-9, 1e-3
 MAX_SUSPECT_BYTES = 4 * 1024**3
 MAX_MARKS = 100_000
 BATCH = 512
+#: the whole replay of the marked inputs through an ONNX suspect (its graph is attacker-made)
+RUN_DEADLINE_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -124,9 +128,11 @@ class OnnxSuspect:
     """An ONNX model run by onnxruntime: first input fed float32 rows, first output read as
     labels or numbers (1-D) or score / embedding rows (2-D)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, deadline_s: float = RUN_DEADLINE_S) -> None:
         import onnxruntime as ort
 
+        self.deadline = time.monotonic() + deadline_s
+        self.deadline_s = deadline_s
         if path.stat().st_size > MAX_SUSPECT_BYTES:
             raise FormatError(f"{path} is larger than {MAX_SUSPECT_BYTES // 1024**3} GiB")
         options = ort.SessionOptions()
@@ -155,14 +161,39 @@ class OnnxSuspect:
             batch = np.asarray(rows[start : start + BATCH], dtype=np.float32)
             if len(shape) > 2:
                 batch = batch.reshape([len(batch), *[abs(d) for d in shape[1:]]])
-            try:
-                result = self.session.run(None, {self.input.name: batch})[0]
-            except Exception as exc:  # noqa: BLE001
-                raise FormatError(
-                    f"the suspect cannot evaluate the marked inputs: {' '.join(str(exc).split())[:200]}"
-                ) from exc
+            result = self._run(batch)
             out.extend(_answers(result))
         return out
+
+    def _run(self, batch: Any) -> Any:
+        """One ``session.run`` under the replay's deadline: a suspect's graph is attacker-made
+        (a ``Loop`` of 10^12 turns is valid ONNX), so a timer sets onnxruntime's own
+        ``RunOptions.terminate`` when the time is up."""
+        import onnxruntime as ort
+
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise AssayError(self._late())
+        options = ort.RunOptions()
+        timer = threading.Timer(left, setattr, (options, "terminate", True))
+        timer.daemon = True
+        timer.start()
+        try:
+            return self.session.run(None, {self.input.name: batch}, options)[0]
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors
+            if options.terminate:
+                raise AssayError(self._late()) from None
+            raise FormatError(
+                f"the suspect cannot evaluate the marked inputs: {' '.join(str(exc).split())[:200]}"
+            ) from exc
+        finally:
+            timer.cancel()
+
+    def _late(self) -> str:
+        return (
+            f"the suspect did not answer the marked inputs within {self.deadline_s:g} s "
+            "(its graph may loop); nothing was scored"
+        )
 
 
 class PyfuncSuspect:

@@ -4,7 +4,8 @@
 (``POST``, ``{"inputs": [[...], ...]}``, JSON) and reads ``{"predictions": [...]}``: labels or
 numbers, or rows of numbers (scores, embeddings). Bounded: a timeout per request and a deadline for the whole replay, a cap
 on the bytes read per answer, rows per request, and no redirects (a credential is never sent
-on to another host) and no proxies from the environment. Any refusal or malformed answer stops
+on to another host) and no proxies from the environment; the answer is read in chunks against the
+request's timeout (a slow drip is cut off) and parsed with bounded depth. Any refusal or malformed answer stops
 the trace with a one-line error: a partial replay is never scored.
 """
 
@@ -19,6 +20,7 @@ import urllib.request
 from typing import Any
 
 from assay.core.errors import AssayError, ConfigError, FormatError
+from assay.core.safe_json import loads_untrusted
 
 __all__ = ["EndpointSuspect", "parse_header"]
 
@@ -26,6 +28,7 @@ MAX_ANSWER_BYTES = 16 * 1024 * 1024
 BATCH = 256
 TIMEOUT_S = 30.0
 DEADLINE_S = 600.0
+_CHUNK = 64 * 1024
 
 
 def parse_header(text: str) -> tuple[str, str]:
@@ -99,13 +102,16 @@ class EndpointSuspect:
             raise AssayError("the endpoint replay ran past its deadline; nothing was scored")
         body = json.dumps({"inputs": rows}).encode()
         req = urllib.request.Request(self.url, data=body, headers=self.headers, method="POST")
+        until = time.monotonic() + min(self.timeout_s, left)
         try:
             with self.opener.open(req, timeout=min(self.timeout_s, left)) as resp:
-                raw = resp.read(self.max_answer_bytes + 1)
+                raw = self._read(resp, until)
         except urllib.error.HTTPError as exc:
             detail = exc.read(2000).decode("utf-8", "replace")
-            with contextlib.suppress(ValueError, AttributeError):
-                detail = json.loads(detail).get("message", detail)
+            with contextlib.suppress(FormatError, AttributeError):
+                detail = loads_untrusted(detail, what="error", error=FormatError).get(
+                    "message", detail
+                )
             raise AssayError(
                 f"the endpoint refused the replay: HTTP {exc.code}: {' '.join(str(detail).split())[:200]}"
             ) from None
@@ -116,10 +122,7 @@ class EndpointSuspect:
             ) from None
         if len(raw) > self.max_answer_bytes:
             raise FormatError(f"the endpoint's answer is larger than {self.max_answer_bytes} bytes")
-        try:
-            answer = json.loads(raw)
-        except ValueError:
-            raise FormatError("the endpoint's answer is not JSON") from None
+        answer = loads_untrusted(raw, what="the endpoint's answer", error=FormatError)
         predictions = answer.get("predictions") if isinstance(answer, dict) else answer
         if not isinstance(predictions, list) or len(predictions) != len(rows):
             raise FormatError(
@@ -128,6 +131,24 @@ class EndpointSuspect:
             )
         self.queries += len(rows)
         return [_answer(v) for v in predictions]
+
+    def _read(self, resp: Any, until: float) -> bytes:
+        """The answer's body, read in chunks against the request's deadline: the socket timeout
+        bounds each read only, so an endpoint dripping a byte at a time is cut off here."""
+        chunks: list[bytes] = []
+        size = 0
+        while size <= self.max_answer_bytes:
+            if time.monotonic() > until:
+                raise AssayError(
+                    f"the endpoint did not finish its answer within {self.timeout_s:g} s "
+                    "(--timeout); nothing was scored"
+                )
+            chunk = resp.read1(min(_CHUNK, self.max_answer_bytes + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
 
     def outputs(self, rows: Any) -> list[Any]:
         """Raw answers: labels, numbers, or rows of numbers (scores read by the trace)."""

@@ -51,6 +51,56 @@ def test_binomial_tail() -> None:
     assert log10_binom_tail(50, 50, 1 / 9) < -47
 
 
+def test_a_looping_onnx_suspect_is_stopped_at_the_deadline(tmp_path: Path) -> None:
+    """A valid ONNX ``Loop`` of 10^12 turns (standard ops only) must not hang the trace: the
+    replay's deadline sets onnxruntime's ``RunOptions.terminate`` (the review's F11)."""
+    import time
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto as TP
+    from onnx import helper as h
+
+    from assay.core.errors import AssayError
+    from assay.serving.behaviour import OnnxSuspect
+
+    body = h.make_graph(
+        [
+            h.make_node("Identity", ["cond_in"], ["cond_out"]),
+            h.make_node("Identity", ["acc_in"], ["acc_out"]),
+        ],
+        "body",
+        [
+            h.make_tensor_value_info("i", TP.INT64, []),
+            h.make_tensor_value_info("cond_in", TP.BOOL, []),
+            h.make_tensor_value_info("acc_in", TP.FLOAT, None),
+        ],
+        [
+            h.make_tensor_value_info("cond_out", TP.BOOL, []),
+            h.make_tensor_value_info("acc_out", TP.FLOAT, None),
+        ],
+    )
+    graph = h.make_graph(
+        [
+            h.make_node("Constant", [], ["M"], value=h.make_tensor("m", TP.INT64, [], [10**12])),
+            h.make_node("Constant", [], ["c"], value=h.make_tensor("c0", TP.BOOL, [], [True])),
+            h.make_node("Loop", ["M", "c", "X"], ["Y"], body=body),
+        ],
+        "g",
+        [h.make_tensor_value_info("X", TP.FLOAT, ["N", 4])],
+        [h.make_tensor_value_info("Y", TP.FLOAT, ["N", 4])],
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path = tmp_path / "loop.onnx"
+    onnx.save(model, str(path))
+    started = time.monotonic()
+    with pytest.raises(AssayError, match="did not answer the marked inputs within 1 s"):
+        OnnxSuspect(path, deadline_s=1.0).outputs(np.zeros((3, 4), dtype=np.float32))
+    assert time.monotonic() - started < 60  # a bound on a hang, not a timing claim
+
+
 def test_pyfunc_suspect_needs_trust(tmp_path: Path) -> None:
     (tmp_path / "MLmodel").write_text("flavors: {}\n")
     with pytest.raises(UnsafeInputError, match="trust-suspect-code"):

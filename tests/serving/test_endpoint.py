@@ -6,8 +6,13 @@ badly; the end-to-end trace against a served surrogate is in test_answer_marks.p
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -47,7 +52,7 @@ def test_refusals_and_bad_answers_stop_the_trace() -> None:
         EndpointSuspect(url).predict(rows)
     with (
         endpoint(lambda rs: (200, b"not json", {})) as url,
-        pytest.raises(FormatError, match="not JSON"),
+        pytest.raises(FormatError, match="not valid JSON"),
     ):
         EndpointSuspect(url).predict(rows)
     with (
@@ -77,6 +82,55 @@ def test_slow_endpoint_times_out() -> None:
 
     with endpoint(slow) as url, pytest.raises(AssayError, match="cannot be reached"):
         EndpointSuspect(url, timeout_s=0.3).predict([[0.0]])
+
+
+@contextmanager
+def _raw_endpoint(mode: str) -> Iterator[str]:
+    """A hostile endpoint below any web framework: ``deep`` answers JSON nested 200,000 deep,
+    ``drip`` sends a byte every 0.2 s and never finishes (each read is fast: only a deadline on
+    the whole answer stops it)."""
+    stop = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            if mode == "deep":
+                self.wfile.write(b"[" * 200_000 + b"]" * 200_000)
+                return
+            with contextlib.suppress(OSError):
+                while not stop.is_set():
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_deeply_nested_answer_is_one_line_error() -> None:
+    with _raw_endpoint("deep") as url, pytest.raises(FormatError, match="nests deeper"):
+        EndpointSuspect(url).predict([[0.0]])
+
+
+def test_a_dripping_answer_is_cut_off_at_the_timeout() -> None:
+    started = time.monotonic()
+    with _raw_endpoint("drip") as url, pytest.raises(AssayError, match="did not finish"):
+        EndpointSuspect(url, timeout_s=1.0).predict([[0.0]])
+    assert time.monotonic() - started < 30  # a bound on a hang, not a timing claim
 
 
 @pytest.mark.parametrize(
