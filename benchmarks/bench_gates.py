@@ -6,9 +6,12 @@
   clean tables. Issue targets: recall >= 0.8 and precision >= 0.6 at 10 %; clean <= 3 %.
 * BadNets triggers on digits (a 2x2 corner of maximal pixels, relabelled to class 0) at 1/5/10 %
   poison (2 seeds) on a small CNN: whether each detector of the backdoor gate, with its defaults,
-  flags class 0 (trigger scan, activation clustering, spectral signatures on the penultimate
-  activations), and which classes each flags on 20 clean CNNs (false alarms). Arguments: clean
-  models (20), seeds per rate (2).
+  flags class 0 (trigger scan, exclusionary reclassification, activation clustering, spectral
+  signatures), whether the gate's default verdict does, and which classes each flags on 20
+  clean CNNs (false alarms). Arguments: clean models (20), seeds per rate (2); ``--only
+  backdoor`` reruns that section alone and keeps the others' results.
+* ``--calibrate``: the same on models with disjoint seeds (poisoned 200+, clean 300+), and the
+  thresholds chosen on them (benchmarks/results/gates_calibration.json): the gate's defaults.
 * Scan time per table, and seconds per gate run on a registered sklearn and torch model.
 
 Writes benchmarks/results/gates.json.
