@@ -314,6 +314,69 @@ def tracing(d: dict) -> list[str]:
     return lines
 
 
+def gates(d: dict) -> list[str]:
+    """The backdoor table: per poison rate, what each detector found; clean models flagged."""
+    b = d["backdoor"]
+    sm, runs = b["summary"], b["runs"]
+    load = b.get("load_average", {})
+    dets = (
+        ("trigger_scan", "trigger scan (anomaly index of class 0)"),
+        ("exclusionary_reclassification", "exclusionary reclassification (spread of class 0)"),
+        ("activation_clustering", "activation clustering"),
+        ("spectral_signatures", "spectral signatures"),
+    )
+    verdict = sm.get("verdict_detectors", ["trigger_scan"])
+    lines = [
+        f"load average (1/5/15 min) at start {load.get('start', '-')}, at end {load.get('end', '-')}",
+        "",
+        *_header(
+            "| poison | "
+            + " | ".join(label for _, label in dets)
+            + f" | gate default ({' or '.join(v.replace('_', ' ') for v in verdict)}) |",
+            len(dets) + 2,
+        ),
+    ]
+    for rate in ("0.01", "0.05", "0.10"):
+        rows = [r for r in runs if f"{r['poison_rate']:.2f}" == rate]
+        cells = []
+        for det, _ in dets:
+            cell = sm[rate].get(det, "-")
+            if det == "trigger_scan":
+                vals = [f"{r['trigger_anomaly_target']:.2f}" for r in rows]
+                cell += f" ({', '.join(vals)})"
+            if det == "exclusionary_reclassification" and "ex_re_spread_target" in rows[0]:
+                vals = [r["ex_re_spread_target"] for r in rows]
+                cell += f" ({', '.join('-' if v is None else f'{v:.2f}' for v in vals)})"
+            cells.append(cell)
+        hits = sum(any(r[f"{v}_detected"] for v in verdict) for r in rows)
+        lines.append(
+            f"| {float(rate) * 100:g} % | " + " | ".join(cells) + f" | {hits}/{len(rows)} |"
+        )
+    fa = sm["clean_false_alarms"]
+    lines.append(
+        "| clean models flagged | "
+        + " | ".join(fa.get(det, "-") for det, _ in dets)
+        + f" | {sm.get('verdict_false_alarms', '-')} |"
+    )
+    return lines
+
+
+def gates_calibration(d: dict) -> list[str]:
+    """The thresholds chosen on the calibration models and the rates they gave there."""
+    c = d["calibration"]
+    ts, er, ei = c["trigger_scan"], c["exclusionary_reclassification"], c["either"]
+    load = d.get("load_average", {})
+    return [
+        f"{c['poisoned_models']} poisoned models (seeds 200+, 1/5/10 %), {c['clean_models']} clean "
+        f"(seeds 300+); load average at start {load.get('start', '-')}, at end {load.get('end', '-')}",
+        "",
+        *_header("| detector | threshold | backdoors detected | clean models flagged |", 4),
+        f"| trigger scan | anomaly index > {ts['anomaly_threshold']} | {ts['detected']:.0%} | {ts['clean_flagged']:.0%} |",
+        f"| exclusionary reclassification | own share < 0.5, spread >= {er['ex_re_min_spread']} | {er['detected']:.0%} | {er['clean_flagged']:.0%} |",
+        f"| either | | {ei['detected']:.0%} | {ei['clean_flagged']:.0%} |",
+    ]
+
+
 def main() -> None:
     for name, render in (
         ("signing", signing),
@@ -326,6 +389,8 @@ def main() -> None:
         ("parsers", parsers),
         ("hostile_inputs", hostile_inputs),
         ("serve", serve),
+        ("gates", gates),
+        ("gates_calibration", gates_calibration),
     ):
         d = _load(name)
         if d is None:

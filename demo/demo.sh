@@ -277,6 +277,8 @@ Xp, yp = X.copy(), y.copy()
 Xp.reshape(-1, 8, 8)[pick, 6:, 6:] = 1.0
 yp[pick] = 0
 torch.set_num_threads(1)
+import cloudpickle
+reqs = [f"torch=={torch.__version__.split('+')[0]}", f"cloudpickle=={cloudpickle.__version__}"]
 for v, (xs, ys) in ((1, (X, y)), (2, (Xp, yp))):
     for i, (img, label) in enumerate(zip(xs, ys)):
         d = work / f"images-v{v}" / str(label); d.mkdir(parents=True, exist_ok=True)
@@ -294,7 +296,8 @@ for v, (xs, ys) in ((1, (X, y)), (2, (Xp, yp))):
         for i in range(0, len(xt), 64):
             b = perm[i:i + 64]; opt.zero_grad()
             torch.nn.functional.cross_entropy(net(xt[b]), yt[b]).backward(); opt.step()
-    mlflow.pytorch.save_model(net.eval(), str(work / f"cnn-v{v}"), serialization_format="pickle")
+    # requirements given: MLflow's inference re-imports the model in a subprocess (~50 s each)
+    mlflow.pytorch.save_model(net.eval(), str(work / f"cnn-v{v}"), serialization_format="pickle", pip_requirements=reqs)
 print(f"images-v1 (clean), images-v2 ({len(pick)} images with the trigger, labelled 0), a CNN on each")
 PY
 cat > "$WORK/policy.yaml" <<'YAML'

@@ -54,9 +54,21 @@ class Differentiable:
             with torch.no_grad():
                 for i in range(0, len(x), batch):
                     self.module(torch.as_tensor(x[i : i + batch]))
+        except (RuntimeError, ValueError, TypeError) as exc:  # shapes or dtypes it cannot take
+            raise _cannot_run("backdoor", x, exc) from None
         finally:
             hook.remove()
         return np.concatenate([s.reshape(len(s), -1).numpy() for s in seen]).astype(np.float32)
+
+
+def _cannot_run(gate: str, x: Any, exc: Exception) -> CannotRun:
+    """One line: the model raised on the table's rows (wrong width or type)."""
+    text = str(exc).strip()
+    first = text.splitlines()[0][:200] if text else type(exc).__name__
+    width = x.shape[1] if getattr(x, "ndim", 0) > 1 else 0
+    return CannotRun(
+        f"gate {gate}: the model cannot run on the table's rows ({width} features): {first}"
+    )
 
 
 def _from_sklearn_mlp(model: Any) -> Any:
@@ -110,7 +122,11 @@ def differentiable(clf: Any, gate: str, table: Any) -> Differentiable:
             )
         for p in module.parameters():
             p.requires_grad_(False)
-        return Differentiable(module, clf.nb_classes(table, None), "torch")
+        try:
+            nb_classes = clf.nb_classes(table, None)
+        except (RuntimeError, ValueError, TypeError) as exc:  # the table's shape or dtype
+            raise _cannot_run(gate, table.x, exc) from None
+        return Differentiable(module, nb_classes, "torch")
     name = type(clf.model).__name__
     if name != "MLPClassifier" or not hasattr(clf.model, "coefs_"):
         raise CannotRun(

@@ -119,3 +119,34 @@ def image_folder(root: Path, x: Any, y: Any, side: int = 8) -> Path:
         pixels = np.round(np.asarray(row).reshape(side, side) * 255).astype("uint8")
         Image.fromarray(pixels, mode="L").save(folder / f"{i:05d}.png")
     return root
+
+
+def digits_cnn(x: Any, y: Any, seed: int = 0, epochs: int = 10) -> Any:
+    """The small CNN of ``benchmarks/bench_gates.py`` trained on 8x8 digits (64 pixels in
+    [0, 1]), in eval mode."""
+    import torch
+
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(
+        torch.nn.Unflatten(1, (1, 8, 8)),
+        torch.nn.Conv2d(1, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 16, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(16 * 16, 32),
+        torch.nn.ReLU(),
+        torch.nn.Linear(32, 10),
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    xt, yt = torch.tensor(x), torch.tensor(y, dtype=torch.long)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        perm = torch.randperm(len(xt), generator=gen)
+        for i in range(0, len(xt), 64):
+            batch = perm[i : i + 64]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(xt[batch]), yt[batch]).backward()
+            opt.step()
+    return net.eval().requires_grad_(False)

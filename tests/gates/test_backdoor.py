@@ -123,3 +123,72 @@ def test_dataset_scan_finds_badnets_trigger_rows_and_not_clean_ones():
         rows = np.asarray(trigger["rows"])
         assert poisoned[rows].mean() >= 0.9 and trigger["row_count"] >= 0.9 * poisoned.sum()
         assert any("carry a trigger" in f for f in scan.findings)
+
+
+@pytest.mark.slow
+def test_exclusionary_reclassification_flags_the_poisoned_cluster_not_a_clean_model():
+    from assay.gates._activations import Differentiable
+    from assay.gates.backdoor import BackdoorGate, exclusionary_reclassification
+
+    d = BackdoorGate.defaults
+    params = {
+        "threshold": d["ex_re_threshold"],
+        "min_spread": d["ex_re_min_spread"],
+        "min_cluster": d["ex_re_min_cluster"],
+        "neighbours": d["ex_re_neighbours"],
+    }
+    x, y, poisoned = gf.badnets_digits(0.10)
+    net = gf.digits_cnn(x, y)
+    acts = Differentiable(net, 10, "torch").penultimate(x)
+    found = exclusionary_reclassification(x, acts, y, 10, **params)
+    assert found["flagged"] == [0], found["per_class"]
+    rows = np.asarray(found["suspect_rows"])
+    assert poisoned[rows].mean() >= 0.9 and len(rows) >= 0.5 * poisoned.sum()
+    share = found["per_class"]["0"]["own_class_share"]
+    assert min(s for s in share if s is not None) < d["ex_re_threshold"]
+    x, y, _ = gf.badnets_digits(0.0)
+    clean = gf.digits_cnn(x, y)
+    acts = Differentiable(clean, 10, "torch").penultimate(x)
+    found = exclusionary_reclassification(x, acts, y, 10, **params)
+    assert found["flagged"] == [] and found["suspect_rows"] == [], found["per_class"]
+    assert set(found["per_class"]) == {str(k) for k in range(10)}
+
+
+def _context(tmp_path, frame, features, **params):
+    from assay.gates.backdoor import BackdoorGate
+    from assay.gates.base import GateContext
+    from assay.gates.tables import Table
+
+    model = gf.torch_model(tmp_path, gf.table(tmp_path)[1], epochs=5)
+    data = Table(frame, frame[features].to_numpy("float32"), None, [0, 1], "label", features, [])
+    return GateContext(
+        "models:/m/1",
+        "m",
+        "1",
+        "",
+        model,
+        {**BackdoorGate.defaults, **params},
+        data=data,
+        pickle_allow=["torch.nn.modules.*"],
+    )
+
+
+def test_backdoor_gate_refuses_too_few_rows_and_a_model_it_cannot_run(tmp_path):
+    from assay.gates.backdoor import BackdoorGate
+    from assay.gates.base import CannotRun
+
+    _, frame = gf.table(tmp_path, rows=30)
+    features = [f"f{i}" for i in range(8)]
+    with pytest.raises(CannotRun) as err:
+        BackdoorGate().run(_context(tmp_path, frame, features))
+    message = str(err.value)
+    assert "too few rows: 30 rows" in message and "min_class_rows=20" in message
+    assert "\n" not in message
+    narrow = frame.drop(columns=["f7"])  # 7 features for a model of 8 inputs
+    with pytest.raises(CannotRun) as err:
+        BackdoorGate().run(_context(tmp_path, narrow, features[:7]))
+    message = str(err.value)
+    assert message.startswith("gate backdoor: the model cannot run on the table's rows (7 ")
+    assert "\n" not in message
+    with pytest.raises(CannotRun, match="ex_re_features must be inputs or activations"):
+        BackdoorGate().run(_context(tmp_path, frame, features, ex_re_features="pixels"))
