@@ -148,14 +148,22 @@ def embed_into_folder(
     files = weight_files(folder)
     if not files:
         return None
-    secret = active_secret(registry)
+    used = strength if strength is not None else DEFAULT_STRENGTH
+    return embed_files(folder, files, active_secret(registry), used)
+
+
+def embed_files(
+    folder: Path, files: list[Path], secret: bytes, strength: float
+) -> WatermarkOutcome:
+    """Mark each of ``files`` (weight files under ``folder``) in place, one file and, for
+    safetensors, one tensor at a time: registration's staged folder, and ``assay watermark
+    embed`` of a folder (a sharded checkpoint) into its temp copy."""
     records: dict[str, Any] = {}
     shapes: list[list[int]] = []
     parameters = 0
     fingerprint = ""
-    used = strength if strength is not None else DEFAULT_STRENGTH
     for path in files:
-        record, sketches = _embed_file(path, secret, used)
+        record, sketches = _embed_file(path, secret, strength)
         rel = path.relative_to(folder).as_posix()
         records[rel] = {**record.to_dict(), "sketch": sketches}
         fingerprint = record.secret_fingerprint
@@ -164,7 +172,7 @@ def embed_into_folder(
             parameters += mark.marked
     return WatermarkOutcome(
         secret_fingerprint=fingerprint,
-        record={"strength": used, "files": records},
+        record={"strength": strength, "files": records},
         shapes=shapes,
         parameters=parameters,
         files=sorted(records),
