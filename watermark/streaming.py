@@ -303,7 +303,7 @@ def blind(
 ) -> DetectionResult:
     """``detect``'s blind test, streamed: one suspect tensor at a time, grouped by pattern."""
     shapes = shapes if shapes is not None else {n: tuple(np.shape(a)) for n, a in suspect.items()}
-    names = [n for n, s in shapes.items() if len(s) >= 2 and math.prod(s) >= min_size]
+    names = markable(shapes, min_size)
     names.sort(key=lambda n: canonical(shapes[n]).label)
     ev = GroupedEvidence(secret)
     tensors: list[TensorEvidence] = []
@@ -326,6 +326,11 @@ def blind(
     return detection_result("blind", ev, hypotheses, tensors, notes)
 
 
+def markable(shapes: Mapping[str, tuple[int, ...]], min_size: int = DEFAULT_MIN_SIZE) -> list[str]:
+    """The tensors (by name) that can carry the mark: >= 2-D and at least ``min_size`` values."""
+    return [n for n, s in shapes.items() if len(s) >= 2 and math.prod(s) >= min_size]
+
+
 def embed_source(
     source,
     secret: bytes,
@@ -341,7 +346,7 @@ def embed_source(
     """
     check_strength(strength)
     fingerprint(secret)  # checks the secret
-    names = [n for n, s in source.shapes.items() if len(s) >= 2 and math.prod(s) >= min_size]
+    names = markable(source.shapes, min_size)
     if not names:
         raise WatermarkError("no tensor can carry a watermark (need float tensors >= 2-D)")
     names_by_label = sorted(names, key=lambda n: canonical(source.shapes[n]).label)

@@ -199,6 +199,7 @@ def test_embed_a_sharded_folder_shard_by_shard(registered: Path, tmp_path: Path)
         {"wte": w(512, 64), "h0.attn": w(64, 192)},
         {"h0.mlp": w(64, 256), "h0.bias": np.zeros(64, np.float32)},
         {"h1.attn": w(64, 192), "h1.mlp": w(64, 256)},
+        {"ln_f.weight": np.ones(64, np.float32)},  # nothing to mark here: copied as it is
     ])  # fmt: skip
     before = _tree(src)
     out = tmp_path / "marked"
@@ -213,7 +214,8 @@ def test_embed_a_sharded_folder_shard_by_shard(registered: Path, tmp_path: Path)
     index = "model.safetensors.index.json"
     assert after[index] == before[index]
     shards = sorted(n for n in after if n.endswith(".safetensors"))
-    assert all(after[n] != before[n] for n in shards)  # every shard marked
+    assert all(after[n] != before[n] for n in shards[:3])  # every shard with a matrix marked
+    assert after[shards[3]] == before[shards[3]]
     marked, original = open_weights(out), open_weights(src)
     assert np.array_equal(marked["h0.bias"], original["h0.bias"])
     assert not np.array_equal(marked["wte"], original["wte"])
@@ -229,9 +231,11 @@ def test_embed_of_a_folder_with_a_failing_shard_leaves_nothing(
     registered: Path, tmp_path: Path
 ) -> None:
     rng = np.random.default_rng(12)
+    bad = rng.normal(0, 0.02, (64, 192)).astype(np.float32)
+    bad[3, 5] = np.inf
     src = _sharded_checkpoint(tmp_path / "src", [
         {"wte": rng.normal(0, 0.02, (512, 64)).astype(np.float32)},  # marked first, then
-        {"ln.bias": np.zeros(64, np.float32)},  # this shard cannot carry a mark: the embed fails
+        {"h0.attn": bad},  # a non-finite weight: this shard cannot be marked, the embed fails
     ])  # fmt: skip
     before = _tree(src)
     out = tmp_path / "marked"
@@ -245,7 +249,7 @@ def test_embed_of_a_folder_with_a_failing_shard_leaves_nothing(
     # a shard the index does not match is refused before anything is written
     (src / "model.safetensors.index.json").write_text(
         json.dumps({"weight_map": {"wte": "model-00002-of-00002.safetensors",
-                                   "ln.bias": "model-00002-of-00002.safetensors"}}))  # fmt: skip
+                                   "h0.attn": "model-00002-of-00002.safetensors"}}))  # fmt: skip
     res = _run("watermark", "embed", str(src), str(out))
     assert res.exit_code == 1 and "does not hold it" in res.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
