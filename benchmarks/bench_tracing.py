@@ -17,8 +17,8 @@ Measured, each in its own process (wall time and that process's peak RSS):
 * the same fp32 trace against 100 and 10,000 versions: the one registered for real plus synthetic
   versions inserted straight into the store through the library API (artifact, state, watermark
   row, ``sketch_index.index_version`` with random sketches of the same shapes). Their weight files
-  do not exist, so the two synthetic versions ranked next to the real one are reported as
-  unreadable; the point is the ranking pass over every version's sketch.
+  do not exist and their records mark no tensor, so the synthetic versions ranked next to the
+  real one are noted and not tested; the point is the ranking pass over every version's sketch.
 
 Section ``large`` (``python benchmarks/bench_tracing.py --only large``; merged into
 results/tracing.json under ``large``): the issue's 1.5 B-parameter bf16 checkpoint, GPT-2-XL-shaped
