@@ -234,3 +234,55 @@ def test_bf16_positionwise_in_blocks_equals_the_whole_tensor_test(tmp_path: Path
                                                  for n in order], record)  # fmt: skip
     assert streamed.to_dict() == whole.to_dict()
     assert streamed.log10_p_corrected < -9 and streamed.tensors_matched == len(t)
+
+
+def _torch_file(path: Path, tensors: dict) -> Path:
+    import torch
+
+    torch.save(tensors, str(path))
+    return path
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_torch_zip_streams_from_its_stored_records(tmp_path: Path, dtype: str) -> None:
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    wte = torch.randn(300, 64, generator=g).to(getattr(torch, dtype))
+    big = torch.randn(40, 64, generator=g).to(getattr(torch, dtype))
+    state = {
+        "wte": wte,
+        "head": wte,  # tied: one storage, two names
+        "tail": big[8:],  # a view at a storage offset, contiguous
+        "ln.bias": torch.zeros(64, dtype=getattr(torch, dtype)),
+        "steps": torch.arange(4),
+    }
+    path = _torch_file(tmp_path / "m.pt", state)
+    eager, src = load_weights(path), open_weights(path)
+    assert src.streamed and src.format == "torch" and "steps" in src.other
+    assert list(src) == list(eager.tensors) and src.dtypes == eager.dtypes
+    for name, arr in eager.tensors.items():
+        assert np.array_equal(src[name], arr) and src[name] is not src[name]
+        assert np.array_equal(np.concatenate(list(src.blocks(name, 1000))), arr.reshape(-1))
+    flat = np.array([0, 5, 77, 64 * 32 - 1])
+    assert np.array_equal(src.sample("tail", flat), eager.tensors["tail"].reshape(-1)[flat])
+    with pytest.raises(FormatError, match="not opened for in-place writing"):
+        open_weights(path, writable=True).write("wte", eager.tensors["wte"])
+
+
+def test_torch_zip_with_a_strided_or_compressed_weight_is_read_eagerly(tmp_path: Path) -> None:
+    import zipfile
+
+    import torch
+
+    w = torch.randn(32, 48, generator=torch.Generator().manual_seed(1))
+    strided = _torch_file(tmp_path / "t.pt", {"w": w.t(), "v": w})  # a transposed view
+    src = open_weights(strided)
+    assert not src.streamed and np.array_equal(src["w"], load_weights(strided).tensors["w"])
+    plain = _torch_file(tmp_path / "p.pt", {"w": w})
+    deflated = tmp_path / "d.pt"
+    with zipfile.ZipFile(plain) as zin, zipfile.ZipFile(deflated, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info), compress_type=zipfile.ZIP_DEFLATED)
+    src = open_weights(deflated)
+    assert not src.streamed and np.array_equal(src["w"], w.numpy())

@@ -9,8 +9,11 @@ float32 by itself, and nothing is cached, so callers hold only the tensors they 
 tensor is never held whole in float32), :meth:`TensorSource.sample` reads a few elements (one
 ``pread`` each), and :meth:`TensorSource.write` patches one tensor's bytes in place.
 
-Other formats (torch zips, TorchScript, ONNX) are read by the eager readers and wrapped in the same
-interface: correct, but not streamed (their whole float weights are held).
+torch zip archives and TorchScript (read-only) are streamed the same way from their stored,
+uncompressed records, after every check of the eager reader (``_torch.locate``: the pickles through
+the allow-list, each tensor against its storage record), when every weight is a contiguous run of
+a stored record. Other files (a compressed or strided torch archive, legacy torch, ONNX) are read
+by the eager readers and wrapped in the same interface: correct, but not streamed.
 """
 
 from __future__ import annotations
@@ -262,6 +265,26 @@ def _sharded(index_path: Path, limits: Limits, writable: bool) -> TensorSource:
                         writable=writable)  # fmt: skip
 
 
+def _torch_source(path: Path, limits: Limits) -> TensorSource | None:
+    """A torch zip archive streamed from its stored records (read-only: a patched record would
+    need its CRC fixed, which ``save_weights`` does); None when some weight is compressed or not
+    contiguous (then the eager reader holds the weights)."""
+    from assay.watermark.formats import _torch
+
+    found = _torch.locate(path, limits)
+    ranges = _torch.streamable(found)
+    if ranges is None:
+        return None
+    if not ranges:
+        raise FormatError(f"no floating-point weights in {path}")
+    locs = {}
+    for name, (begin, end) in ranges.items():
+        ref = found.slots[name].ref
+        locs[name] = _Loc(path, ref.dtype, tuple(ref.shape), begin, end)
+    fmt = "torchscript" if found.script else "torch"
+    return TensorSource(path, fmt, locs, None, _torch.other_tensors(found))
+
+
 def open_weights(
     path: str | os.PathLike[str], *, limits: Limits | None = None, writable: bool = False
 ) -> TensorSource:
@@ -291,10 +314,15 @@ def open_weights(
         return _sharded(p, limits, writable)
     if not p.exists():
         raise NotFoundError(f"{p} does not exist")
-    if detect_format(p) == "safetensors":
+    fmt = detect_format(p)
+    if fmt == "safetensors":
         locs, other, _ = _safetensors_locs(p, limits)
         if not locs:
             raise FormatError(f"no floating-point weights in {p}")
         return TensorSource(p, "safetensors", locs, None, other, writable=writable)
+    if fmt in ("torch", "torchscript") and not writable:
+        streamed = _torch_source(p, limits)
+        if streamed is not None:
+            return streamed
     wf = load_weights(p, limits=limits)
     return TensorSource(p, wf.format, None, wf)
