@@ -17,15 +17,25 @@ Measured, each in its own process (wall time and that process's peak RSS):
 * the same fp32 trace against 100 and 10,000 versions: the one registered for real plus synthetic
   versions inserted straight into the store through the library API (artifact, state, watermark
   row, ``sketch_index.index_version`` with random sketches of the same shapes). Their weight files
-  do not exist, so the two synthetic versions ranked next to the real one are reported as
-  unreadable; the point is the ranking pass over every version's sketch.
+  do not exist and their records mark no tensor, so the synthetic versions ranked next to the
+  real one are noted and not tested; the point is the ranking pass over every version's sketch.
+
+Section ``large`` (``python benchmarks/bench_tracing.py --only large``; merged into
+results/tracing.json under ``large``): the issue's 1.5 B-parameter bf16 checkpoint, GPT-2-XL-shaped
+(48 layers, width 1600: 1.56 B parameters, 3.1 GB bf16) in ``LARGE_SHARDS`` shards with its index,
+generated tensor by tensor into a temp folder; ``assay watermark embed`` of the folder (time, peak
+RSS), ``assay register`` of it (watermark embed + sign), 99 synthetic versions as above, then
+``assay trace`` of a noised bf16 sharded copy against the 100 versions and the numpy pass over it.
+Everything lives under one temp folder, removed at the end, on failure, on Ctrl-C and on SIGTERM.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,9 +51,14 @@ LAYERS = int(os.environ.get("BENCH_TRACE_LAYERS", "12"))
 D, VOCAB, CTX = 768, 50257, 1024
 NOISE = 0.002  # absolute std of the noise added to every weight (10 % of the weights' 0.02 std)
 SHARDS = 4
+#: the ``large`` section: GPT-2-XL-shaped (1.56 B parameters), bf16, sharded
+LARGE_LAYERS = int(os.environ.get("BENCH_LARGE_LAYERS", "48"))  # smaller: a quick dry run
+LARGE_D = int(os.environ.get("BENCH_LARGE_WIDTH", "1600"))
+LARGE_SHARDS = 6
+LARGE_VERSIONS = 100
 
 
-def gpt2_shapes(layers: int) -> dict[str, tuple[int, ...]]:
+def gpt2_shapes(layers: int, D: int = D) -> dict[str, tuple[int, ...]]:  # noqa: N803
     shapes: dict[str, tuple[int, ...]] = {"transformer.wte.weight": (VOCAB, D),
                                           "transformer.wpe.weight": (CTX, D)}  # fmt: skip
     for i in range(layers):
@@ -84,15 +99,26 @@ def write_safetensors(path: Path, arrays, bf16: bool = False) -> None:
             fh.write((f32_to_bf16_bits(a) if bf16 else np.ascontiguousarray(a, "<f4")).tobytes())
 
 
-def write_sharded(folder: Path, source, bf16: bool) -> None:
-    """A sharded copy of ``source`` (a TensorSource): ``SHARDS`` files and the index."""
+def write_sharded(
+    folder: Path, source, bf16: bool, shards: int = SHARDS, sizes: dict[str, int] | None = None
+) -> None:
+    """A sharded copy of ``source`` (a TensorSource): ``shards`` files and the index; tensors
+    split by count, or by bytes when ``sizes`` (elements per name) is given."""
     folder.mkdir(parents=True)
     names = list(source)
-    per = -(-len(names) // SHARDS)
+    if sizes is None:
+        per = -(-len(names) // shards)
+        parts = [names[i * per : (i + 1) * per] for i in range(shards)]
+    else:
+        target, parts, acc = sum(sizes.values()) / shards, [[]], 0
+        for n in names:
+            if acc >= target * len(parts) and len(parts) < shards:
+                parts.append([])
+            parts[-1].append(n)
+            acc += sizes[n]
     weight_map = {}
-    for i in range(SHARDS):
-        part = names[i * per : (i + 1) * per]
-        file = f"model-{i + 1:05d}-of-{SHARDS:05d}.safetensors"
+    for i, part in enumerate(parts):
+        file = f"model-{i + 1:05d}-of-{len(parts):05d}.safetensors"
         write_safetensors(folder / file, ((n, source[n]) for n in part), bf16=bf16)
         weight_map.update(dict.fromkeys(part, file))
     (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
@@ -118,7 +144,9 @@ def generate(path: Path) -> int:
     return sum(int(np.prod(s)) for s in shapes.values())
 
 
-def noised_copy(marked: Path, out: Path, *, sharded: bool, bf16: bool) -> None:
+def noised_copy(
+    marked: Path, out: Path, *, sharded: bool, bf16: bool, shards: int = SHARDS, by_size=False
+) -> None:
     from assay.watermark.formats._stream import open_weights
 
     src = open_weights(marked)
@@ -134,7 +162,8 @@ def noised_copy(marked: Path, out: Path, *, sharded: bool, bf16: bool) -> None:
 
     noisy = Noised()
     if sharded:
-        write_sharded(out, noisy, bf16)
+        sizes = {n: int(np.prod(src.shapes[n])) for n in src} if by_size else None
+        write_sharded(out, noisy, bf16, shards, sizes)
     else:
         write_safetensors(out, ((n, noisy[n]) for n in src), bf16=bf16)
 
@@ -188,7 +217,7 @@ with reg.store.session() as s:
 """
 
 
-def main() -> None:
+def gpt2_section() -> dict:
     env_path = Path(sys.executable).parent
     assay = [str(env_path / "assay")]
     tmp = Path(tempfile.mkdtemp(prefix="bench-tracing-"))
@@ -314,11 +343,146 @@ def main() -> None:
         }  # fmt: skip
         out["load"] = os.getloadavg()
         out["uptime"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-        path = write_result("tracing", {**out, "machine_detail": machine()})
-        print(f"wrote {path}")
+        return out
     finally:
         if not os.environ.get("BENCH_TRACE_KEEP"):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _Generated:
+    """A random GPT-2-shaped model, generated tensor by tensor on access (never held whole)."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        self.shapes = shapes
+        self._index = {n: i for i, n in enumerate(shapes)}
+
+    def __iter__(self):
+        return iter(self.shapes)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        shape = self.shapes[name]
+        if len(shape) == 1:
+            return (np.ones if name.endswith("weight") else np.zeros)(shape, np.float32)
+        rng = np.random.default_rng(self._index[name])
+        a = rng.standard_normal(shape, dtype=np.float32)
+        a *= np.float32(0.02)
+        return a
+
+
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def large_section() -> dict:
+    """The issue's 1.5 B-parameter sharded bf16 checkpoint against 100 versions (module docs)."""
+    env_path = Path(sys.executable).parent
+    assay = str(env_path / "assay")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-tracing-large-"))
+    shapes = gpt2_shapes(LARGE_LAYERS, LARGE_D)
+    sizes = {n: int(np.prod(s)) for n, s in shapes.items()}
+    out: dict = {"layers": LARGE_LAYERS, "width": LARGE_D, "shards": LARGE_SHARDS,
+                 "parameters": sum(sizes.values()), "noise_std": NOISE,
+                 "uptime_start": _uptime()}  # fmt: skip
+    try:
+        home = tmp / "home"
+        for var in ("ASSAY_DB_URL", "MLFLOW_TRACKING_URI", "ASSAY_KEY", "ASSAY_ENFORCE"):
+            os.environ.pop(var, None)
+        os.environ.update({"ASSAY_HOME": str(home), "ASSAY_ACTOR": "bench@assay",
+                           "PATH": f"{env_path}:" + os.environ.get("PATH", "")})  # fmt: skip
+        model = tmp / "model"
+        t0 = time.perf_counter()
+        write_sharded(model, _Generated(shapes), True, LARGE_SHARDS, sizes)
+        (model / "config.json").write_text(json.dumps({"n_layer": LARGE_LAYERS,
+                                                       "n_embd": LARGE_D}))  # fmt: skip
+        size = sum(p.stat().st_size for p in model.glob("*.safetensors"))
+        out["bytes"], out["generate_s"] = size, time.perf_counter() - t0
+        mb = size / 2**20
+        print(f"large: {out['parameters'] / 1e9:.2f} B params, {size / 1e9:.2f} GB bf16, "
+              f"{LARGE_SHARDS} shards, generated in {out['generate_s']:.0f} s", flush=True)  # fmt: skip
+        run_rss([assay, "init"])
+        r = run_rss([assay, "watermark", "embed", str(model), str(tmp / "embedded")])
+        out["embed"] = {"s": r.wall_s, "peak_rss_mb": r.peak_rss_mb,
+                        "rss_vs_size": r.peak_rss_mb / mb, "load": os.getloadavg()}  # fmt: skip
+        print(f"large embed (CLI, folder): {r.wall_s:.1f} s, {r.peak_rss_mb:.0f} MB", flush=True)
+        shutil.rmtree(tmp / "embedded")
+        r = run_rss([assay, "register", "big", str(model)])
+        out["register"] = {"s": r.wall_s, "peak_rss_mb": r.peak_rss_mb, "load": os.getloadavg()}
+        print(f"large register: {r.wall_s:.1f} s, {r.peak_rss_mb:.0f} MB", flush=True)
+        shutil.rmtree(model)
+        from assay.core.settings import Settings
+        from assay.mlflow_access.artifacts import local_path_of
+        from assay.registry.facade import Registry
+        from assay.registry.versions import require_artifact
+        from assay.store.models import WatermarkRow
+
+        reg = Registry.open(Settings.from_env())
+        with reg.store.session(readonly=True) as s:
+            art = require_artifact(s, "model", "big", "1")
+            marked = local_path_of(art.uri or "")
+            fp = s.get(WatermarkRow, art.id).secret_fingerprint
+        reg.store.dispose()
+        suspect = tmp / "suspect"
+        t0 = time.perf_counter()
+        noised_copy(marked, suspect, sharded=True, bf16=True, shards=LARGE_SHARDS, by_size=True)
+        out["noise_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        two_d = sorted({tuple(x) for x in shapes.values() if len(x) == 2})
+        subprocess.run([sys.executable, "-c", SYNTH, "1", str(LARGE_VERSIONS), fp,
+                        json.dumps([list(x) for x in two_d])], check=True)  # fmt: skip
+        out["insert_s"] = time.perf_counter() - t0
+        floor = run_rss([sys.executable, "-c", FLOOR, str(suspect)])
+        dest = tmp / "trace.json"
+        load_before = os.getloadavg()
+        r = run_rss(["sh", "-c", 'exec "$0" trace "$1" --json > "$2"', assay, str(suspect),
+                     str(dest)])  # fmt: skip
+        report = json.loads(dest.read_text())
+        best = report["candidates"][0] if report["candidates"] else {}
+        suspect_mb = sum(p.stat().st_size for p in suspect.glob("*")) / 2**20
+        out["trace"] = {
+            "trace_s": r.wall_s, "trace_peak_rss_mb": r.peak_rss_mb,
+            "floor_s": floor.wall_s, "floor_peak_rss_mb": floor.peak_rss_mb,
+            "time_vs_floor": r.wall_s / floor.wall_s, "rss_vs_suspect": r.peak_rss_mb / suspect_mb,
+            "best": f"{best.get('ref')} {best.get('method')} {best.get('verdict')}",
+            "log10_p_corrected": best.get("log10_p_corrected"), "searched": report["searched"],
+            "in_process_s": report["seconds"], "notes": report["notes"][:4],
+            "load_before": load_before, "load_after": os.getloadavg(),
+        }  # fmt: skip
+        print(f"large trace: {json.dumps(out['trace'])}", flush=True)
+        out["targets"] = {
+            "trace_100_versions_seconds": {"value": r.wall_s, "want": "<= 60"},
+            "trace_peak_rss_gb": {"value": r.peak_rss_mb / 1024, "want": "<= 2"},
+            "embed_peak_rss_vs_size": {"value": out["embed"]["rss_vs_size"], "want": "<= 2"},
+            "trace_time_vs_numpy_floor": {"value": r.wall_s / floor.wall_s, "want": "<= 3"},
+        }  # fmt: skip
+        out["uptime"] = _uptime()
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _terminated(signum, frame) -> None:  # noqa: ARG001
+    raise SystemExit(128 + signum)  # so ``finally`` removes the temp data
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["gpt2", "large"],
+                        help="run one section, merged into the existing results")  # fmt: skip
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminated)
+    previous = Path(__file__).parent / "results" / "tracing.json"
+    old = json.loads(previous.read_text()) if previous.exists() else {}
+    keep = {k: v for k, v in old.items() if k not in ("benchmark", "machine", "when")}
+    if args.only in (None, "gpt2"):
+        gpt2 = gpt2_section()
+        if gpt2 is None:  # BENCH_TRACE_KEEP
+            return
+        keep = {**gpt2, "large": keep.get("large")} if keep.get("large") else gpt2
+        keep["machine_detail"] = machine()
+    if args.only in (None, "large"):
+        keep["large"] = large_section()
+    path = write_result("tracing", keep)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -311,6 +311,28 @@ def tracing(d: dict) -> list[str]:
         lines += ["", "| target | measured | wanted |", "|---|---|---|"]
         for name, tt in d["targets"].items():
             lines.append(f"| {name.replace('_', ' ')} | {tt['value']:.2f} | {tt['want']} |")
+    big = d.get("large")
+    if big:
+        tr, e, reg = big["trace"], big["embed"], big["register"]
+        lines += [
+            "",
+            f"Large (`--only large`): GPT-2-XL-shaped random model, {big['layers']} layers, width "
+            f"{big['width']}, {big['parameters'] / 1e9:.2f} B parameters, {big['bytes'] / 1e9:.2f} GB "
+            f"bf16 in {big['shards']} shards + index; load at the start: {big.get('uptime_start', '-')}; "
+            f"at the end: {big.get('uptime', '-')}",
+            "",
+            "| 1.5 B bf16, sharded | seconds | peak RSS | RSS / size | load (1 min) |",
+            "|---|---|---|---|---|",
+            f"| `assay watermark embed` of the folder | {e['s']:.1f} s | {e['peak_rss_mb']:.0f} MB | {e['rss_vs_size']:.2f}x | {e['load'][0]:.1f} |",
+            f"| `assay register` (embed + sign) | {reg['s']:.1f} s | {reg['peak_rss_mb']:.0f} MB | | {reg['load'][0]:.1f} |",
+            f"| numpy pass over the suspect | {tr['floor_s']:.1f} s | {tr['floor_peak_rss_mb']:.0f} MB | | |",
+            f"| `assay trace` of a noised copy, {tr['searched']} versions ({tr['in_process_s']:.1f} s in process; best {tr['best']}) | {tr['trace_s']:.1f} s | {tr['trace_peak_rss_mb']:.0f} MB | {tr['rss_vs_suspect']:.2f}x | {tr['load_before'][0]:.1f} |",
+            "",
+            "| target (1.5 B) | measured | wanted |",
+            "|---|---|---|",
+        ]
+        for name, tt in big["targets"].items():
+            lines.append(f"| {name.replace('_', ' ')} | {tt['value']:.2f} | {tt['want']} |")
     return lines
 
 

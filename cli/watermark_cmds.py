@@ -16,8 +16,8 @@ def watermark() -> None:
 
 
 @watermark.command("embed")
-@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path))
 @click.option("--key", help="Watermark secret by fingerprint prefix (default: the active secret).")
 @click.option("--strength", type=float, help="Fraction of each tensor's std (default 0.01).")
 @json_option
@@ -30,9 +30,12 @@ def embed_cmd(
     strength: float | None,
     as_json: bool,
 ) -> None:
-    """Write a watermarked copy of the weight file SOURCE to OUTPUT (a new file).
+    """Write a watermarked copy of the weight file SOURCE to OUTPUT (a new file), or of the
+    model folder SOURCE (a sharded checkpoint with model.safetensors.index.json) to OUTPUT (a
+    new folder).
 
-    safetensors is marked tensor by tensor (one tensor in memory at a time).
+    safetensors is marked tensor by tensor (one tensor in memory at a time); a folder is copied
+    beside OUTPUT, marked shard by shard and renamed into place: a failure leaves no OUTPUT.
     """
     from assay.tracing.watermark_ops import embed_file
 

@@ -13,12 +13,15 @@ temp file is removed and the target is untouched.
 * :func:`staged_write`: write now, replace when a block (e.g. a store commit) succeeds.
 * :func:`temp_sibling` + :func:`publish_new` / :func:`publish_replace`: for writers that stream
   into a path of their own (weight files): a temp path beside the target, then publish it.
+* :func:`temp_sibling_dir` + :func:`publish_new_dir`: the same for a whole folder (a sharded
+  checkpoint): filled beside the target, every file synced, then renamed into place.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,9 +32,11 @@ __all__ = [
     "atomic_write",
     "fsync_dir",
     "publish_new",
+    "publish_new_dir",
     "publish_replace",
     "staged_write",
     "temp_sibling",
+    "temp_sibling_dir",
     "write_new_file",
     "write_new_numbered",
 ]
@@ -209,4 +214,40 @@ def publish_replace(tmp: Path, out: Path) -> None:
     tmp, out = Path(tmp), Path(out)
     _fsync_file(tmp)
     os.replace(tmp, out)
+    fsync_dir(out.parent)
+
+
+@contextlib.contextmanager
+def temp_sibling_dir(out: Path) -> Iterator[Path]:
+    """An empty temp folder beside ``out`` (mode 0700) for a writer to fill; removed with
+    everything in it on failure or if left behind. Publish it with :func:`publish_new_dir`."""
+    out = Path(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish_new_dir(
+    tmp: Path, out: Path, *, error: type[AssayError] = AssayError, what: str = "it", mode=0o755
+) -> None:
+    """Move a finished temp folder to ``out`` (which must not exist): fsync every file and folder
+    in it, set ``mode`` on it, rename, fsync the parent. A reader sees no folder or the whole one.
+
+    POSIX rename cannot refuse to replace an *empty* folder created at ``out`` in the instant
+    after the check; a non-empty one, or a file, is never replaced.
+    """
+    tmp, out = Path(tmp), Path(out)
+    for dirpath, _, filenames in os.walk(tmp):
+        for name in filenames:
+            _fsync_file(Path(dirpath) / name)
+        fsync_dir(Path(dirpath))
+    os.chmod(tmp, mode)
+    if out.exists() or out.is_symlink():
+        raise _refuse(out, error, what)
+    try:
+        os.rename(tmp, out)
+    except OSError as exc:  # a non-empty folder or a file appeared at ``out``
+        raise _refuse(out, error, what) from exc
     fsync_dir(out.parent)

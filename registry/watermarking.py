@@ -99,6 +99,19 @@ def _embed_file(path: Path, secret: bytes, strength: float) -> tuple[Any, dict[s
     return result.record, sketch(result.tensors)
 
 
+def _markable(path: Path) -> bool:
+    """Whether weight file ``path`` has a tensor that can carry the mark (non-safetensors files
+    are left to ``_embed_file``, which names the file if it cannot be marked)."""
+    from assay.watermark.formats import detect_format
+
+    if detect_format(path) != "safetensors":
+        return True
+    from assay.watermark.formats._stream import open_weights
+    from assay.watermark.streaming import markable
+
+    return bool(markable(open_weights(path).shapes))
+
+
 def watermark_available() -> bool:
     """Whether the ``[watermark]`` extra (numpy and the format readers) is installed."""
     try:
@@ -125,23 +138,42 @@ def embed_into_folder(
     files = weight_files(folder)
     if not files:
         return None
-    secret = active_secret(registry)
+    used = strength if strength is not None else DEFAULT_STRENGTH
+    return embed_files(folder, files, active_secret(registry), used)
+
+
+def embed_files(
+    folder: Path, files: list[Path], secret: bytes, strength: float
+) -> WatermarkOutcome:
+    """Mark each of ``files`` (weight files under ``folder``) in place, one file and, for
+    safetensors, one tensor at a time: registration's staged folder, and ``assay watermark
+    embed`` of a folder (a sharded checkpoint) into its temp copy.
+
+    Among several files, a safetensors shard with no tensor that can carry the mark (only layer
+    norms and biases) is left as it is (it is still signed); if no file can be marked, it fails.
+    """
     records: dict[str, Any] = {}
     shapes: list[list[int]] = []
     parameters = 0
     fingerprint = ""
-    used = strength if strength is not None else DEFAULT_STRENGTH
     for path in files:
-        record, sketches = _embed_file(path, secret, used)
+        if len(files) > 1 and not _markable(path):
+            continue
+        record, sketches = _embed_file(path, secret, strength)
         rel = path.relative_to(folder).as_posix()
         records[rel] = {**record.to_dict(), "sketch": sketches}
         fingerprint = record.secret_fingerprint
         for mark in record.tensors:
             shapes.append(list(mark.shape))
             parameters += mark.marked
+    if not records:
+        raise AssayError(
+            f"cannot watermark {folder.name}: no tensor can carry a watermark (need float "
+            "tensors >= 2-D) (use --no-watermark to skip)"
+        )
     return WatermarkOutcome(
         secret_fingerprint=fingerprint,
-        record={"strength": used, "files": records},
+        record={"strength": strength, "files": records},
         shapes=shapes,
         parameters=parameters,
         files=sorted(records),

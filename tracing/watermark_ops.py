@@ -1,4 +1,5 @@
-"""Library functions behind ``assay watermark embed|detect``: single files, registry secrets."""
+"""Library functions behind ``assay watermark embed|detect``: weight files, model folders (a
+sharded safetensors checkpoint), registry secrets."""
 
 from __future__ import annotations
 
@@ -57,7 +58,8 @@ def embed_file(
     key: str | None = None,
     strength: float | None = None,
 ) -> EmbedSummary:
-    """Write a watermarked copy of the weight file ``source`` to the new file ``output``.
+    """Write a watermarked copy of the weight file ``source`` to the new file ``output`` (or of
+    the model folder ``source``, e.g. a sharded checkpoint, to the new folder ``output``).
 
     Order: read the source and check that ``output`` can be created, then take (or make) the
     secret, write the output, and only then record the audit event; if recording fails the output
@@ -69,6 +71,8 @@ def embed_file(
     if output.exists():
         raise NotFoundError(f"{output} already exists; refusing to overwrite it") from None
     used = strength if strength is not None else DEFAULT_STRENGTH
+    if source.is_dir():
+        return _embed_folder(registry, source, output, key, used)
     if source.is_file() and detect_format(source) == "safetensors":
         written, record = _embed_streamed(registry, source, output, key, used)
         weights = None
@@ -133,6 +137,94 @@ def _embed_streamed(
         record, _ = embed_source(open_weights(tmp, writable=True), secret, strength=strength)
         publish_new(tmp, out, error=FormatError)
     return out, record
+
+
+#: files a model folder may hold for ``assay watermark embed`` to copy it
+MAX_FOLDER_FILES = 10_000
+
+
+def _folder_files(source: Path) -> list[Path]:
+    """Every file under ``source`` (relative), refusing links and special files (a copy must not
+    reach outside the folder) and more than ``MAX_FOLDER_FILES``."""
+    import os
+
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(source, followlinks=False):
+        here = Path(dirpath)
+        for name in sorted(dirnames) + sorted(filenames):
+            p = here / name
+            if p.is_symlink() or not (p.is_dir() or p.is_file()):
+                raise FormatError(f"{p} is a link or a special file; refusing to copy {source}")
+            if p.is_file():
+                found.append(p.relative_to(source))
+        if len(found) > MAX_FOLDER_FILES:
+            raise FormatError(f"{source} holds over {MAX_FOLDER_FILES} files; name the weights")
+    return found
+
+
+def _embed_folder(
+    registry: Registry, source: Path, output: Path, key: str | None, strength: float
+) -> EmbedSummary:
+    """A model folder (a sharded safetensors checkpoint and its index, or any weight files):
+    copy it into a temp folder beside ``output``, mark every weight file of the copy in place as
+    registration marks its staged folder (``embed_files``: shard by shard, one tensor in memory
+    at a time), publish the folder by rename, then record the audit event. Any failure (a shard
+    that does not parse or cannot be marked, a full disk, the audit) leaves no output."""
+    import shutil
+
+    from assay.core.atomic import publish_new_dir, temp_sibling_dir
+    from assay.registry.watermarking import embed_files, weight_files
+    from assay.watermark.formats._common import check_out_path
+    from assay.watermark.formats._index import find_index
+    from assay.watermark.formats._stream import open_weights
+
+    out = check_out_path(output)
+    files = _folder_files(source)
+    if find_index(source) is not None:
+        open_weights(source)  # the index and every shard header checked before anything is written
+    if not weight_files(source):
+        raise FormatError(f"no weight files (safetensors, torch, ONNX) in {source}")
+    try:
+        with temp_sibling_dir(out):
+            pass
+    except OSError as exc:
+        raise FormatError(f"cannot write {output}: {exc.strerror or exc}") from exc
+    secret = _secret(registry, key)
+    with temp_sibling_dir(out) as tmp:
+        try:
+            for rel in files:
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source / rel, tmp / rel)
+        except OSError as exc:
+            raise FormatError(f"cannot write {output}: {exc.strerror or exc}") from exc
+        outcome = embed_files(tmp, weight_files(tmp), secret, strength)
+        if find_index(tmp) is not None:
+            open_weights(tmp)  # the marked copy still reads as one checkpoint
+        publish_new_dir(tmp, out, error=FormatError)
+    try:
+        with registry.store.session() as session:
+            registry.record(
+                session,
+                "watermark.embed",
+                f"file:{out.resolve()}",
+                {
+                    "source": str(source.resolve()),
+                    "secret_fingerprint": outcome.secret_fingerprint,
+                    "strength": strength,
+                    "files": outcome.files,
+                },
+            )
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return EmbedSummary(
+        str(source),
+        str(output),
+        outcome.secret_fingerprint,
+        strength,
+        len(outcome.shapes),
+        outcome.parameters,
+    )
 
 
 def detect_file(

@@ -207,6 +207,20 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return dot / math.sqrt(na * nb) if na > 0 and nb > 0 else 0.0
 
 
+def _shape_of(source: Mapping[str, np.ndarray], name: str) -> tuple[int, ...]:
+    shapes = getattr(source, "shapes", None)
+    return tuple(shapes[name]) if shapes is not None else tuple(np.shape(source[name]))
+
+
+def _ref_blocks(source: Mapping[str, np.ndarray], name: str) -> Iterable[np.ndarray]:
+    """Reference tensor ``name`` flat in blocks of ``STEP`` (read block by block when the source
+    can: a ``TensorSource``)."""
+    if hasattr(source, "blocks"):
+        return source.blocks(name, STEP)
+    flat = np.asarray(source[name], dtype=np.float32).reshape(-1)
+    return (flat[i : i + STEP] for i in range(0, flat.size, STEP))
+
+
 def positionwise(
     suspect: Mapping[str, np.ndarray],
     secret: bytes,
@@ -220,7 +234,8 @@ def positionwise(
     ``references`` yields ``(reference source, pair)``, best grouped by ``pair.mark.pattern``.
     Per pair the residual ``suspect - (reference - amplitude * P)`` is tested exactly as
     ``detect`` tests an aligned one (values below the float rounding of the reconstruction carry
-    no evidence). Memory: the two tensors, the residual and one pattern.
+    no evidence). Memory: the suspect tensor (float32, it becomes the residual), one block of the
+    reference (a bf16/fp16 reference is converted a block at a time) and one pattern.
     """
     if fingerprint(secret) != record.secret_fingerprint:
         raise WatermarkError("secret does not match the watermark record's fingerprint")
@@ -229,22 +244,26 @@ def positionwise(
     for ref_source, pair in references:
         mark = pair.mark
         canon = mark.canonical()
-        ref = np.asarray(ref_source[pair.reference], dtype=np.float32)
+        ref_shape = _shape_of(ref_source, pair.reference)
+        want = _shape_of(suspect, pair.suspect)
+        if tuple(want[::-1] if pair.transposed else want) != ref_shape:
+            continue
+        ev.start(canon)  # grouped input: one pattern alive at a time (the last sum closed first)
         s = np.asarray(suspect[pair.suspect], dtype=np.float32)
         s = s.T if pair.transposed else s
-        if tuple(s.shape) != tuple(ref.shape):
-            continue
-        ev.start(canon)  # grouped input: one pattern alive at a time
         p = ev.stored_pattern(canon.transposed)
         amp = np.float32(mark.amplitude)
         eps4 = np.float32(4.0 * np.finfo(np.dtype(mark.dtype)).eps)
         fresh = getattr(suspect, "fresh", False) and not pair.transposed
         resid = s if fresh and s.flags.c_contiguous else np.array(s, order="C")
         del s
-        fr, fs = ref.reshape(-1), resid.reshape(-1)
+        fs = resid.reshape(-1)
         dot = na = nb = 0.0
-        for i in range(0, fs.size, STEP):
-            x, y = fs[i : i + STEP], fr[i : i + STEP]
+        # the reference a block of STEP at a time (float32 per block: never a whole float32 copy)
+        for i, y in zip(range(0, fs.size, STEP), _ref_blocks(ref_source, pair.reference),
+                        strict=True):  # fmt: skip
+            x = fs[i : i + STEP]
+            y = np.asarray(y, dtype=np.float32)
             dot, na, nb = dot + float(x @ y), na + float(x @ x), nb + float(y @ y)
             # suspect - original == suspect - reference + amp * P, in place over the suspect
             x -= y
@@ -254,7 +273,7 @@ def positionwise(
             tol *= eps4  # below the float rounding of the reconstruction: no evidence
             x[np.abs(x) <= tol] = 0.0
         cosine = dot / math.sqrt(na * nb) if na > 0 and nb > 0 else 0.0
-        del ref, fr, fs
+        del fs
         c = weigh32(resid, float(mark.amplitude))
         z = ev.add(c, canon, canon.transposed)
         del c, resid
@@ -284,7 +303,7 @@ def blind(
 ) -> DetectionResult:
     """``detect``'s blind test, streamed: one suspect tensor at a time, grouped by pattern."""
     shapes = shapes if shapes is not None else {n: tuple(np.shape(a)) for n, a in suspect.items()}
-    names = [n for n, s in shapes.items() if len(s) >= 2 and math.prod(s) >= min_size]
+    names = markable(shapes, min_size)
     names.sort(key=lambda n: canonical(shapes[n]).label)
     ev = GroupedEvidence(secret)
     tensors: list[TensorEvidence] = []
@@ -307,6 +326,11 @@ def blind(
     return detection_result("blind", ev, hypotheses, tensors, notes)
 
 
+def markable(shapes: Mapping[str, tuple[int, ...]], min_size: int = DEFAULT_MIN_SIZE) -> list[str]:
+    """The tensors (by name) that can carry the mark: >= 2-D and at least ``min_size`` values."""
+    return [n for n, s in shapes.items() if len(s) >= 2 and math.prod(s) >= min_size]
+
+
 def embed_source(
     source,
     secret: bytes,
@@ -322,7 +346,7 @@ def embed_source(
     """
     check_strength(strength)
     fingerprint(secret)  # checks the secret
-    names = [n for n, s in source.shapes.items() if len(s) >= 2 and math.prod(s) >= min_size]
+    names = markable(source.shapes, min_size)
     if not names:
         raise WatermarkError("no tensor can carry a watermark (need float tensors >= 2-D)")
     names_by_label = sorted(names, key=lambda n: canonical(source.shapes[n]).label)

@@ -169,3 +169,87 @@ def test_no_float_weights_is_an_error(registered: Path, tmp_path: Path) -> None:
     out = tmp_path / "never.safetensors"
     res = _run("watermark", "embed", str(ints), str(out))
     assert res.exit_code == 1 and not out.exists()
+
+
+def _sharded_checkpoint(folder: Path, shards: list[dict[str, np.ndarray]]) -> Path:
+    """An HF-style sharded safetensors checkpoint: shards, their index, a config."""
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True)
+    weight_map = {}
+    for i, tensors in enumerate(shards):
+        file = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(tensors, str(folder / file))
+        weight_map.update(dict.fromkeys(tensors, file))
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (folder / "config.json").write_text('{"model_type": "gpt2"}')
+    return folder
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_embed_a_sharded_folder_shard_by_shard(registered: Path, tmp_path: Path) -> None:
+    from assay.watermark.formats._stream import open_weights
+
+    rng = np.random.default_rng(11)
+    w = lambda *s: rng.normal(0, 0.02, s).astype(np.float32)  # noqa: E731
+    src = _sharded_checkpoint(tmp_path / "src", [
+        {"wte": w(512, 64), "h0.attn": w(64, 192)},
+        {"h0.mlp": w(64, 256), "h0.bias": np.zeros(64, np.float32)},
+        {"h1.attn": w(64, 192), "h1.mlp": w(64, 256)},
+        {"ln_f.weight": np.ones(64, np.float32)},  # nothing to mark here: copied as it is
+    ])  # fmt: skip
+    before = _tree(src)
+    out = tmp_path / "marked"
+    res = _run("watermark", "embed", str(src), str(out), "--json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["tensors"] == 5 and data["parameters"] == 512 * 64 + 2 * 64 * 192 + 2 * 64 * 256
+    assert _tree(src) == before  # the source is never written
+    after = _tree(out)
+    assert sorted(after) == sorted(before)
+    assert after["config.json"] == before["config.json"]
+    index = "model.safetensors.index.json"
+    assert after[index] == before[index]
+    shards = sorted(n for n in after if n.endswith(".safetensors"))
+    assert all(after[n] != before[n] for n in shards[:3])  # every shard with a matrix marked
+    assert after[shards[3]] == before[shards[3]]
+    marked, original = open_weights(out), open_weights(src)
+    assert np.array_equal(marked["h0.bias"], original["h0.bias"])
+    assert not np.array_equal(marked["wte"], original["wte"])
+    # the largest marked shard against its unmarked original: the mark is there
+    res = _run("watermark", "detect", str(out / shards[0]), "--reference", str(src / shards[0]),
+               "--json")  # fmt: skip
+    assert res.exit_code == 0 and json.loads(res.stdout)["results"][0]["verdict"] == "detected"
+    res = _run("watermark", "embed", str(src), str(out))
+    assert res.exit_code == 1 and "exists" in res.stderr and _tree(out) == after
+
+
+def test_embed_of_a_folder_with_a_failing_shard_leaves_nothing(
+    registered: Path, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(12)
+    bad = rng.normal(0, 0.02, (64, 192)).astype(np.float32)
+    bad[3, 5] = np.inf
+    src = _sharded_checkpoint(tmp_path / "src", [
+        {"wte": rng.normal(0, 0.02, (512, 64)).astype(np.float32)},  # marked first, then
+        {"h0.attn": bad},  # a non-finite weight: this shard cannot be marked, the embed fails
+    ])  # fmt: skip
+    before = _tree(src)
+    out = tmp_path / "marked"
+    res = _run("watermark", "embed", str(src), str(out))
+    assert res.exit_code == 1, res.output
+    err = res.stderr.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1, err
+    assert "model-00002-of-00002.safetensors" in err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+    assert _tree(src) == before
+    # a shard the index does not match is refused before anything is written
+    (src / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"wte": "model-00002-of-00002.safetensors",
+                                   "h0.attn": "model-00002-of-00002.safetensors"}}))  # fmt: skip
+    res = _run("watermark", "embed", str(src), str(out))
+    assert res.exit_code == 1 and "does not hold it" in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]

@@ -10,9 +10,11 @@ import pytest
 from assay.core.atomic import (
     atomic_write,
     publish_new,
+    publish_new_dir,
     publish_replace,
     staged_write,
     temp_sibling,
+    temp_sibling_dir,
     write_new_file,
     write_new_numbered,
 )
@@ -100,3 +102,25 @@ def test_temp_sibling_and_publish(tmp_path):
         tmp.write_bytes(b"marked")
         publish_replace(tmp, out)
     assert out.read_bytes() == b"marked" and _leftovers(tmp_path) == []
+
+
+def test_temp_sibling_dir_publishes_a_whole_folder_or_nothing(tmp_path):
+    out = tmp_path / "checkpoint"
+    with pytest.raises(RuntimeError), temp_sibling_dir(out) as tmp:
+        (tmp / "a.safetensors").write_bytes(b"half")
+        raise RuntimeError("a shard failed")
+    assert not out.exists() and _leftovers(tmp_path) == []
+    with temp_sibling_dir(out) as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "a.safetensors").write_bytes(b"one")
+        (tmp / "sub" / "b.json").write_bytes(b"two")
+        publish_new_dir(tmp, out, error=FormatError)
+    assert (out / "a.safetensors").read_bytes() == b"one"
+    assert (out / "sub" / "b.json").read_bytes() == b"two" and _mode(out) == 0o755
+    for existing in (out, tmp_path / "file"):
+        (tmp_path / "file").write_bytes(b"keep")
+        with temp_sibling_dir(existing) as tmp, pytest.raises(FormatError, match="exists"):
+            (tmp / "c").write_bytes(b"new")
+            publish_new_dir(tmp, existing, error=FormatError)
+    assert sorted(p.name for p in out.iterdir()) == ["a.safetensors", "sub"]
+    assert (tmp_path / "file").read_bytes() == b"keep" and _leftovers(tmp_path) == []

@@ -19,7 +19,7 @@ from pathlib import Path
 import hostile_samples as H
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from assay.core.errors import AssayError, FormatError
@@ -256,3 +256,46 @@ def test_onnx_tensor_fields(dims, data_type, raw, floats) -> None:
         path = folder / "m.onnx"
         path.write_bytes(helper.make_model(graph).SerializeToString())
         _load_is_safe(path)
+
+
+@st.composite
+def _torch_states(draw):
+    """A small state dict: float tensors of random dtype and shape, some views at a storage
+    offset (contiguous: streamed), some transposed (strided: read eagerly)."""
+    n = draw(st.integers(1, 4))
+    out = []
+    for i in range(n):
+        rows, cols = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+        out.append((f"t{i}", draw(st.sampled_from(["float32", "bfloat16", "float16", "float64"])),
+                    rows, cols, draw(st.sampled_from(["plain", "offset", "transposed"]))))  # fmt: skip
+    return out
+
+
+@settings(deadline=None)  # the first example imports torch
+@given(_torch_states(), st.integers(0, 2**31))
+def test_streamed_torch_zip_equals_the_eager_reader(spec, seed: int) -> None:
+    """``open_weights`` of a torch zip reads what ``load_weights`` reads, tensor for tensor, and
+    streams exactly when every weight is a contiguous run of its stored record."""
+    torch = pytest.importorskip("torch")
+    from assay.watermark.formats._stream import open_weights
+
+    g = torch.Generator().manual_seed(seed)
+    state, strided = {}, False
+    for name, dtype, rows, cols, kind in spec:
+        base = torch.randn(rows + 2, cols, generator=g).to(getattr(torch, dtype))
+        if kind == "offset":
+            state[name] = base[2:]
+        elif kind == "transposed":
+            state[name] = base.t()
+            strided = strided or (rows + 2 > 1 and cols > 1)
+        else:
+            state[name] = base
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.pt"
+        torch.save(state, str(path))
+        eager, src = load_weights(path), open_weights(path)
+        assert src.streamed == (not strided)
+        assert list(src) == list(eager.tensors)
+        for name, arr in eager.tensors.items():
+            got = src[name]
+            assert got.dtype == arr.dtype and np.array_equal(got, arr, equal_nan=True)

@@ -175,3 +175,114 @@ def test_positionwise_and_blind_agree_with_detect(tmp_path: Path) -> None:
     b_full, b_stream = detect(noised, SECRET), blind(noised, SECRET)
     assert b_stream.log10_p == pytest.approx(b_full.log10_p, rel=1e-4, abs=1e-6)
     assert b_stream.tensors_matched == b_full.tensors_matched
+
+
+def _save_bf16(path: Path, tensors: dict[str, np.ndarray]) -> None:
+    import torch
+    from safetensors.torch import save_file as save_torch
+
+    save_torch({n: torch.from_numpy(a).to(torch.bfloat16) for n, a in tensors.items()}, str(path))
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16", "fp32"])
+def test_block_reads_equal_whole_reads(
+    tmp_path: Path, dtype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from assay.watermark.formats import _stream
+
+    monkeypatch.setattr(_stream, "_STEP", 1000)  # several blocks, the last one short
+    t = {n: a for n, a in _model().items() if a.dtype == np.float32}
+    path = tmp_path / "m.safetensors"
+    if dtype == "bf16":
+        _save_bf16(path, t)
+    else:
+        save_file({n: a.astype(np.float16 if dtype == "fp16" else np.float32)
+                   for n, a in t.items()}, str(path))  # fmt: skip
+    eager, src = load_weights(path), open_weights(path)
+    for name, arr in eager.tensors.items():
+        assert src[name].dtype == np.float32 and np.array_equal(src[name], arr)
+        for step in (7, 1000, arr.size):
+            blocks = list(src.blocks(name, step))
+            assert [b.size for b in blocks[:-1]] == [step] * (len(blocks) - 1)
+            assert np.array_equal(np.concatenate([b.copy() for b in blocks]), arr.reshape(-1))
+
+
+def test_bf16_positionwise_in_blocks_equals_the_whole_tensor_test(tmp_path: Path) -> None:
+    """The streamed test (reference read a block at a time, bf16 converted per block) gives the
+    result of the same test over whole float32 tensors in memory, bit for bit."""
+    from assay.watermark.streaming import STEP
+
+    rng = np.random.default_rng(5)
+    t = {
+        "wte": rng.normal(0, 0.02, (STEP // 256 + 300, 256)).astype(np.float32),  # > 1 block
+        "h0.attn": rng.normal(0, 0.02, (64, 192)).astype(np.float32),
+        "h1.attn": rng.normal(0, 0.02, (64, 192)).astype(np.float32),
+        "h0.proj": rng.normal(0, 0.02, (64, 64)).astype(np.float32),
+    }
+    _save_bf16(tmp_path / "ref.safetensors", t)
+    record, _ = embed_source(open_weights(tmp_path / "ref.safetensors", writable=True), SECRET)
+    ref = open_weights(tmp_path / "ref.safetensors")
+    noised = {n: a + rng.normal(0, 0.002, a.shape).astype(np.float32) for n, a in ref.items()}
+    _save_bf16(tmp_path / "suspect.safetensors", noised)
+    suspect = open_weights(tmp_path / "suspect.safetensors")
+    by_name = record.by_name()
+    order = sorted(by_name, key=lambda n: by_name[n].pattern)
+    streamed = positionwise(suspect, SECRET, [(ref, Pair(n, n, False, by_name[n]))
+                                              for n in order], record)  # fmt: skip
+    whole_ref, whole_suspect = dict(ref.items()), dict(suspect.items())
+    whole = positionwise(whole_suspect, SECRET, [(whole_ref, Pair(n, n, False, by_name[n]))
+                                                 for n in order], record)  # fmt: skip
+    assert streamed.to_dict() == whole.to_dict()
+    assert streamed.log10_p_corrected < -9 and streamed.tensors_matched == len(t)
+
+
+def _torch_file(path: Path, tensors: dict) -> Path:
+    import torch
+
+    torch.save(tensors, str(path))
+    return path
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_torch_zip_streams_from_its_stored_records(tmp_path: Path, dtype: str) -> None:
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    wte = torch.randn(300, 64, generator=g).to(getattr(torch, dtype))
+    big = torch.randn(40, 64, generator=g).to(getattr(torch, dtype))
+    state = {
+        "wte": wte,
+        "head": wte,  # tied: one storage, two names
+        "tail": big[8:],  # a view at a storage offset, contiguous
+        "ln.bias": torch.zeros(64, dtype=getattr(torch, dtype)),
+        "steps": torch.arange(4),
+    }
+    path = _torch_file(tmp_path / "m.pt", state)
+    eager, src = load_weights(path), open_weights(path)
+    assert src.streamed and src.format == "torch" and "steps" in src.other
+    assert list(src) == list(eager.tensors) and src.dtypes == eager.dtypes
+    for name, arr in eager.tensors.items():
+        assert np.array_equal(src[name], arr) and src[name] is not src[name]
+        assert np.array_equal(np.concatenate(list(src.blocks(name, 1000))), arr.reshape(-1))
+    flat = np.array([0, 5, 77, 64 * 32 - 1])
+    assert np.array_equal(src.sample("tail", flat), eager.tensors["tail"].reshape(-1)[flat])
+    with pytest.raises(FormatError, match="not opened for in-place writing"):
+        open_weights(path, writable=True).write("wte", eager.tensors["wte"])
+
+
+def test_torch_zip_with_a_strided_or_compressed_weight_is_read_eagerly(tmp_path: Path) -> None:
+    import zipfile
+
+    import torch
+
+    w = torch.randn(32, 48, generator=torch.Generator().manual_seed(1))
+    strided = _torch_file(tmp_path / "t.pt", {"w": w.t(), "v": w})  # a transposed view
+    src = open_weights(strided)
+    assert not src.streamed and np.array_equal(src["w"], load_weights(strided).tensors["w"])
+    plain = _torch_file(tmp_path / "p.pt", {"w": w})
+    deflated = tmp_path / "d.pt"
+    with zipfile.ZipFile(plain) as zin, zipfile.ZipFile(deflated, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info), compress_type=zipfile.ZIP_DEFLATED)
+    src = open_weights(deflated)
+    assert not src.streamed and np.array_equal(src["w"], w.numpy())

@@ -5,10 +5,15 @@ float32 (float64 stays float64) array. For safetensors (one file, or a sharded c
 ``*.safetensors.index.json``) only the headers are parsed up front, with every check of the eager
 reader (``_safetensors.read_header``); each access reads that tensor's bytes, converts bf16/fp16 to
 float32 by itself, and nothing is cached, so callers hold only the tensors they are working on.
-:meth:`TensorSource.sample` reads a few elements (one ``pread`` each), and :meth:`TensorSource.write` patches one tensor's bytes in place.
+:meth:`TensorSource.blocks` reads one tensor a block at a time (float32 per block: a bf16/fp16
+tensor is never held whole in float32), :meth:`TensorSource.sample` reads a few elements (one
+``pread`` each), and :meth:`TensorSource.write` patches one tensor's bytes in place.
 
-Other formats (torch zips, TorchScript, ONNX) are read by the eager readers and wrapped in the same
-interface: correct, but not streamed (their whole float weights are held).
+torch zip archives and TorchScript (read-only) are streamed the same way from their stored,
+uncompressed records, after every check of the eager reader (``_torch.locate``: the pickles through
+the allow-list, each tensor against its storage record), when every weight is a contiguous run of
+a stored record. Other files (a compressed or strided torch archive, legacy torch, ONNX) are read
+by the eager readers and wrapped in the same interface: correct, but not streamed.
 """
 
 from __future__ import annotations
@@ -111,16 +116,41 @@ class TensorSource(Mapping[str, np.ndarray]):
         if self._eager is not None:
             return self._eager.tensors[name]
         loc = self._locs[name]
-        raw = np.empty(loc.shape, dtype=RAW_NUMPY[loc.dtype])  # filled by the read, not zeroed
+        count = math.prod(loc.shape)
+        if loc.dtype in ("float32", "float64"):  # stored as analysed: read straight into it
+            raw = np.empty(count, dtype=RAW_NUMPY[loc.dtype])  # filled by the read, not zeroed
+            with open(loc.file, "rb", buffering=0) as fh:
+                _read_into(fh, loc.begin, raw, name, loc.file)
+            return to_analysis(raw, loc.dtype).reshape(loc.shape)
+        # half precision: converted a block at a time into the float32 result, so the whole
+        # tensor is never held twice (raw bits and float32)
+        out = np.empty(count, dtype=np.float32)
+        for at, block in self._raw_blocks(loc, name, 0, count, _STEP):
+            out[at : at + block.size] = to_analysis(block, loc.dtype)
+        return out.reshape(loc.shape)
+
+    def blocks(self, name: str, step: int = _STEP) -> Iterator[np.ndarray]:
+        """Tensor ``name`` flat (C order) as consecutive float32/float64 blocks of ``step``
+        elements (the last one shorter): only one block is in memory at a time."""
+        if self._eager is not None:
+            flat = np.ascontiguousarray(self._eager.tensors[name]).reshape(-1)
+            for at in range(0, flat.size, step):
+                yield flat[at : at + step]
+            return
+        loc = self._locs[name]
+        for _, block in self._raw_blocks(loc, name, 0, math.prod(loc.shape), step):
+            yield to_analysis(block, loc.dtype)
+
+    def _raw_blocks(
+        self, loc: _Loc, name: str, start: int, stop: int, step: int
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """``(offset, raw block)`` over elements ``start:stop`` of ``loc``, each a new array."""
+        dtype = np.dtype(RAW_NUMPY[loc.dtype])
         with open(loc.file, "rb", buffering=0) as fh:
-            fh.seek(loc.begin)
-            view, got = memoryview(raw).cast("B"), 0
-            while got < len(view):
-                n = fh.readinto(view[got:])
-                if not n:
-                    raise FormatError(f"short read of tensor {brief(name)} in {loc.file}")
-                got += n
-        return to_analysis(raw, loc.dtype)
+            for at in range(start, stop, step):
+                block = np.empty(min(step, stop - at), dtype=dtype)  # filled by the read
+                _read_into(fh, loc.begin + at * dtype.itemsize, block, name, loc.file)
+                yield at - start, block
 
     def sample(self, name: str, flat: np.ndarray) -> np.ndarray:
         """The values at flat (C-order) positions ``flat`` of tensor ``name``, as float64."""
@@ -168,6 +198,17 @@ class TensorSource(Mapping[str, np.ndarray]):
         if written != loc.end - loc.begin:
             raise FormatError(f"internal size mismatch writing {brief(name)}")
         self._stamps[loc.file] = file_stamp(loc.file)
+
+
+def _read_into(fh, offset: int, out: np.ndarray, name: str, file: Path) -> None:
+    """Fill ``out`` with the bytes at ``offset`` of the open file ``fh`` (raise on a short read)."""
+    fh.seek(offset)
+    view, got = memoryview(out).cast("B"), 0
+    while got < len(view):
+        n = fh.readinto(view[got:])
+        if not n:
+            raise FormatError(f"short read of tensor {brief(name)} in {file}")
+        got += n
 
 
 def _safetensors_locs(
@@ -224,6 +265,26 @@ def _sharded(index_path: Path, limits: Limits, writable: bool) -> TensorSource:
                         writable=writable)  # fmt: skip
 
 
+def _torch_source(path: Path, limits: Limits) -> TensorSource | None:
+    """A torch zip archive streamed from its stored records (read-only: a patched record would
+    need its CRC fixed, which ``save_weights`` does); None when some weight is compressed or not
+    contiguous (then the eager reader holds the weights)."""
+    from assay.watermark.formats import _torch
+
+    found = _torch.locate(path, limits)
+    ranges = _torch.streamable(found)
+    if ranges is None:
+        return None
+    if not ranges:
+        raise FormatError(f"no floating-point weights in {path}")
+    locs = {}
+    for name, (begin, end) in ranges.items():
+        ref = found.slots[name].ref
+        locs[name] = _Loc(path, ref.dtype, tuple(ref.shape), begin, end)
+    fmt = "torchscript" if found.script else "torch"
+    return TensorSource(path, fmt, locs, None, _torch.other_tensors(found))
+
+
 def open_weights(
     path: str | os.PathLike[str], *, limits: Limits | None = None, writable: bool = False
 ) -> TensorSource:
@@ -253,10 +314,15 @@ def open_weights(
         return _sharded(p, limits, writable)
     if not p.exists():
         raise NotFoundError(f"{p} does not exist")
-    if detect_format(p) == "safetensors":
+    fmt = detect_format(p)
+    if fmt == "safetensors":
         locs, other, _ = _safetensors_locs(p, limits)
         if not locs:
             raise FormatError(f"no floating-point weights in {p}")
         return TensorSource(p, "safetensors", locs, None, other, writable=writable)
+    if fmt in ("torch", "torchscript") and not writable:
+        streamed = _torch_source(p, limits)
+        if streamed is not None:
+            return streamed
     wf = load_weights(p, limits=limits)
     return TensorSource(p, wf.format, None, wf)

@@ -298,7 +298,21 @@ def read_tensors(
     return tensors, dtypes, other
 
 
-def load(path: Path, limits: Limits) -> WeightFile:
+@dataclass(frozen=True)
+class Located:
+    """A torch zip archive parsed and checked, no tensor read: its index and tensor slots."""
+
+    index: ZipIndex
+    slots: dict[str, Slot]
+    script: bool
+    size: int
+    stamp: tuple[int, int]
+
+
+def locate(path: Path, limits: Limits) -> Located:
+    """Parse and check a torch (or TorchScript) zip archive without reading any tensor: every
+    check of :func:`load` (the pickles through the allow-list, every tensor against its
+    storage record)."""
     stamp = file_stamp(path)
     size = check_file_size(path, limits)
     index = ZipIndex(path, max_entries=2 * limits.max_tensors + 10_000)
@@ -319,17 +333,50 @@ def load(path: Path, limits: Limits) -> WeightFile:
             for i, c in enumerate(consts):
                 if isinstance(c, TensorRef):
                     leaves.append((f"CONSTANTS.c{i}", c, prefix + "constants/"))
-    source = _ZipSource(index)
-    slots = check_slots(leaves, source, path, limits)
-    tensors, dtypes, other = read_tensors(slots, source, Budget(limits, size, path))
+    slots = check_slots(leaves, _ZipSource(index), path, limits)
+    return Located(index, slots, script, size, stamp)
+
+
+def streamable(found: Located) -> dict[str, tuple[int, int]] | None:
+    """``name -> (begin, end)`` file byte ranges of every floating-point weight (optimizer state
+    aside) when each is a contiguous run of bytes of a stored (uncompressed) record, else None."""
+    ranges: dict[str, tuple[int, int]] = {}
+    for name, slot in found.slots.items():
+        ref = slot.ref
+        if ref.dtype not in FLOAT_DTYPES or _is_optimizer(name):
+            continue
+        rec = found.index.records[slot.record]
+        if rec.compressed or not _is_contiguous(ref.shape, ref.stride):
+            return None
+        size = itemsize(ref.dtype)
+        begin = rec.data_offset + ref.offset * size
+        ranges[name] = (begin, begin + math.prod(ref.shape) * size)
+    return ranges
+
+
+def other_tensors(found: Located) -> dict[str, TensorInfo]:
+    """The tensors :func:`read_tensors` does not return as weights (integers, optimizer state)."""
+    other: dict[str, TensorInfo] = {}
+    for name, slot in found.slots.items():
+        if slot.ref.dtype not in FLOAT_DTYPES:
+            other[name] = TensorInfo(slot.ref.dtype, slot.ref.shape)
+        elif _is_optimizer(name):
+            other[name] = TensorInfo(slot.ref.dtype, slot.ref.shape, "optimizer state")
+    return other
+
+
+def load(path: Path, limits: Limits) -> WeightFile:
+    found = locate(path, limits)
+    source = _ZipSource(found.index)
+    tensors, dtypes, other = read_tensors(found.slots, source, Budget(limits, found.size, path))
     return WeightFile(
         path=path,
-        format="torchscript" if script else "torch",
+        format="torchscript" if found.script else "torch",
         tensors=tensors,
         dtypes=dtypes,
         other=other,
         metadata={},
-        _handle=_Handle(source, slots, stamp),
+        _handle=_Handle(source, found.slots, found.stamp),
     )
 
 
