@@ -346,7 +346,9 @@ class _SuspectSampler:
                     stored = self.suspect.shapes[name]
                     coords = where[::-1] if transposed else where
                     rows.append(self.suspect.sample(name, np.ravel_multi_index(coords, stored)))
-                self._samples[shape] = zscores(np.stack(rows))
+                rows = np.stack(rows)
+                rows[~np.isfinite(rows)] = 0.0  # one NaN must not hide a whole tensor
+                self._samples[shape] = zscores(rows)
         return self._samples[shape]
 
     def by_key(self, keys: list[str]) -> dict[str, np.ndarray]:
@@ -666,9 +668,12 @@ def _aligned(
     registry: Registry, v: _Version, suspect: TensorSource, secret: bytes, hypotheses: int
 ) -> DetectionResult:
     """The re-aligning test (permutation, scaling, dummy units): whole tensors in memory."""
+    import numpy as np
+
     from assay.watermark.detect import detect
 
     reference, record = _reference(registry, v)
-    return detect(
-        dict(suspect.items()), secret, reference=reference, record=record, candidates=hypotheses
-    )
+    tensors = {  # non-finite values carry no evidence (and must not poison the alignment)
+        n: np.nan_to_num(np.asarray(a), nan=0.0, posinf=0.0, neginf=0.0) for n, a in suspect.items()
+    }
+    return detect(tensors, secret, reference=reference, record=record, candidates=hypotheses)

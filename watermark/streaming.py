@@ -241,6 +241,7 @@ def positionwise(
         raise WatermarkError("secret does not match the watermark record's fingerprint")
     ev = GroupedEvidence(secret)
     tensors: list[TensorEvidence] = []
+    nonfinite = 0
     for ref_source, pair in references:
         mark = pair.mark
         canon = mark.canonical()
@@ -264,6 +265,12 @@ def positionwise(
                         strict=True):  # fmt: skip
             x = fs[i : i + STEP]
             y = np.asarray(y, dtype=np.float32)
+            bad = ~np.isfinite(x)  # a NaN or inf in the suspect is no evidence either way
+            if bad.any():
+                x[bad] = 0.0
+                nonfinite += int(bad.sum())
+            else:
+                bad = None
             dot, na, nb = dot + float(x @ y), na + float(x @ x), nb + float(y @ y)
             # suspect - original == suspect - reference + amp * P, in place over the suspect
             x -= y
@@ -272,6 +279,8 @@ def positionwise(
             tol += amp
             tol *= eps4  # below the float rounding of the reconstruction: no evidence
             x[np.abs(x) <= tol] = 0.0
+            if bad is not None:
+                x[bad] = 0.0
         cosine = dot / math.sqrt(na * nb) if na > 0 and nb > 0 else 0.0
         del fs
         c = weigh32(resid, float(mark.amplitude))
@@ -289,6 +298,8 @@ def positionwise(
             )  # fmt: skip
         )
     notes = [] if tensors else ["no marked tensor could be paired with the suspect"]
+    if nonfinite:
+        notes.append(f"{nonfinite} non-finite suspect value(s) tested as no evidence")
     return detection_result("position-wise", ev, hypotheses, tensors, notes)
 
 
@@ -312,7 +323,15 @@ def blind(
         if not getattr(suspect, "fresh", False) or not w.flags.writeable:
             w = w.copy()
         canon = canonical(tuple(w.shape))
-        mean = float(np.mean(w, dtype=np.float64))
+        bad = ~np.isfinite(w)
+        if bad.all():
+            continue
+        if bad.any():  # a NaN or inf is no evidence: set to the mean, so it centres to 0
+            mean = float(np.mean(w[~bad], dtype=np.float64))
+            w[bad] = np.float32(mean)
+        else:
+            mean = float(np.mean(w, dtype=np.float64))
+        del bad
         w -= np.float32(mean)
         std = math.sqrt(_sumsq(w) / w.size)
         if std == 0 or not math.isfinite(std):

@@ -208,6 +208,30 @@ def test_a_sibling_version_under_the_same_secret_is_not_named_a_match(
     assert any(n.startswith("wide/2: our mark, but wide/1") for n in report.notes)
 
 
+@pytest.mark.parametrize("share", [0.0, 0.01])
+def test_non_finite_values_do_not_hide_a_copy(
+    registry: Registry, versions: dict[str, Path], tmp_path: Path, share: float
+) -> None:
+    """One NaN (share 0: a single element), or 1 % NaN and inf, in a stolen copy: the rest of
+    each tensor is still evidence (the review's F8: one NaN used to drop the whole tensor)."""
+    rng = np.random.default_rng(4)
+    tensors = T.read_safetensors(versions["1"])
+    for arr in tensors.values():
+        if arr.ndim == 2:
+            flat = arr.reshape(-1)
+            count = max(1, int(share * flat.size))
+            at = rng.choice(flat.size, size=count, replace=False)
+            flat[at] = np.where(np.arange(count) % 2, np.inf, np.nan)[:count] if share else np.nan
+    path = T.save_safetensors(tensors, tmp_path / "nan")
+    report = trace_suspect(registry, path)
+    best = _best(report)
+    assert (best.version, best.method, best.verdict) == ("1", "watermark", "match"), (
+        report.to_dict()
+    )
+    assert best.similarity is not None and np.isfinite(best.similarity)
+    assert any("non-finite" in n for n in best.notes)
+
+
 def test_legacy_torch_copy_traced_as_the_zip_copy(
     registry: Registry, versions: dict[str, Path], tmp_path: Path
 ) -> None:
