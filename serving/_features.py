@@ -171,6 +171,6 @@ def request_rows(data: Any, schema: Any, count: int) -> RequestRows:
             out.numeric = np.where(np.isfinite(array), array, 0.0)
             return out
         out.marked = _split(data, frame, count)
-    except RecursionError:
-        out.marked = None
+    except (RecursionError, TypeError, ValueError, KeyError, IndexError):
+        out.marked = None  # not split into its rows: marks fail closed (serving/_app.py)
     return out
