@@ -469,8 +469,11 @@ def verify_bundle(
     progress: ProgressCallback | None = None,
     cache: DigestCache | None = None,
     trust_cache: bool = False,
+    check_bytes: bool = True,
 ) -> VerificationResult:
     """Check the model at ``path`` against ``bundle_text`` with ``public_key``.
+
+    ``check_bytes=False`` checks only the signature over the manifest (no file is read).
 
     Raises :class:`InvalidBundleError` for a malformed bundle and the manifest builder's errors for
     unsafe or unreadable input; a mismatch is reported in the result (see ``raise_for_failure``).
@@ -493,6 +496,8 @@ def verify_bundle(
             result.errors.append(f"signed by a different key than {public_key.key_id[:16]}")
         else:
             result.errors.append(f"signature does not verify with key {public_key.key_id[:16]}")
+        return result
+    if not check_bytes:
         return result
 
     extra_ignores = [str(p) for p in ignore_paths]

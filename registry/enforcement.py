@@ -98,11 +98,15 @@ def decide(
     alias: str | None = None,
     local_path: Path | None = None,
     progress: ProgressCallback | None = None,
+    check_bytes: bool = True,
 ) -> Decision:
     """The decision for ``models:/NAME/VERSION`` (reached through ``alias``, if any).
 
     ``local_path``: verify these already-downloaded files instead of re-reading the artifact
     store (verify-before-load: the checked bytes are the loaded bytes).
+    ``check_bytes=False``: every step but reading the bytes (state, signed state, protected
+    alias, the signatures and their signer's trust and role): for a version already loaded
+    from verified bytes, as ``assay serve`` re-checks the version it is serving.
     """
     from assay.registry.uri_verify import RegistryReads
 
@@ -113,6 +117,7 @@ def decide(
         alias=alias,
         local_path=local_path,
         progress=progress,
+        check_bytes=check_bytes,
     )
 
 
@@ -124,6 +129,7 @@ def decide_with(
     alias: str | None = None,
     local_path: Path | None = None,
     progress: ProgressCallback | None = None,
+    check_bytes: bool = True,
 ) -> Decision:
     """:func:`decide` over any ``uri_verify`` reads (SQLAlchemy or the ``sqlite3`` view)."""
     from assay.store.version_record import display
@@ -188,7 +194,14 @@ def decide_with(
             current,
         )
     try:
-        report = reads.verify("model", name, version, local_path=local_path, progress=progress)
+        report = reads.verify(
+            "model",
+            name,
+            version,
+            local_path=local_path,
+            progress=progress,
+            check_bytes=check_bytes,
+        )
     except AssayError as exc:
         return _refuse(subject, "tampered", f"{exc}", current)
     if not report.ok:

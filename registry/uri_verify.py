@@ -75,6 +75,7 @@ class _DecisionReads:
         *,
         local_path: Path | None = None,
         progress: ProgressCallback | None = None,
+        check_bytes: bool = True,
     ) -> VerifyReport:
         return _verify_artifact(
             self,
@@ -83,6 +84,7 @@ class _DecisionReads:
             version,
             local_path=local_path,
             progress=progress,  # type: ignore[arg-type]
+            check_bytes=check_bytes,
         )
 
 
@@ -265,7 +267,11 @@ def _verify_artifact(
     *,
     local_path: Path | None = None,
     progress: ProgressCallback | None = None,
+    check_bytes: bool = True,
 ) -> VerifyReport:
+    """The bundle and binding of ``kind:name/version`` checked against its files (``local_path``
+    or the artifact store); ``check_bytes=False``: the signatures, key trust and signing time
+    only, no file read."""
     signed = reads.signed_artifact(kind, name, version)
     subject, bundle, binding = signed.subject, signed.bundle, signed.binding
     if bundle is None or signed.uri is None:
@@ -280,6 +286,7 @@ def _verify_artifact(
             subject=subject,
             ignore_paths=tuple(MLFLOW_ADDED_FILES),
             progress=progress,
+            check_bytes=check_bytes,
         )
         public = reads.trust.public_key(signed.binding_key) if signed.binding_key else None
         if binding is None or public is None:
@@ -298,8 +305,8 @@ def _verify_artifact(
         report.ok = report.ok and not report.problems
         return report
 
-    if local_path is not None:
-        return check(local_path)
+    if local_path is not None or not check_bytes:
+        return check(local_path or Path(signed.uri))
     with artifact_files(reads.backend, signed.uri, subject) as path:
         return check(path)
 

@@ -1,7 +1,9 @@
 """DAWN-style answer watermarks (Szyller et al., ACM MM 2021).
 
 For a keyed fraction of inputs (the policy's ``answer_marks``, default 0.5 %), chosen by
-``HMAC(key, model name || row bytes)`` so a repeated input gets the same answer, the server
+``HMAC(key, model name || row key)`` so a repeated input gets the same answer (the row key is
+:func:`assay.serving._features.row_key`: the row quantised, so near-duplicates such as ``0.0`` and
+``-0.0`` get the same decision; a row that is not numeric is keyed by its canonical form), the server
 returns a keyed alternative answer and records (input, marked answer, own answer) in
 ``serve_marks``:
 
@@ -29,6 +31,8 @@ import math
 import threading
 from typing import TYPE_CHECKING, Any
 
+from assay.serving._features import canonical, row_key
+
 if TYPE_CHECKING:
     from assay.registry.facade import Registry
     from assay.serving._loaded import LoadedModel
@@ -43,6 +47,12 @@ def derive_key(secret: bytes) -> bytes:
     return hmac.new(secret, CONTEXT, hashlib.sha256).digest()
 
 
+def _numeric(row: Any) -> bool:
+    import numpy as np
+
+    return isinstance(row, np.ndarray) and row.dtype.kind in "fiub"
+
+
 def row_bytes(row: Any) -> bytes:
     import numpy as np
 
@@ -50,7 +60,15 @@ def row_bytes(row: Any) -> bytes:
 
 
 def row_digest(row: Any) -> str:
-    return hashlib.sha256(row_bytes(row)).hexdigest()
+    """SHA-256 of a numeric row's exact float64 bytes, or of a non-numeric row's canonical key."""
+    return hashlib.sha256(row_bytes(row) if _numeric(row) else row_key(row)).hexdigest()
+
+
+def _record_input(row: Any) -> str:
+    """The JSON of a marked input (numbers for a numeric row, canonical cells otherwise)."""
+    if _numeric(row):
+        return json.dumps([float(v) for v in row.reshape(-1)])
+    return json.dumps(canonical(row))
 
 
 def _label(value: Any) -> Any:
@@ -74,7 +92,7 @@ class AnswerMarker:
             return None
 
     def _mac(self, model: str, row: Any) -> bytes:
-        return hmac.new(self.key, model.encode() + b"\0" + row_bytes(row), hashlib.sha256).digest()
+        return hmac.new(self.key, model.encode() + b"\0" + row_key(row), hashlib.sha256).digest()
 
     @staticmethod
     def _selected(mac: bytes, fraction: float) -> bool:
@@ -120,7 +138,7 @@ class AnswerMarker:
             marks.append(
                 {
                     "input_digest": row_digest(row),
-                    "input": json.dumps([float(v) for v in row]),
+                    "input": _record_input(row),
                     "answer": json.dumps(marked.tolist()),
                     "original": json.dumps(own.reshape(np.shape(array[i])).tolist()),
                 }
@@ -170,7 +188,7 @@ class AnswerMarker:
             marks.append(
                 {
                     "input_digest": row_digest(row),
-                    "input": json.dumps([float(v) for v in row]),
+                    "input": _record_input(row),
                     "answer": json.dumps(alt),
                     "original": json.dumps(own),
                 }

@@ -9,7 +9,9 @@ Every answer names the version that produced it in ``X-Assay-Version``.
 A request to ``/invocations`` is: body read with a size limit and a time limit (413, 408) ->
 API key (401 unknown or revoked, 403 blocked) -> parsed by MLflow's parser (400, 415) -> rows
 limit -> token bucket and daily quota (429) -> predicted on the version loaded when the request
-started -> answer marks -> query log and extraction detector (off the request path).
+started -> answer marks -> query log and extraction detector (off the request path). The marks and
+the detector read the rows the model receives (:mod:`assay.serving._features`), whatever the
+request's form; the volume signal counts every row.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import hashlib
 import json
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Request  # at module level: FastAPI resolves the handler's annotations here
@@ -159,9 +161,30 @@ def create_app(service: Service) -> Any:
 
     app = FastAPI(title="assay serve", docs_url=None, redoc_url=None, openapi_url=None)
 
+    def serving() -> Any:
+        """The loaded version, or None when none is loaded or a later check refused it."""
+        current, withheld = service.current, service.withheld
+        if current is None or (withheld is not None and withheld.version == current.version):
+            return None
+        return current
+
     def headers() -> dict[str, str]:
-        current = service.current
+        current = serving()
         return {VERSION_HEADER: current.version} if current else {}
+
+    def refused_now() -> Any:
+        withheld = service.withheld
+        message = (
+            f"{service.name}/{withheld.version} is refused now ({withheld.code}): it is not "
+            "answered with until the alias names a version that passes the decision"
+            if withheld is not None
+            else f"no version of {service.name} is loaded"
+        )
+        return Response(
+            content=error_body("MODEL_REFUSED", message),
+            status_code=503,
+            media_type="application/json",
+        )
 
     def error(status: int, code: str, message: str, extra: dict[str, str] | None = None):
         return Response(
@@ -172,10 +195,10 @@ def create_app(service: Service) -> Any:
         )
 
     async def ping() -> Any:
-        ok = service.current is not None
+        ok = serving() is not None
         return Response(
             content="\n",
-            status_code=200 if ok else 404,
+            status_code=200 if ok else (503 if service.current is not None else 404),
             media_type="application/json",
             headers=headers(),
         )
@@ -197,11 +220,12 @@ def create_app(service: Service) -> Any:
             _client(service, request)  # the same key as /invocations when keys are required
         except ProtocolError as exc:
             return error(exc.status, exc.code, str(exc))
-        current = service.current
+        current, withheld = serving(), service.withheld
         body = {
             "model": service.name,
             "alias": service.alias,
             "version": current.version if current else None,
+            "withheld": None if withheld is None or current else asdict(withheld),
             "swaps": service.stats.swaps,
             "refused": service.stats.refused,
             "check_errors": service.stats.check_errors,
@@ -214,7 +238,9 @@ def create_app(service: Service) -> Any:
     @app.post("/invocations")
     async def invocations(request: Request) -> Any:
         policy = service.policy
-        loaded = service.current  # this request answers with this version, even across a swap
+        loaded = serving()  # this request answers with this version, even across a swap
+        if loaded is None:
+            return refused_now()
         client, body, rows = "unknown", b"", 0
         try:
             body = await _read_body(request, policy.max_body_bytes, policy.request_timeout_s)
@@ -283,25 +309,53 @@ def _handle(
     limited = service.limiter.check(client, rows, rate=rate, burst=burst, quota=quota)
     if limited is not None:
         return _Outcome(rows, limited=limited)
-    return _Outcome(rows, answer=_answer(service, loaded, client, parsed))
+    return _Outcome(rows, answer=_answer(service, loaded, client, parsed, rows))
 
 
-def _answer(service: Service, loaded: Any, client: str, parsed: Any) -> bytes:
-    from assay.serving._features import numeric_rows
+def _markable(predictions: Any, count: int) -> bool:
+    """Whether answer marks could apply to ``predictions`` (one answer per input row)."""
+    if hasattr(predictions, "to_numpy") or not hasattr(predictions, "__len__"):
+        return False
+    try:
+        return len(predictions) == count and not isinstance(predictions, (str, bytes, dict))
+    except TypeError:
+        return False
+
+
+def _answer(service: Service, loaded: Any, client: str, parsed: Any, count: int) -> bytes:
+    from assay.serving._features import request_rows
 
     predictions = _predict(loaded, parsed)
-    rows = numeric_rows(parsed.data) if not parsed.unified_llm else None
+    features = request_rows(parsed.data, loaded.input_schema, count)
     fraction = service.policy.marks_for(service.name)
-    if service.marker is not None and fraction > 0 and rows is not None:
-        from assay.serving._answer_marks import mark_job
+    if service.marker is not None and fraction > 0:
+        if features.marked is None and _markable(predictions, count):
+            # fail closed: an answer that cannot be tied to its row is not given unmarked
+            raise ProtocolError(
+                400,
+                "INVALID_PARAMETER_VALUE",
+                "the input cannot be split into its rows (answer marks need one row per answer):"
+                " send columns of equal length or one record per row",
+            )
+        if features.marked is not None:
+            from assay.serving._answer_marks import mark_job
 
-        predictions, marks = service.marker.apply(
-            loaded, client, rows, predictions, fraction, service.policy.answer_mark_bound
-        )
-        if marks:
-            service.writer.put(mark_job(loaded.name, loaded.version, client, marks), important=True)
-    if service.detector is not None and rows is not None:
-        service.detector.submit(client, rows[:MAX_OBSERVED_ROWS])
+            predictions, marks = service.marker.apply(
+                loaded,
+                client,
+                features.marked,
+                predictions,
+                fraction,
+                service.policy.answer_mark_bound,
+            )
+            if marks:
+                service.writer.put(
+                    mark_job(loaded.name, loaded.version, client, marks), important=True
+                )
+    if service.detector is not None:
+        numeric = features.numeric
+        observed = numeric[:MAX_OBSERVED_ROWS] if numeric is not None else None
+        service.detector.submit(client, observed, count)  # volume: every row
     try:
         return predictions_json(predictions, parsed.unified_llm).encode()
     except Exception as exc:  # noqa: BLE001 - an answer MLflow cannot encode

@@ -107,9 +107,12 @@ class Detector:
         self._thread = threading.Thread(target=self._run, name="assay-serve-detect", daemon=True)
         self._thread.start()
 
-    def submit(self, client: str, rows: Any) -> None:
+    def submit(self, client: str, rows: Any, count: int | None = None) -> None:
+        """Queue ``rows`` (numeric, or None when the input is not numeric) of a request of
+        ``count`` rows (default ``len(rows)``): every row counts towards the volume signal."""
+        count = len(rows) if count is None else count
         try:
-            self._queue.put_nowait((client, rows))
+            self._queue.put_nowait((client, rows, count))
         except queue.Full:
             self.dropped += 1
 
@@ -123,16 +126,19 @@ class Detector:
 
     def _run(self) -> None:
         while True:
-            client, rows = self._queue.get()
+            client, rows, count = self._queue.get()
             try:
-                self.observe(client, rows)
+                self.observe(client, rows, count)
             except Exception:  # noqa: BLE001 - the detector must never die
                 log.exception("serving: extraction detector failed")
             finally:
                 self._queue.task_done()
 
-    def observe(self, client: str, rows: Any) -> None:
+    def observe(self, client: str, rows: Any, count: int | None = None) -> None:
         policy = self.service.policy.extraction
+        self._observe_volume(client, len(rows) if count is None else count, policy)
+        if rows is None:
+            return
         history = self.histories.get(client)
         if history is None or history.window != policy.window:
             history = self.histories[client] = ClientHistory(policy.window)
@@ -149,9 +155,11 @@ class Detector:
                     "queries_seen": len(history.queries),
                 },
             )
+
+    def _observe_volume(self, client: str, count: int, policy: ExtractionPolicy) -> None:
         day = datetime.now(timezone.utc).date().isoformat()
         key = (client, day)
-        self.volume[key] = self.volume.get(key, 0) + len(rows)
+        self.volume[key] = self.volume.get(key, 0) + count
         if self.volume[key] > policy.volume_per_day:
             self.alert(
                 client,

@@ -8,6 +8,13 @@ background thread re-reads, every ``interval`` seconds, the alias, the policy an
   (:func:`assay.registry.enforcement.decide`, fail closed) and loaded beside the serving one,
   then swapped in; a refused version is not served (the old one keeps answering) and a
   ``serve.swap-refused`` audit event records why (once per version and reason);
+* the serving version is re-decided on every check without re-reading its bytes
+  (``decide(..., check_bytes=False)``: state, signed state, protected alias, signer trust); a
+  refusal that is about the version (compromised, quarantined, tampered state, untrusted or
+  revoked signer, not known-good) *withholds* it: ``/invocations`` answers 503 ``MODEL_REFUSED``
+  without ``X-Assay-Version``, one ``serve.current-refused`` audit event and one
+  ``model-refused`` alert are recorded; the alias moving to a version that passes the decision
+  swaps as usual, and the version passing again (a signed state change) resumes it;
 * the store or MLflow cannot be read: the loaded, verified version keeps serving, no swap
   happens, and audit events and query-log rows wait in the writer's queue.
 """
@@ -32,12 +39,13 @@ if TYPE_CHECKING:
     from assay.registry.facade import Registry
     from assay.registry.serving_clients import Client
 
-__all__ = ["Service", "ServiceStats", "start_service"]
+__all__ = ["Service", "ServiceStats", "Withheld", "start_service"]
 
 log = logging.getLogger(__name__)
 
 #: Decision codes that say nothing about the version itself: retried on the next check.
 TRANSIENT = {"store-unreadable", "store-unreachable"}
+SERVER_CLIENT = "assay-serve"  # the client name of alerts about the server itself
 
 
 @dataclass
@@ -47,6 +55,15 @@ class ServiceStats:
     check_errors: int = 0
     last_check_error: str | None = None
     last_check: float = 0.0
+
+
+@dataclass(frozen=True)
+class Withheld:
+    """The loaded version refused by a later check: not answered with until it passes again."""
+
+    version: str
+    code: str
+    reason: str
 
 
 class Service:
@@ -69,6 +86,7 @@ class Service:
         self.interval = interval
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="assay-serve-"))
         self.current: LoadedModel | None = None
+        self.withheld: Withheld | None = None  # set as a whole by the follower thread
         self.policy: ServingPolicy = DEFAULT_SERVING
         self.clients: dict[str, Client] = {}
         self.limiter = Limiter()
@@ -130,8 +148,10 @@ class Service:
             current = self.current
             if current is not None and version == current.version:
                 self.stats.refused.clear()  # the alias is back: a later move is decided afresh
+                self._recheck(current)
                 return None
             if version in self.stats.refused:
+                self._recheck(current)
                 return None
             try:
                 loaded = load_verified(
@@ -139,6 +159,7 @@ class Service:
                 )
             except Refused as exc:
                 self._refused(version, exc.refusal.code, exc.refusal.message)
+                self._recheck(current)
                 return None
             except (AssayError, OSError) as exc:
                 self._check_failed(exc)
@@ -147,6 +168,7 @@ class Service:
                 self._refused(version, "load-failed", " ".join(str(exc).split())[:300])
                 return None
             self.current = loaded
+            self.withheld = None
             self.stats.swaps += 1
             self._audit(
                 "serve.swap",
@@ -157,6 +179,48 @@ class Service:
             if current is not None:
                 threading.Timer(30.0, current.discard).start()  # after in-flight requests
             return loaded.version
+
+    def _recheck(self, current: LoadedModel | None) -> None:
+        """Re-decide the serving version (not its bytes); withhold it on a refusal about it."""
+        from assay.registry.enforcement import decide
+
+        if current is None:
+            return
+        try:
+            decision = decide(
+                self.registry, self.name, current.version, alias=self.alias, check_bytes=False
+            )
+        except (AssayError, OSError) as exc:
+            self._check_failed(exc)  # transient: the verified loaded version keeps serving
+            return
+        withheld = (
+            self.withheld if self.withheld and self.withheld.version == current.version else None
+        )
+        if decision.allowed:
+            if withheld is not None:
+                self.withheld = None
+                log.warning(
+                    "serving %s/%s again: it passes the decision", self.name, current.version
+                )
+                self._audit("serve.current-resumed", {"was": withheld.code}, current.version)
+            return
+        if decision.code in TRANSIENT:
+            self._check_failed(AssayError(decision.reason))
+            return
+        if withheld is not None and withheld.code == decision.code:
+            return  # recorded once per version and reason
+        self.withheld = Withheld(current.version, decision.code, decision.reason)
+        log.error(
+            "serving: %s/%s is refused now (%s): no longer answering with it",
+            self.name,
+            current.version,
+            decision.reason,
+        )
+        detail = {"code": decision.code, "reason": decision.reason}
+        self._audit("serve.current-refused", detail, current.version)
+        from assay.serving.alerts import queue_alert
+
+        queue_alert(self, SERVER_CLIENT, "model-refused", detail)
 
     def _check_failed(self, exc: BaseException) -> None:
         self.stats.check_errors += 1

@@ -235,8 +235,13 @@ def _marks(registry: Registry, models: list[str] | None) -> dict[tuple[str, str]
         if models:
             query = query.where(ServeMark.model_name.in_(models))
         for row in session.scalars(query):
+            given = json.loads(row.input)
+            if not isinstance(given, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in given
+            ):
+                continue  # a non-numeric input (string features): suspects are fed float rows
             groups[(row.model_name, row.version)].append(
-                (json.loads(row.input), json.loads(row.answer), json.loads(row.original))
+                (given, json.loads(row.answer), json.loads(row.original))
             )
     return {k: unique_marks(v) for k, v in groups.items()}
 

@@ -93,8 +93,10 @@ def verify_bundle_text(
     trust_cache: bool = False,
     ignore_paths: tuple[str, ...] = (),
     progress: ProgressCallback | None = None,
+    check_bytes: bool = True,
 ) -> VerifyReport:
-    """Check ``path`` against ``bundle_text``: trusted key, signing time, then every byte."""
+    """Check ``path`` against ``bundle_text``: trusted key, signing time, then every byte
+    (``check_bytes=False``: the signature over the manifest only; ``path`` is not read)."""
     subject = subject or str(path)
     bundle = parse_bundle(bundle_text)
     found = trust.for_hint(bundle.key_hint, bundle.embedded_public_key_pem)
@@ -120,6 +122,7 @@ def verify_bundle_text(
         cache=cache,
         trust_cache=trust_cache,
         progress=progress,
+        check_bytes=check_bytes,
     )
     if cache is not None:
         cache.save()
