@@ -1,7 +1,9 @@
 """Registry command wall times, embedded (sqlite) and server mode (a real ``mlflow server``).
 
 Targets (issue 3): incident-path commands (verify, status, promote, mark) at most 1.0 s in server
-mode; embedded, at most 1.0 s more than ``python -c 'import mlflow'`` measured in the same run;
+mode; embedded, at most 1.0 s more than ``python -c 'import mlflow'`` measured in the same run
+(issue 9 item 5; each embedded incident row records its margin over that baseline, and the
+target is a row of its own);
 commands that need only assay's store (audit log, key list, dataset list) at most 0.3 s. Also
 ``assay register`` against a plain MLflow registration of the same small model (a python process
 that logs the folder to a run and calls ``mlflow.register_model``). Each figure is the median of
@@ -164,6 +166,11 @@ def measure_mode(
         rows[label] = {**timed(cmd, env), "kind": "store-only"}
 
     import_s = rows["python -c 'import mlflow'"]["median_s"]
+    if mode != "server":
+        rows[f"target: import mlflow + {EMBEDDED_MARGIN_S} s"] = {
+            "median_s": round(import_s + EMBEDDED_MARGIN_S, 3),
+            "kind": "target",
+        }
     for row in rows.values():
         kind = row.get("kind")
         if kind == "incident":
@@ -176,6 +183,8 @@ def measure_mode(
             continue
         row["target_s"] = target
         row["pass"] = row["median_s"] <= target
+        if kind == "incident" and mode != "server":
+            row["margin_over_import_mlflow_s"] = round(row["median_s"] - import_s, 3)
     overhead = (
         rows["assay register (small sklearn model)"]["median_s"]
         - rows["plain MLflow register (same model)"]["median_s"]
@@ -189,6 +198,7 @@ def main() -> dict:
     work.mkdir(parents=True)
     base_env = {k: v for k, v in os.environ.items() if k not in CLEARED}
     base_env.update(HF_HUB_OFFLINE="1", ASSAY_ACTOR="bench@assay")
+    load_before = os.getloadavg()
     model = work / "small-model"
     run([PY, "-c", MAKE_MODEL, str(model)], base_env)
     commands = _commands()
@@ -218,6 +228,7 @@ def main() -> dict:
         "reps": REPS,
         "modes": results,
         "all_pass": all(checks),
+        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
     }
     path = write_result("registry", payload)
     _print(results)
@@ -231,7 +242,9 @@ def _print(results: dict) -> None:
         for label, row in data["rows"].items():
             target = row.get("target_s", "")
             ok = {True: "yes", False: "NO"}.get(row.get("pass"), "")
-            print(f"{mode:9} {label:42} {row['median_s']:9.3f} {target!s:>9}  {ok}")
+            margin = row.get("margin_over_import_mlflow_s")
+            extra = "" if margin is None else f"  (import mlflow {margin:+.3f} s)"
+            print(f"{mode:9} {label:42} {row['median_s']:9.3f} {target!s:>9}  {ok}{extra}")
         print(f"{mode:9} register overhead over plain MLflow: {data['register_overhead_s']:+.3f} s")
         for s in data["skipped"]:
             print(f"{mode:9} skipped: {s}")
