@@ -62,27 +62,38 @@ def signing(d: dict) -> list[str]:
             lines.append(
                 f"| {name.replace('_', ' ')} | {t['value']:.2f} | {t['want']} | {_ok(t['met'])} |"
             )
-    if "load_average" in d:
-        before, after = d["load_average"]["before"], d["load_average"]["after"]
-        lines += [
-            "",
-            f"Load average (1/5/15 min) before the run {before[0]:.1f} / {before[1]:.1f} / "
-            f"{before[2]:.1f}, after {after[0]:.1f} / {after[1]:.1f} / {after[2]:.1f}.",
-        ]
+    lines += _load_line(d)
     return lines
 
 
 def registry(d: dict) -> list[str]:
     lines = [
-        *_header("| registry command (median of 5) | mode | seconds | target | met |", 5),
+        *_header(
+            f"| registry command (median of {d.get('reps', 5)}) | mode | seconds | over import mlflow | target | met |",
+            6,
+        ),
     ]
     for mode, block in d["modes"].items():
         for name, row in block["rows"].items():
             target = row.get("target_s")
+            margin = row.get("margin_over_import_mlflow_s")
             lines.append(
-                f"| {name} | {mode} | {row['median_s']:.3f} | {'' if target is None else f'<= {target:.2f}'} | {_ok(row.get('pass'))} |"
+                f"| {name} | {mode} | {row['median_s']:.3f} | {'' if margin is None else f'{margin:+.3f}'} | {'' if target is None else f'<= {target:.2f}'} | {_ok(row.get('pass'))} |"
             )
+    lines += _load_line(d)
     return lines
+
+
+def _load_line(d: dict) -> list[str]:
+    """The run's load average line, when the result has one."""
+    if "load_average" not in d:
+        return []
+    before, after = d["load_average"]["before"], d["load_average"]["after"]
+    return [
+        "",
+        f"Load average (1/5/15 min) before the run {before[0]:.1f} / {before[1]:.1f} / "
+        f"{before[2]:.1f}, after {after[0]:.1f} / {after[1]:.1f} / {after[2]:.1f}.",
+    ]
 
 
 def rollback(d: dict) -> list[str]:

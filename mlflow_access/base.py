@@ -11,8 +11,9 @@ http(s), ``embedded.py`` otherwise):
   (``/api/2.0/mlflow-artifacts/artifacts``, MLflow 3's default ``--serve-artifacts``); only
   sources in another artifact store (``s3://``, ...) fall back to importing ``mlflow``.
 * :class:`EmbeddedBackend` for everything else (default ``sqlite:///$ASSAY_HOME/mlflow.db``):
-  ``mlflow.MlflowClient``, imported lazily inside methods. Run artifacts of assay's experiment
-  live under ``$ASSAY_HOME/artifacts``.
+  ``mlflow.MlflowClient``, imported lazily inside methods; registry calls skip its tracking store
+  (``MlflowClient``'s registry methods over MLflow's registry client alone). Run artifacts of
+  assay's experiment live under ``$ASSAY_HOME/artifacts``.
 
 Both return plain records (:class:`ModelVersionInfo`, :class:`LoggedModel`) and raise only
 ``AssayError`` subclasses: an unknown model, version or alias is a ``NotFoundError``; an

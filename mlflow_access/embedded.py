@@ -1,13 +1,20 @@
 """MLflow in this process: :class:`EmbeddedBackend` over ``mlflow.MlflowClient`` (imported on first
 use), for sqlite and every non-http tracking URI; and ``download_with_mlflow``, MLflow's own
-downloader, which the REST backend also uses for artifact stores it cannot read itself."""
+downloader, which the REST backend also uses for artifact stores it cannot read itself.
+
+Registry calls (versions, aliases, tags) go through :class:`_RegistryView`: ``MlflowClient``'s own
+registry methods over MLflow's registry client alone. ``MlflowClient(...)`` opens the *tracking*
+store first (its ORM, mapper set-up and schema check), which a registry call never uses; that is
+built only for runs and artifacts."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+import types
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +52,7 @@ class EmbeddedBackend:
         self.tracking_uri = tracking_uri
         self.artifacts_dir = Path(artifacts_dir)
         self._client_obj: Any = None
+        self._registry_obj: _RegistryView | None = None
         self._experiment_id: str | None = None
         self._reader_obj: Any = None  # None: not opened yet; False: fast path unavailable
 
@@ -62,25 +70,31 @@ class EmbeddedBackend:
     def __repr__(self) -> str:
         return f"EmbeddedBackend({self.tracking_uri!r})"
 
+    def _check_database(self) -> None:
+        """Refuse a missing sqlite database: MLflow's stores would create an empty one."""
+        if self.tracking_uri.startswith("sqlite:///"):
+            db = Path(self.tracking_uri[len("sqlite:///") :])
+            if not db.exists():
+                raise ConfigError(f"MLflow database {db} does not exist; run 'assay init' first")
+
     @property
     def _client(self) -> Any:
+        """The full ``MlflowClient`` (tracking store too): runs, experiments, artifacts."""
         if self._client_obj is None:
-            if self.tracking_uri.startswith("sqlite:///"):
-                db = Path(self.tracking_uri[len("sqlite:///") :])
-                if not db.exists():
-                    raise ConfigError(
-                        f"MLflow database {db} does not exist; run 'assay init' first"
-                    )
-            try:
-                from mlflow import MlflowClient
-            except ImportError as exc:  # pragma: no cover - depends on the install
-                raise ConfigError(
-                    "the embedded MLflow backend needs mlflow: pip install 'assay-integrity[mlflow]'"
-                ) from exc
-            self._client_obj = MlflowClient(
+            self._check_database()
+            self._client_obj = _mlflow_client_class()(
                 tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
             )
         return self._client_obj
+
+    @property
+    def _registry(self) -> Any:
+        """``MlflowClient``'s registry methods without its tracking store (:class:`_RegistryView`)."""
+        if self._registry_obj is None:
+            self._check_database()
+            _mlflow_client_class()  # the same one-line error when mlflow is missing
+            self._registry_obj = _RegistryView(self.tracking_uri, lambda: self._client)
+        return self._registry_obj
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         from mlflow.exceptions import MlflowException
@@ -233,9 +247,9 @@ class EmbeddedBackend:
 
     def version_download_uri(self, name: str, version: str | int) -> str:
         v = version_str(version)
-        client = self._client
+        registry = self._registry
         return self._call(
-            f"model '{name}' version {v}", client.get_model_version_download_uri, name, v
+            f"model '{name}' version {v}", registry.get_model_version_download_uri, name, v
         )
 
     def download_version(
@@ -249,7 +263,7 @@ class EmbeddedBackend:
         from mlflow.exceptions import MlflowException
 
         try:
-            self._client.create_registered_model(name)
+            self._registry.create_registered_model(name)
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise _map_mlflow_exception(exc, f"model '{name}'") from exc
@@ -265,7 +279,7 @@ class EmbeddedBackend:
         self.ensure_registered_model(name)
         mv = self._call(
             f"model '{name}'",
-            self._client.create_model_version,
+            self._registry.create_model_version,
             name,
             source,
             run_id=run_id,
@@ -277,7 +291,7 @@ class EmbeddedBackend:
 
     def delete_version(self, name: str, version: str | int) -> None:
         v = version_str(version)
-        self._call(f"model '{name}' version {v}", self._client.delete_model_version, name, v)
+        self._call(f"model '{name}' version {v}", self._registry.delete_model_version, name, v)
 
     def get_version(self, name: str, version: str | int) -> ModelVersionInfo:
         v = version_str(version)
@@ -286,7 +300,7 @@ class EmbeddedBackend:
             if found:
                 return found[0]
             raise NotFoundError(f"model '{name}' has no version {v}")
-        mv = self._call(f"model '{name}' version {v}", self._client.get_model_version, name, v)
+        mv = self._call(f"model '{name}' version {v}", self._registry.get_model_version, name, v)
         return _from_entity(mv)
 
     def list_versions(self, name: str) -> list[ModelVersionInfo]:
@@ -294,14 +308,14 @@ class EmbeddedBackend:
             if not reader.model_exists(name):
                 raise NotFoundError(f"no registered model named '{name}'")
             return reader.versions(name)
-        client = self._client
+        registry = self._registry
         by_version = aliases_by_version(self.aliases(name))
         out: list[ModelVersionInfo] = []
         token = None
         while True:
             page = self._call(
                 f"versions of model '{name}'",
-                client.search_model_versions,
+                registry.search_model_versions,
                 name_filter(name),
                 max_results=_PAGE,
                 page_token=token,
@@ -315,13 +329,13 @@ class EmbeddedBackend:
     def list_models(self) -> list[str]:
         if (reader := self._reader) is not None:
             return reader.list_models()
-        client = self._client
+        registry = self._registry
         names: list[str] = []
         token = None
         while True:
             page = self._call(
                 "list registered models",
-                client.search_registered_models,
+                registry.search_registered_models,
                 max_results=_PAGE,
                 page_token=token,
             )
@@ -336,7 +350,7 @@ class EmbeddedBackend:
             if not reader.model_exists(name):
                 raise NotFoundError(f"no registered model named '{name}'")
             return reader.aliases(name)
-        rm = self._call(f"model '{name}'", self._client.get_registered_model, name)
+        rm = self._call(f"model '{name}'", self._registry.get_registered_model, name)
         return {alias: str(v) for alias, v in (rm.aliases or {}).items()}
 
     def get_alias(self, name: str, alias: str) -> str | None:
@@ -345,7 +359,7 @@ class EmbeddedBackend:
     def set_alias(self, name: str, alias: str, version: str | int) -> None:
         v = version_str(version)
         self._call(
-            f"model '{name}' version {v}", self._client.set_registered_model_alias, name, alias, v
+            f"model '{name}' version {v}", self._registry.set_registered_model_alias, name, alias, v
         )
 
     def delete_alias(self, name: str, alias: str) -> None:
@@ -353,7 +367,7 @@ class EmbeddedBackend:
             return
         self._call(
             f"alias '{alias}' of model '{name}'",
-            self._client.delete_registered_model_alias,
+            self._registry.delete_registered_model_alias,
             name,
             alias,
         )
@@ -362,7 +376,7 @@ class EmbeddedBackend:
         v = version_str(version)
         self._call(
             f"model '{name}' version {v}",
-            self._client.set_model_version_tag,
+            self._registry.set_model_version_tag,
             name,
             v,
             key,
@@ -374,8 +388,69 @@ class EmbeddedBackend:
         if key not in self.get_version(name, v).tags:
             return
         self._call(
-            f"model '{name}' version {v}", self._client.delete_model_version_tag, name, v, key
+            f"model '{name}' version {v}", self._registry.delete_model_version_tag, name, v, key
         )
+
+
+def _mlflow_client_class() -> Any:
+    """``mlflow.MlflowClient`` (importing mlflow), or a ConfigError naming the extra to install."""
+    try:
+        from mlflow import MlflowClient
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ConfigError(
+            "the embedded MLflow backend needs mlflow: pip install 'assay-integrity[mlflow]'"
+        ) from exc
+    return MlflowClient
+
+
+#: ``MlflowClient`` methods :class:`_RegistryView` runs itself: the registry calls assay makes and
+#: the registry helpers they call on ``self``.
+_REGISTRY_METHODS = frozenset(
+    {
+        "_get_registry_client",
+        "_raise_if_prompt",
+        "create_registered_model",
+        "get_registered_model",
+        "search_registered_models",
+        "create_model_version",
+        "_create_model_version",
+        "get_model_version",
+        "get_latest_versions",
+        "search_model_versions",
+        "delete_model_version",
+        "get_model_version_download_uri",
+        "set_registered_model_alias",
+        "delete_registered_model_alias",
+        "set_model_version_tag",
+        "delete_model_version_tag",
+    }
+)
+
+
+class _RegistryView:
+    """``MlflowClient``'s registry methods over MLflow's registry client alone.
+
+    Each method in :data:`_REGISTRY_METHODS` is the installed ``MlflowClient``'s own function bound
+    to this object, so its argument checks, prompt refusals and errors are MLflow's; its
+    ``_get_registry_client`` builds the ``ModelRegistryClient`` (the registry store only). Any
+    other attribute such a method reaches for (the tracking client, for one: ``create_model_version``
+    reads its URI) comes from the full client ``full()`` builds, so a method this view cannot serve
+    alone still runs as ``MlflowClient``'s, only without the saving."""
+
+    def __init__(self, uri: str, full: Callable[[], Any]) -> None:
+        self._registry_uri = uri
+        self.tracking_uri = uri
+        self._registry_client_lazy: Any = None  # set by MlflowClient._get_registry_client
+        self._full = full
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "_full":
+            raise AttributeError(name)
+        cls = _mlflow_client_class()
+        fn = inspect.getattr_static(cls, name, None)
+        if name in _REGISTRY_METHODS and isinstance(fn, types.FunctionType):
+            return types.MethodType(fn, self)
+        return getattr(self._full(), name)
 
 
 def _from_entity(mv: Any) -> ModelVersionInfo:

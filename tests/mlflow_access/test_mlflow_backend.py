@@ -496,3 +496,70 @@ def test_sqlite_fast_path_steps_aside_for_an_unknown_schema(tmp_path: Path) -> N
     assert open_reader(f"sqlite:///{db}") is None
     assert open_reader(f"sqlite:///{tmp_path / 'missing.db'}") is None
     assert open_reader("http://127.0.0.1:5000") is None
+
+
+# --- the registry-only client of the embedded backend ---------------------------------------
+
+
+def _outcome(fn, *args):
+    """What a call gave: its value, or its exception's type, MLflow error code and message."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return ("ok", fn(*args))
+    except MlflowException as exc:
+        return ("error", type(exc).__name__, exc.error_code, exc.message)
+
+
+def test_registry_calls_skip_the_tracking_store_and_match_mlflowclient(
+    embedded: EmbeddedBackend, name: str, weights_dir: Path
+) -> None:
+    """Tags and aliases go through MLflow's registry client alone, with MlflowClient's checks."""
+    import mlflow
+
+    register(embedded, name, weights_dir)
+    prompt = f"prompt-{uuid.uuid4().hex[:8]}"
+    full = mlflow.MlflowClient(tracking_uri=embedded.tracking_uri)
+    full.create_registered_model(prompt)
+    full.set_registered_model_tag(prompt, "mlflow.prompt.is_prompt", "true")  # MLflow's prompt mark
+
+    backend = open_backend(Settings.from_env())
+    backend._reader_obj = False  # reads through MLflow too
+    backend.set_version_tag(name, 1, "assay.state", "known-good")
+    backend.set_alias(name, "production", 1)
+    assert backend.get_alias(name, "production") == "1"
+    assert backend.get_version(name, 1).tags["assay.state"] == "known-good"
+    assert [v.version for v in backend.list_versions(name)] == ["1"]
+    backend.delete_alias(name, "production")
+    backend.delete_version_tag(name, 1, "assay.state")
+    assert name in backend.list_models()
+    assert backend.version_download_uri(name, 1).startswith("file:")
+    assert backend._client_obj is None  # no MlflowClient, no tracking store
+
+    view = backend._registry
+    for method, args in (
+        ("get_model_version", (name, "1")),
+        ("get_registered_model", (prompt,)),  # a prompt is "not found" to model calls
+        ("set_registered_model_alias", (prompt, "a", "1")),
+        ("set_registered_model_alias", (name, "latest", "1")),  # reserved alias
+        ("set_registered_model_alias", (name, "bad alias!", "1")),
+        ("set_registered_model_alias", ("nope-z", "a", "1")),
+        ("delete_registered_model_alias", (name, "never-set")),
+        ("set_model_version_tag", (name, "9", "k", "v")),
+        ("set_model_version_tag", (prompt, "1", "k", "v")),
+        ("delete_model_version_tag", (name, "1", "never-set")),
+        ("get_model_version_download_uri", (prompt, "1")),
+    ):
+        got, want = _outcome(getattr(view, method), *args), _outcome(getattr(full, method), *args)
+        if got[0] == "ok" and method == "get_model_version":
+            got, want = ("ok", dict(got[1])), ("ok", dict(want[1]))
+        assert got == want, method
+    assert backend._client_obj is None
+    with pytest.raises(NotFoundError, match=f"no registered model named '{prompt}'"):
+        backend.set_alias(prompt, "production", 1)  # mapped as every MLflow error is
+
+    # anything else the view is asked for comes from a full MlflowClient, built then
+    assert view.get_experiment_by_name("assay") is not None
+    assert backend._client_obj is not None
+    with pytest.raises(AttributeError):
+        view.__nonexistent__  # noqa: B018
