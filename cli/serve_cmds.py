@@ -32,7 +32,10 @@ def serve() -> None:
     loads only when assay's enforcement decision allows it (exit 3 otherwise); every answer
     names its version in X-Assay-Version. The server follows the alias: a new version is
     verified and swapped in without a restart; one that fails the decision is refused (the old
-    one keeps serving) and audited. API keys, rate limits, daily quotas, the query log,
+    one keeps serving) and audited, and the serving version itself is decided again on every
+    check: once it is refused (marked compromised, quarantined, its signer revoked) it is
+    withheld (503 MODEL_REFUSED) until the alias moves or it passes again. A pinned version (models:/NAME/V) is not
+    behind an alias, so the protected-alias rule (known-good) does not apply to it. API keys, rate limits, daily quotas, the query log,
     extraction detection and answer marks follow the policy's `serving:` section. A connection
     that does not send its request head within --header-timeout seconds is closed.
     """
