@@ -264,26 +264,30 @@ def _read_files(files: list[Path], limits: TableLimits) -> list[Any]:
     """Every file's frame: all shapes checked first (metadata, headers), then read counted."""
     import pandas as pd
 
-    plans = []
+    plans: list[_Plan] = []
+    where = files[0]
     try:
-        for p in files:
-            is_parquet = p.suffix.lower() == ".parquet"
-            plans.append(_plan_parquet(p, limits) if is_parquet else _plan_csv(p, limits))
+        for where in files:
+            is_parquet = where.suffix.lower() == ".parquet"
+            plans.append(_plan_parquet(where, limits) if is_parquet else _plan_csv(where, limits))
         names = {c for plan in plans for c in plan.columns}
         if len(names) > limits.max_columns:
             raise FormatError(f"the dataset has more than {limits.max_columns} columns")
-        budget = _Budget(limits, max(1, len(names)))
-        budget.check(files[0].name, sum(p.rows or 0 for p in plans), sum(p.nbytes for p in plans))
-        return [
-            _read_parquet(plan, budget) if plan.parquet is not None else _read_csv(plan, budget)
-            for plan in plans
-        ]
+        known = _Budget(limits, max(1, len(names)))
+        for plan in plans:  # what the metadata already says, before any file is read
+            known.add(plan.path.name, plan.rows or 0, plan.nbytes)
+        budget = _Budget(limits, known.columns)
+        frames = []
+        for plan in plans:
+            where = plan.path
+            read = _read_parquet if plan.parquet is not None else _read_csv
+            frames.append(read(plan, budget))
+        return frames
     except FormatError:
         raise
     except pd.errors.EmptyDataError as exc:
-        raise FormatError("the dataset is empty: a file has no rows") from exc
+        raise FormatError(f"the dataset is empty: {where.name} has no rows") from exc
     except Exception as exc:  # parser errors of pandas/pyarrow  # noqa: BLE001
-        where = plans[-1].path if plans else files[0]
         raise _unreadable(where, exc) from exc
 
 
