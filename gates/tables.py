@@ -145,6 +145,7 @@ class _Plan:
     rows: int | None = None  # Parquet: from the metadata; CSV: unknown until read
     nbytes: int = 0  # Parquet: the decoded size the metadata implies
     parquet: Any = field(default=None, repr=False)  # the open pyarrow ParquetFile
+    fixed: bool = False  # Parquet: every column fixed-width, so ``nbytes`` is exact
 
 
 def _unreadable(path: Path, exc: BaseException) -> FormatError:
@@ -167,7 +168,7 @@ def _plan_parquet(path: Path, limits: TableLimits) -> _Plan:
                     f"{path.name}: its Parquet footer is larger than "
                     f"{limits.max_footer_bytes >> 20} MiB"
                 )
-    pf = pq.ParquetFile(path, thrift_string_size_limit=limits.max_footer_bytes)
+    pf = pq.ParquetFile(path, pre_buffer=True, thrift_string_size_limit=limits.max_footer_bytes)
     meta, schema = pf.metadata, pf.schema_arrow
     rows, columns = int(meta.num_rows), int(meta.num_columns)
     groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
@@ -179,17 +180,18 @@ def _plan_parquet(path: Path, limits: TableLimits) -> _Plan:
     if nested or len(schema) != columns:
         shown = nested[0] if nested else "?"
         raise FormatError(f"{path.name}: column {shown!r} is nested (list, struct or map)")
-    nbytes = 0
+    nbytes, fixed = 0, True
     for i, f in enumerate(schema):
         kind = f.type.value_type if pa.types.is_dictionary(f.type) else f.type
         try:
             width = max(1, kind.bit_width // 8)
         except ValueError:  # variable width: strings, binary
+            fixed = False
             chunks = sum(int(g.column(i).total_uncompressed_size) for g in groups)
             nbytes += chunks + 8 * rows
         else:
             nbytes += width * rows
-    return _Plan(path, [str(n) for n in schema.names], rows, nbytes, pf)
+    return _Plan(path, [str(n) for n in schema.names], rows, nbytes, pf, fixed)
 
 
 def _plan_csv(path: Path, limits: TableLimits) -> _Plan:
@@ -219,22 +221,31 @@ def _plan_csv(path: Path, limits: TableLimits) -> _Plan:
 
 
 def _read_parquet(plan: _Plan, budget: _Budget) -> Any:
+    """Fixed-width columns only: read whole (their size is exact from the metadata, checked
+    before); else in record batches, each counted before the next is decoded."""
     import pyarrow as pa
 
     pf = plan.parquet
-    batch = max(1, budget.limits.chunk_cells // max(1, len(plan.columns)))
-    batches = []
     try:
-        for b in pf.iter_batches(batch_size=batch, use_threads=False):
-            budget.add(plan.path.name, b.num_rows, b.nbytes)
-            batches.append(b)
+        if plan.fixed:
+            table = pf.read()
+            budget.add(plan.path.name, table.num_rows, table.nbytes)
+        else:
+            batch = max(1, budget.limits.chunk_cells // max(1, len(plan.columns)))
+            batches = []
+            for b in pf.iter_batches(batch_size=batch, use_threads=False):
+                budget.add(plan.path.name, b.num_rows, b.nbytes)
+                batches.append(b)
+            table = pa.Table.from_batches(batches, schema=pf.schema_arrow)
+            del batches
     finally:
         pf.close()
-    table = pa.Table.from_batches(batches, schema=pf.schema_arrow)
-    del batches
     if table.num_rows != plan.rows:
         raise FormatError(f"{plan.path.name}: its rows do not match its Parquet metadata")
-    return table.to_pandas(split_blocks=True)
+    frame = table.to_pandas()
+    del table
+    pa.default_memory_pool().release_unused()  # the Arrow copy is gone: give its pages back
+    return frame
 
 
 def _read_csv(plan: _Plan, budget: _Budget) -> Any:
