@@ -9,9 +9,10 @@ Bounded before anything is read (:class:`TableLimits`): the files' total size; f
 footer's size, then from its metadata the rows, columns, cells (rows x columns) and the decoded
 size (fixed-width columns: rows x width; others: their uncompressed chunk sizes), nested columns
 refused; for CSV a bounded first line (the header), whose columns are counted by pandas itself.
-While reading, Parquet in record batches and CSV in chunks of bounded cells, the rows, cells and
-the in-memory bytes actually decoded are counted against the same limits, over all files
-together, so a file whose metadata lies or whose values expand stops at the limit.
+While reading (CSV in chunks of bounded cells; Parquet with a string or binary column in record
+batches, one of fixed-width columns only whole, its size being exact from the metadata) the
+rows, cells and in-memory bytes actually decoded are counted against the same limits, over all
+files together, so values that expand past the metadata (dictionary strings) stop at the limit.
 """
 
 from __future__ import annotations
