@@ -6,7 +6,8 @@ take the size of the first one (a first image over ``MAX_FEATURE_PIXELS`` makes 
 ``THUMB`` x ``THUMB`` thumbnail). Bounded and fail closed, one line per refusal
 (``FormatError``): at most ``MAX_FILES`` images and ``MAX_TOTAL_BYTES``; each at most
 ``MAX_FILE_BYTES`` and ``MAX_PIXELS`` pixels, checked from the header before anything is
-decoded (a PNG bomb never expands); only PNG and JPEG content; no symbolic link anywhere; no
+decoded (a PNG bomb never expands); images x feature pixels at most ``tables.MAX_CELLS``,
+checked after the first image fixes the width; only PNG and JPEG content; no symbolic link anywhere; no
 other file and no deeper folder.
 """
 
@@ -36,8 +37,19 @@ def is_image_folder(root: Path) -> bool:
     root = Path(root)
     if not root.is_dir() or root.is_symlink():
         return False
-    entries = [p for p in root.iterdir() if p.name not in MLFLOW_ADDED_FILES]
+    entries = [p for p in _listing(root, MAX_FILES) if p.name not in MLFLOW_ADDED_FILES]
     return bool(entries) and all(p.is_dir() or p.is_symlink() for p in entries)
+
+
+def _listing(folder: Path, room: int) -> list[Path]:
+    """``folder``'s entries in name order, refused past ``room`` entries (never listed whole)."""
+    from itertools import islice
+
+    extra = 8  # MLflow's own files beside the class folders
+    entries = list(islice(folder.iterdir(), room + extra + 1))
+    if len(entries) > room + extra:
+        raise FormatError(f"the dataset has more than {MAX_FILES} images")
+    return sorted(entries)
 
 
 def _files(root: Path) -> list[tuple[str, Path]]:
@@ -45,14 +57,14 @@ def _files(root: Path) -> list[tuple[str, Path]]:
 
     out: list[tuple[str, Path]] = []
     total = 0
-    for folder in sorted(root.iterdir()):
+    for folder in _listing(root, MAX_FILES):
         if folder.name in MLFLOW_ADDED_FILES and not folder.is_symlink():
             continue
         if folder.is_symlink():
             raise UnsafeInputError(f"the dataset holds a symbolic link: {folder.name}")
         if not folder.is_dir():
             raise FormatError(f"not an image folder: {folder.name} is a file beside class folders")
-        for path in sorted(folder.iterdir()):
+        for path in _listing(folder, MAX_FILES - len(out)):
             where = f"{folder.name}/{path.name}"
             if path.is_symlink():
                 raise UnsafeInputError(f"the dataset holds a symbolic link: {where}")
@@ -112,20 +124,27 @@ def read_image_folder(root: Path, label_column: str) -> Any:
     import numpy as np
     import pandas as pd
 
-    from assay.gates.tables import Table
+    from assay.gates.tables import MAX_CELLS, Table
 
     files = _files(Path(root))
-    rows, labels, names = [], [], []
+    x: Any = None
+    labels, names = [], []
     size: tuple[int, int] | None = None
-    for label, path in files:
+    for i, (label, path) in enumerate(files):
         where = f"{label}/{path.name}"
         pixels, size = _pixels(path, where, size)
-        rows.append(pixels)
+        if x is None:  # the first image fixes the width: bound the cells before the rest
+            if len(files) * pixels.size > MAX_CELLS:
+                raise FormatError(
+                    f"the dataset has more than {MAX_CELLS} cells "
+                    f"({len(files)} images x {pixels.size} pixels)"
+                )
+            x = np.empty((len(files), pixels.size), dtype=np.float32)
+        x[i] = pixels
         labels.append(label)
         names.append(where)
-    x = np.stack(rows).astype(np.float32)
     columns = [f"px{i}" for i in range(x.shape[1])]
-    frame = pd.DataFrame(x, columns=columns)
+    frame = pd.DataFrame(x, columns=columns, copy=False)
     frame[label_column] = labels
     classes = sorted(set(labels))
     index = {c: i for i, c in enumerate(classes)}

@@ -71,6 +71,23 @@ def test_register_scan_cli(world, tmp_path):
     assert result.exit_code == 0 and "label issues" in result.output
 
 
+def test_a_table_over_the_bounds_is_refused_and_not_registered(world, tmp_path):
+    from assay.gates.tables import MAX_COLUMNS
+    from assay.registry.datasets import list_datasets
+
+    path = tmp_path / "wide" / "t.csv"
+    path.parent.mkdir()
+    n = 2 * MAX_COLUMNS
+    path.write_text(",".join(f"c{i}" for i in range(n)) + ",y\n" + "0," * n + "0\n")
+    name = fx.unique("wide")
+    result = CliRunner().invoke(
+        cli, ["dataset", "register", name, str(path), "--scan", "--label-column", "y"]
+    )
+    assert result.exit_code == 1, result.output
+    assert result.output == f"error: t.csv: more than {MAX_COLUMNS} columns\n"
+    assert list_datasets(world[1], name) == []
+
+
 @pytest.mark.slow
 def test_a_badnets_finding_opens_a_data_poisoning_incident_with_gate_results(world, tmp_path):
     import mlflow.sklearn

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from pathlib import Path
 
 import gate_fixtures as gf
 import numpy as np
@@ -12,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from assay.core.errors import FormatError, UnsafeInputError
+from assay.gates import _images
 from assay.gates._images import MAX_PIXELS, read_image_folder
 from assay.gates.tables import read_dataset
 
@@ -60,6 +62,38 @@ def test_a_png_bomb_is_refused_before_decoding(tmp_path, side, message):
     assert side * side > MAX_PIXELS
     with pytest.raises(FormatError, match=message):
         read_image_folder(root, "label")
+
+
+def test_images_times_pixels_are_bounded_after_the_first_image(tmp_path, monkeypatch):
+    import assay.gates.tables as tables
+
+    root, _, _ = _digits_folder(tmp_path / "imgs", rows=20)  # 20 images x 64 pixels
+    monkeypatch.setattr(tables, "MAX_CELLS", 20 * 64 - 1)
+    decoded = []
+    real = _images._pixels
+    monkeypatch.setattr(_images, "_pixels", lambda *a: decoded.append(a[1]) or real(*a))
+    with pytest.raises(FormatError, match=r"more than 1279 cells \(20 images x 64 pixels\)"):
+        read_dataset(root, "digit")
+    assert len(decoded) == 1  # refused before the other 19 are decoded
+    monkeypatch.setattr(tables, "MAX_CELLS", 20 * 64)
+    assert read_dataset(root, "digit").x.shape == (20, 64)
+
+
+def test_a_class_folder_is_not_listed_past_the_image_bound(tmp_path, monkeypatch):
+    root, _, _ = _digits_folder(tmp_path / "imgs", rows=60)
+    monkeypatch.setattr(_images, "MAX_FILES", 10)
+    listed = []
+    real = Path.iterdir
+
+    def iterdir(self):
+        for entry in real(self):
+            listed.append(entry)
+            yield entry
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    with pytest.raises(FormatError, match="more than 10 images"):
+        read_dataset(root, "digit")
+    assert len(listed) < 60
 
 
 def test_a_symlink_is_refused(tmp_path):
