@@ -84,6 +84,22 @@ class SqliteRegistryReader:
         )
         return {alias: str(version) for alias, version in rows}
 
+    def download_uri(self, name: str, version: str) -> str | None:
+        """Where MLflow hands out the files of ``name``/``version`` from (its storage location,
+        else its source, as ``get_model_version_download_uri``); None when there is no such
+        live version."""
+        has_storage = "storage_location" in _columns(self._conn, "model_versions")
+        column = "storage_location" if has_storage else "NULL"
+        rows = self._rows(
+            f"SELECT {column}, source FROM model_versions WHERE workspace = ? AND name = ? "
+            "AND version = ? AND (current_stage IS NULL OR current_stage != ?)",
+            (DEFAULT_WORKSPACE, name, int(version), DELETED_STAGE),
+        )
+        if not rows:
+            return None
+        storage, source = rows[0]
+        return storage or source or None
+
     def versions(self, name: str, version: str | None = None) -> list[ModelVersionInfo]:
         """Live versions of ``name`` (one when ``version`` is given), oldest first, with tags and
         aliases."""

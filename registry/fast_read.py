@@ -350,3 +350,19 @@ def read_alias(tracking_uri: str, name: str, alias: str) -> str | None:
         return None
     finally:
         reader.close()
+
+
+def read_download_uri(tracking_uri: str, name: str, version: str) -> str | None:
+    """Where an embedded MLflow SQLite database says it serves ``name``/``version`` from, read
+    without importing mlflow; None when not found or not readable this way."""
+    from assay.mlflow_access.sqlite_reader import open_reader
+
+    reader = open_reader(tracking_uri)
+    if reader is None:
+        return None
+    try:
+        return reader.download_uri(name, version)
+    except (sqlite3.Error, ValueError):
+        return None
+    finally:
+        reader.close()

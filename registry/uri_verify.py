@@ -307,8 +307,34 @@ def _verify_artifact(
 
     if local_path is not None or not check_bytes:
         return check(local_path or Path(signed.uri))
-    with artifact_files(reads.backend, signed.uri, subject) as path:
-        return check(path)
+    uri = signed.uri
+    served = _served_uri(reads, name, version) if kind == "model" else None
+    if served and served != uri:
+        uri = served  # verify what a load would get, not only what assay recorded
+    with artifact_files(reads.backend, uri, subject) as path:
+        report = check(path)
+    if uri != signed.uri and not report.ok:
+        report.problems.append(
+            f"MLflow now serves it from {uri}, not from {signed.uri} where assay registered it"
+        )
+    return report
+
+
+def _served_uri(reads: _Reads, name: str, version: str) -> str | None:
+    """Where MLflow hands out ``name``/``version`` now (its record can be edited apart from
+    assay's): read from SQLite directly for an embedded ``sqlite:///`` MLflow, else from the
+    backend; None when MLflow does not know the version."""
+    from assay.registry.fast_read import read_download_uri
+
+    backend = reads.backend
+    if isinstance(backend, EmbeddedBackend):
+        found = read_download_uri(reads.settings.tracking_uri, name, version)
+        if found is not None:
+            return found
+    try:
+        return backend.version_download_uri(name, version)
+    except NotFoundError:
+        return None
 
 
 def verify_version(

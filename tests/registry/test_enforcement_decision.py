@@ -161,6 +161,50 @@ def test_state_row_edited_in_the_database(world, tmp_path: Path) -> None:
     assert "edited outside assay" in decision.reason
 
 
+def test_the_bytes_mlflow_serves_are_checked_not_only_the_recorded_location(
+    world, tmp_path: Path
+) -> None:
+    """MLflow's record of where a version lives can be edited apart from assay's: the decision
+    checks what a load would get (the review's F13), and an identical copy elsewhere passes."""
+    import shutil
+
+    from sqlalchemy import create_engine, text
+
+    from assay.mlflow_access.artifacts import local_path_of
+
+    _, reg = world
+    name = fx.unique("moved")
+    version = fx.model(reg, name, tmp_path)
+    stored = local_path_of(reg.backend.get_version(name, version).source)
+    assert stored is not None
+
+    def serve_from(folder: Path) -> None:
+        engine = create_engine(reg.settings.tracking_uri)
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    text(
+                        "UPDATE model_versions SET source = :u, storage_location = :u"
+                        " WHERE name = :n AND version = :v"
+                    ),
+                    {"u": folder.as_uri(), "n": name, "v": int(version)},
+                )
+        finally:
+            engine.dispose()
+
+    same = tmp_path / "same"
+    shutil.copytree(stored, same)
+    serve_from(same)
+    assert decide(reg, name, version).allowed  # the same bytes, elsewhere
+    evil = tmp_path / "evil"
+    shutil.copytree(stored, evil)
+    (evil / "weights.bin").write_bytes(b"swapped")
+    serve_from(evil)
+    decision = decide(reg, name, version)
+    assert not decision.allowed and decision.code == "tampered"
+    assert "weights.bin" in decision.reason and "MLflow now serves it from" in decision.reason
+
+
 def test_tampered_bytes_refused_with_the_files_named(world, tmp_path: Path) -> None:
     _, reg = world
     name = fx.unique("bytes")
