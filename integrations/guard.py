@@ -340,6 +340,7 @@ class Guard:
                 trust,
                 subject=subject,
                 manifest_root=reads.manifest_root("model", name, version),
+                not_before=reads.registered_at("model", name, version),
             )
             if change is not None and change.payload.get("to") == "known-good":
                 found.add(version)

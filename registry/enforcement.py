@@ -8,8 +8,9 @@ MLflow server guard and ``assay serve``. A version is loadable only if
 2. it was registered through assay (a version assay never recorded is ``unsigned``; a model
    name assay does not manage at all is ``unmanaged``, allowed only when the policy says so);
 3. its registration completed (``pending``) and its state is not quarantined or compromised;
-4. its state row agrees with its newest signed state statement (a row edited in the database
-   does not, ``tampered-state``);
+4. its state row agrees with its newest signed state statement, and that statement with the
+   audit log's newest state event of the version (a row edited in the database, or the newest
+   statement deleted, does not: ``tampered-state``);
 5. its bytes verify against the recorded bundle and binding, signed by a trusted key holding the
    role the policy names for registering (``tampered``, ``untrusted-signer``);
 6. behind a protected alias (policy, default ``production``) it is ``known-good``, and that
@@ -133,7 +134,7 @@ def decide_with(
 ) -> Decision:
     """:func:`decide` over any ``uri_verify`` reads (SQLAlchemy or the ``sqlite3`` view)."""
     from assay.store.version_record import display
-    from assay.trust.signed_changes import role_holds, signed_state
+    from assay.trust.signed_changes import audit_disagreement, role_holds, signed_state
 
     version = str(version)
     subject = display("model", name, version)
@@ -163,8 +164,13 @@ def decide_with(
     try:
         signed_root = reads.manifest_root("model", name, version)
         change = signed_state(
-            reads.change_envelopes(subject), trust, subject=subject, manifest_root=signed_root
+            reads.change_envelopes(subject),
+            trust,
+            subject=subject,
+            manifest_root=signed_root,
+            not_before=reads.registered_at("model", name, version),
         )
+        event = reads.state_event("model", subject)
     except AssayError as exc:
         return _refuse(subject, "store-unreadable", f"{exc} (fail closed)", current)
     signed = change.payload.get("to") if change else "registered"
@@ -174,6 +180,15 @@ def decide_with(
             "tampered-state",
             f"{subject} is {current} in the store but its newest signed state is {signed}: "
             "the store was edited outside assay (run `assay audit verify`)",
+            current,
+        )
+    disagreement = audit_disagreement(change, event)
+    if disagreement is not None:
+        return _refuse(
+            subject,
+            "tampered-state",
+            f"{subject}: {disagreement}: the store was edited outside assay "
+            "(run `assay audit verify`)",
             current,
         )
     protected = policy.is_protected(alias)

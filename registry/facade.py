@@ -174,8 +174,14 @@ class Registry:
             policy = self.policy(session)
             action_name = policy_action(action, payload, policy) or "promote"
             key, _ = self.keys.signing_key(role=policy.role_for(action_name))
-            self._sign_change(session, key, action, subject, payload)
             actor = actor_label(key.key_id, self.settings.actor)
+            event = self.audit.append(
+                session, actor=actor, action=action, subject=subject, payload=payload
+            )
+            # The statement names its audit event, so deleting a newer statement (or adding an
+            # event) shows as a disagreement at load (signed_changes.audit_disagreement).
+            self._sign_change(session, key, action, subject, payload, seq=event.seq)
+            return
         self.audit.append(session, actor=actor, action=action, subject=subject, payload=payload)
 
     def _acting_key_id(self) -> str | None:
@@ -185,7 +191,14 @@ class Registry:
         return acting_key_id(self.settings)
 
     def _sign_change(
-        self, session: Session, key: Any, action: str, subject: str, payload: dict[str, Any]
+        self,
+        session: Session,
+        key: Any,
+        action: str,
+        subject: str,
+        payload: dict[str, Any],
+        *,
+        seq: int,
     ) -> None:
         from assay.registry.versions import subject_artifact
         from assay.store.models import Signature, utcnow
@@ -201,6 +214,7 @@ class Registry:
             digest=artifact.manifest_root if artifact is not None else None,
             display_name=self.settings.actor,
             at=now,
+            seq=seq,
         )
         session.add(
             Signature(

@@ -13,6 +13,7 @@ SQLAlchemy nor mlflow.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -24,10 +25,11 @@ from assay.mlflow_access.artifacts import artifact_files
 from assay.mlflow_access.base import MLFLOW_ADDED_FILES, open_backend
 from assay.mlflow_access.embedded import EmbeddedBackend
 from assay.registry.fast_read import SignedArtifact, open_store_view, read_alias
+from assay.store.sqlite_readonly import parse_utc
 from assay.store.version_record import display
 from assay.trust.binding import SUBJECT_PREFIX, check_binding
 from assay.trust.policy import POLICY_SUBJECT, evaluate_policy
-from assay.trust.signed_changes import CHANGE_PREFIX
+from assay.trust.signed_changes import CHANGE_PREFIX, StateEvent
 from assay.trust.verification import VerifyReport, verify_bundle_text
 
 if TYPE_CHECKING:
@@ -94,6 +96,7 @@ class RegistryReads(_DecisionReads):
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self.settings = registry.settings
+        self._rows: dict[tuple[str, str, str], tuple[str, datetime] | None] = {}
 
     @property
     def trust(self) -> _Trust:
@@ -142,12 +145,26 @@ class RegistryReads(_DecisionReads):
             row = session.get(ArtifactState, artifact.id)
             return (row.state, row.status) if row else ("registered", "complete")
 
-    def manifest_root(self, kind: str, name: str, version: str) -> str | None:
+    def _artifact(self, kind: str, name: str, version: str) -> tuple[str, datetime] | None:
+        """(manifest_root, created_at) of a version, read once per decision."""
         from assay.registry.versions import find_artifact
 
-        with self.registry.store.session(readonly=True) as session:
-            artifact = find_artifact(session, kind, name, version)
-            return artifact.manifest_root if artifact else None
+        key = (kind, name, version)
+        if key not in self._rows:
+            with self.registry.store.session(readonly=True) as session:
+                artifact = find_artifact(session, kind, name, version)
+                self._rows[key] = (
+                    (artifact.manifest_root, artifact.created_at) if artifact else None
+                )
+        return self._rows[key]
+
+    def manifest_root(self, kind: str, name: str, version: str) -> str | None:
+        row = self._artifact(kind, name, version)
+        return row[0] if row else None
+
+    def registered_at(self, kind: str, name: str, version: str) -> datetime | None:
+        row = self._artifact(kind, name, version)
+        return row[1] if row else None
 
     def is_managed(self, kind: str, name: str) -> bool:
         from sqlalchemy import select
@@ -160,17 +177,32 @@ class RegistryReads(_DecisionReads):
             )
             return found is not None
 
-    def change_envelopes(self, subject: str) -> list[str]:
+    def change_envelopes(self, subject: str) -> list[tuple[str, datetime | None]]:
         from sqlalchemy import select
 
         from assay.store.models import Signature
 
         with self.registry.store.session(readonly=True) as session:
-            return list(
-                session.scalars(
-                    select(Signature.bundle).where(Signature.subject == CHANGE_PREFIX + subject)
+            rows = session.execute(
+                select(Signature.bundle, Signature.recorded_at).where(
+                    Signature.subject == CHANGE_PREFIX + subject
                 )
-            )
+            ).all()
+            return [(bundle, recorded_at) for bundle, recorded_at in rows]
+
+    def state_event(self, kind: str, subject: str) -> StateEvent | None:
+        from sqlalchemy import select
+
+        from assay.store.models import AuditEvent
+
+        with self.registry.store.session(readonly=True) as session:
+            row = session.execute(
+                select(AuditEvent.seq, AuditEvent.payload)
+                .where(AuditEvent.action == f"{kind}.state", AuditEvent.subject == subject)
+                .order_by(AuditEvent.seq.desc())
+                .limit(1)
+            ).first()
+        return StateEvent.from_row(row[0], row[1]) if row else None
 
 
 class _SqliteReads(_DecisionReads):
@@ -207,7 +239,7 @@ class _SqliteReads(_DecisionReads):
         key = (kind, name, version)
         if key not in self._rows:
             self._rows[key] = self.view.conn.execute(
-                "SELECT id, manifest_root FROM artifacts"
+                "SELECT id, manifest_root, created_at FROM artifacts"
                 " WHERE kind = ? AND name = ? AND version = ?",
                 key,
             ).fetchone()
@@ -226,14 +258,30 @@ class _SqliteReads(_DecisionReads):
         artifact = self._artifact(kind, name, version)
         return artifact[1] if artifact else None
 
+    def registered_at(self, kind: str, name: str, version: str) -> datetime | None:
+        artifact = self._artifact(kind, name, version)
+        return parse_utc(artifact[2]) if artifact else None
+
     def is_managed(self, kind: str, name: str) -> bool:
         row = self.view.conn.execute(
             "SELECT 1 FROM artifacts WHERE kind = ? AND name = ? LIMIT 1", (kind, name)
         ).fetchone()
         return row is not None
 
-    def change_envelopes(self, subject: str) -> list[str]:
-        return self._bundles(CHANGE_PREFIX + subject)
+    def change_envelopes(self, subject: str) -> list[tuple[str, datetime | None]]:
+        rows = self.view.conn.execute(
+            "SELECT bundle, recorded_at FROM signatures WHERE subject = ?",
+            (CHANGE_PREFIX + subject,),
+        ).fetchall()
+        return [(bundle, parse_utc(recorded_at)) for bundle, recorded_at in rows]
+
+    def state_event(self, kind: str, subject: str) -> StateEvent | None:
+        row = self.view.conn.execute(
+            "SELECT seq, payload FROM audit_events WHERE action = ? AND subject = ?"
+            " ORDER BY seq DESC LIMIT 1",
+            (f"{kind}.state", subject),
+        ).fetchone()
+        return StateEvent.from_row(row[0], row[1]) if row else None
 
 
 def _alias_version(tracking_uri: str, backend: MlflowBackend, name: str, alias: str) -> str:

@@ -162,6 +162,8 @@ class AuditEvent(Base):
     """One leaf of the audit log's Merkle tree; ``seq`` is the leaf index."""
 
     __tablename__ = "audit_events"
+    # A subject's newest event (the decision's state cross-check) is one index lookup (0006).
+    __table_args__ = (Index("ix_audit_events_subject_seq", "subject", "seq"),)
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     ts: Mapped[datetime]

@@ -32,7 +32,7 @@ __all__ = ["HEAD_REVISION", "MIGRATIONS_DIR", "SQLITE_BUSY_TIMEOUT_S", "Store", 
 log = logging.getLogger(__name__)
 
 #: The newest migration's revision id; a store at any other revision must be upgraded.
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 #: Folder of the Alembic environment (env.py, script.py.mako, versions/), inside the package.
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30

@@ -321,3 +321,221 @@ def test_quarantined_and_pending_refused_by_alias_too(world, tmp_path: Path) -> 
     mark(reg, name, version, "quarantined", reason="incident")
     for alias in ("production", "staging", None):
         assert decide(reg, name, version, alias=alias).code == "quarantined"
+
+
+# -- rollback of the signed state (review F2, F10) -------------------------------------------
+
+
+def _delete_newest_statement_and_edit_row(reg, name: str, version: str, state: str) -> None:
+    """What the review's repro does: drop the newest change statement, set the row back."""
+    subject = f"change:models:/{name}/{version}"
+    (newest,) = _sql(reg, "SELECT MAX(id) FROM signatures WHERE subject = :s", s=subject)[0]
+    _sql(reg, "DELETE FROM signatures WHERE id = :i", i=newest)
+    _sql(
+        reg,
+        "UPDATE artifact_states SET state = :st WHERE artifact_id ="
+        " (SELECT id FROM artifacts WHERE kind = 'model' AND name = :n AND version = :v)",
+        st=state,
+        n=name,
+        v=version,
+    )
+
+
+@pytest.mark.parametrize("bad", ["quarantined", "compromised"])
+def test_newest_state_statement_deleted_and_row_edited_is_refused(world, tmp_path, bad) -> None:
+    """Review F2: deleting the ``bad`` statement leaves the known-good one newest; the audit
+    log's newest state event still says ``bad``, so the decision refuses (exit 3)."""
+    _, reg = world
+    name = fx.unique(f"rollback-{bad}")
+    version = _good(reg, name, tmp_path)
+    mark(reg, name, version, bad, reason="backdoor")
+    _delete_newest_statement_and_edit_row(reg, name, version, "known-good")
+    for alias in ("production", None):
+        decision = decide(reg, name, version, alias=alias)
+        assert not decision.allowed and decision.code == "tampered-state", decision.reason
+        assert "newest state event" in decision.reason and f"set {bad}" in decision.reason
+    assert not verify_uri(reg, f"models:/{name}@production").ok
+    result = _cli("verify", f"models:/{name}@production")  # the sqlite3 fast path on SQLite
+    assert result.exit_code == 3 and f"set {bad}" in result.output
+    with pytest.raises(IntegrityError, match="edited outside assay"):
+        verify_download(name, version, str(fx.stored_folder(reg, name, version)))
+
+
+def test_all_state_statements_deleted_is_refused(world, tmp_path: Path) -> None:
+    """No statement left at all (row set to ``registered``): the audit log still has events."""
+    _, reg = world
+    name = fx.unique("nostatements")
+    version = fx.model(reg, name, tmp_path)
+    mark(reg, name, version, "quarantined", reason="incident")
+    _sql(reg, "DELETE FROM signatures WHERE subject = :s", s=f"change:models:/{name}/{version}")
+    _sql(
+        reg,
+        "UPDATE artifact_states SET state = 'registered' WHERE artifact_id ="
+        " (SELECT id FROM artifacts WHERE kind = 'model' AND name = :n AND version = :v)",
+        n=name,
+        v=version,
+    )
+    decision = decide(reg, name, version, alias="staging")
+    assert not decision.allowed and decision.code == "tampered-state", decision.reason
+    assert "no signed state statement" in decision.reason
+
+
+def test_state_event_appended_behind_assays_back_is_refused(world, tmp_path: Path) -> None:
+    """The attacker also appends a ``known-good`` audit event (an append verifies against any
+    earlier checkpoint): the remaining statement names an older event, so it is refused."""
+    _, reg = world
+    name = fx.unique("fakeevent")
+    version = _good(reg, name, tmp_path)
+    mark(reg, name, version, "quarantined", reason="backdoor")
+    _delete_newest_statement_and_edit_row(reg, name, version, "known-good")
+    with reg.store.session() as session:  # a valid leaf, as anyone with the schema can write
+        reg.audit.append(
+            session,
+            actor="attacker",
+            action="model.state",
+            subject=f"models:/{name}/{version}",
+            payload={"from": "quarantined", "to": "known-good", "reason": "x", "incident_id": None},
+        )
+    decision = decide(reg, name, version, alias="production")
+    assert not decision.allowed and decision.code == "tampered-state", decision.reason
+    assert "belongs to audit event" in decision.reason
+    assert _cli("verify", f"models:/{name}@production").exit_code == 3
+
+
+def test_statements_name_their_audit_event(world, tmp_path: Path) -> None:
+    import base64
+    import json
+
+    _, reg = world
+    name = fx.unique("seq")
+    version = _good(reg, name, tmp_path)
+    (bundle,) = _sql(
+        reg,
+        "SELECT bundle FROM signatures WHERE subject = :s ORDER BY id DESC",
+        s=f"change:models:/{name}/{version}",
+    )[0]
+    predicate = json.loads(base64.b64decode(json.loads(bundle)["payload"]))["predicate"]
+    (seq,) = _sql(
+        reg,
+        "SELECT MAX(seq) FROM audit_events WHERE action = 'model.state' AND subject = :s",
+        s=f"models:/{name}/{version}",
+    )[0]
+    assert predicate["seq"] == seq and predicate["payload"]["to"] == "known-good"
+
+
+def _legacy_statements(reg, name: str, version: str, key) -> None:  # type: ignore[no-untyped-def]
+    """Re-sign every state statement of the version as assay did before statements named their
+    audit event (no ``seq``), keeping ``at`` and ``recorded_at``."""
+    import base64
+    import json
+
+    from assay.core.canonical import parse_iso_utc
+    from assay.trust.signed_changes import sign_change
+
+    subject = f"models:/{name}/{version}"
+    rows = _sql(reg, "SELECT id, bundle FROM signatures WHERE subject = :s", s=f"change:{subject}")
+    for row_id, bundle in rows:
+        envelope = json.loads(bundle)
+        statement = json.loads(base64.b64decode(envelope["payload"]))
+        predicate = statement["predicate"]
+        text, _ = sign_change(
+            key,
+            action=predicate["action"],
+            subject=subject,
+            payload=predicate["payload"],
+            digest=statement["subject"][0]["digest"]["sha256"],
+            display_name=predicate["actor"],
+            at=parse_iso_utc(predicate["at"]),
+        )
+        _sql(
+            reg,
+            "UPDATE signatures SET bundle = :b, key_id = :k WHERE id = :i",
+            b=text,
+            k=key.key_id,
+            i=row_id,
+        )
+
+
+def _approver(reg, tmp_path: Path, name: str):  # type: ignore[no-untyped-def]
+    key = generate_key("ecdsa-p256")
+    reg.keys.trust(key.public_key.pem, name=fx.unique(name), roles=["approver"])
+    return key
+
+
+def test_versions_signed_before_statements_named_their_event_still_load(world, tmp_path) -> None:
+    """Statements without ``seq`` are compared by the state they set: a good one loads, and the
+    review's deletion is still refused."""
+    _, reg = world
+    key = _approver(reg, tmp_path, "legacy")
+    name = fx.unique("legacy")
+    version = _good(reg, name, tmp_path)
+    _legacy_statements(reg, name, version, key)
+    decision = decide(reg, name, version, alias="production")
+    assert decision.allowed, decision.reason
+    assert _cli("verify", f"models:/{name}@production").exit_code == 0
+    mark(reg, name, version, "quarantined", reason="backdoor")
+    _legacy_statements(reg, name, version, key)
+    _delete_newest_statement_and_edit_row(reg, name, version, "known-good")
+    decision = decide(reg, name, version, alias="production")
+    assert not decision.allowed and decision.code == "tampered-state", decision.reason
+
+
+def test_backdated_statement_from_a_compromised_key_is_refused(world, tmp_path) -> None:
+    """Review F10: a key compromised since T signs "known-good" for a version registered after T,
+    dated (and recorded) before T; the version's registration bounds the signing time."""
+    from assay.store.models import Signature
+    from assay.trust.signed_changes import sign_change
+
+    _, reg = world
+    stolen = _approver(reg, tmp_path, "stolen")
+    compromised_since = utcnow() - timedelta(minutes=10)
+    reg.keys.revoke(stolen.key_id, reason="leaked", compromised_since=compromised_since)
+    name = fx.unique("backdated")
+    version = fx.model(reg, name, tmp_path)  # registered after the compromise
+    subject = f"models:/{name}/{version}"
+    backdated = compromised_since - timedelta(hours=1)
+    ((root,),) = _sql(
+        reg,
+        "SELECT manifest_root FROM artifacts WHERE kind = 'model' AND name = :n AND version = :v",
+        n=name,
+        v=version,
+    )
+    with reg.store.session() as session:
+        event = reg.audit.append(
+            session,
+            actor="attacker",
+            action="model.state",
+            subject=subject,
+            payload={"from": "registered", "to": "known-good", "reason": "x", "incident_id": None},
+        )
+        text, digest = sign_change(
+            stolen,
+            action="model.state",
+            subject=subject,
+            payload={"from": "registered", "to": "known-good", "reason": "x", "incident_id": None},
+            digest=root,
+            display_name="attacker",
+            at=backdated,
+            seq=event.seq,
+        )
+        session.add(
+            Signature(
+                subject=f"change:{subject}",
+                manifest_root=digest,
+                key_id=stolen.key_id,
+                bundle=text,
+                recorded_at=backdated,
+            )
+        )
+    _sql(
+        reg,
+        "UPDATE artifact_states SET state = 'known-good' WHERE artifact_id ="
+        " (SELECT id FROM artifacts WHERE kind = 'model' AND name = :n AND version = :v)",
+        n=name,
+        v=version,
+    )
+    reg.backend.set_alias(name, "production", version)
+    decision = decide(reg, name, version, alias="production")
+    assert not decision.allowed and decision.code == "tampered-state", decision.reason
+    assert "newest signed state is registered" in decision.reason
+    assert _cli("verify", f"models:/{name}@production").exit_code == 3

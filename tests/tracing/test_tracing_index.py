@@ -46,7 +46,7 @@ def test_0005_backfills_versions_registered_before_it(settings: Settings) -> Non
                 {"fp": FP, "r": json.dumps(record), "t": WHEN},
             )  # fmt: skip
         store.upgrade()
-        assert store.revision() == HEAD_REVISION == "0005"
+        assert store.revision() == HEAD_REVISION == "0006"
         with store.session(readonly=True) as session:
             rows = session.scalars(select_sketches()).all()
             assert [(r.shape, r.tensor) for r in rows] == [

@@ -319,3 +319,61 @@ def test_key_ids_in_store_match_public_keys(registry: Registry):
     with registry.store.session(readonly=True) as session:
         for row in session.scalars(select(Key)):
             assert registry.keys.public_key(row.key_id).key_id == row.key_id
+
+
+def test_compromised_key_change_statement_is_timed_at_its_latest_evidence(registry: Registry):
+    """A change statement's signer-chosen ``at`` is only one bound: the store's recorded time and
+    the subject's registration time count too (review F10)."""
+    from assay.trust.signed_changes import sign_change, signed_state
+
+    key = generate_key("ecdsa-p256")
+    registry.keys.trust(key.public_key.pem, name="stolen", roles=["approver"])
+    now = datetime.now(timezone.utc)
+    registry.keys.revoke(key.key_id, reason="leak", compromised_since=now - HOUR)
+    root = "ab" * 32
+    text, _ = sign_change(
+        key,
+        action="model.state",
+        subject="models:/m/1",
+        payload={"to": "known-good"},
+        digest=root,
+        display_name="x",
+        at=now - 2 * HOUR,  # backdated before the compromise
+        seq=3,
+    )
+    trust = registry.keys.trust_list()
+
+    def state(recorded_at, not_before=None):  # type: ignore[no-untyped-def]
+        return signed_state(
+            [(text, recorded_at)],
+            trust,
+            subject="models:/m/1",
+            manifest_root=root,
+            not_before=not_before,
+        )
+
+    early = state(now - 2 * HOUR)  # everything says before the compromise: it still counts
+    assert early is not None and early.seq == 3 and early.payload == {"to": "known-good"}
+    assert state(now) is None  # recorded after the compromise
+    assert state(now - 2 * HOUR, not_before=now - HOUR / 2) is None  # about a later version
+
+
+def test_audit_disagreement_rules():
+    from assay.trust.signed_changes import SignedChange, StateEvent, audit_disagreement
+
+    def change(to: str, seq: int | None) -> SignedChange:
+        return SignedChange("model.state", "models:/m/1", {"to": to}, T0, "k", "ab", seq)
+
+    assert audit_disagreement(None, None) is None  # never changed
+    assert audit_disagreement(change("known-good", 4), StateEvent(4, "known-good")) is None
+    assert audit_disagreement(change("known-good", None), StateEvent(9, "known-good")) is None
+    assert "no state event" in str(audit_disagreement(change("known-good", 4), None))
+    assert "no signed state" in str(audit_disagreement(None, StateEvent(4, "quarantined")))
+    assert "set quarantined" in str(
+        audit_disagreement(change("known-good", 2), StateEvent(4, "quarantined"))
+    )
+    assert "belongs to audit event 2" in str(
+        audit_disagreement(change("known-good", 2), StateEvent(4, "known-good"))
+    )
+    assert StateEvent.from_row(5, "not json") == StateEvent(5, None)
+    assert audit_disagreement(change("known-good", 5), StateEvent.from_row(5, "[1]")) is not None
