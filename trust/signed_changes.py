@@ -10,6 +10,8 @@ moved onto other bytes.
 At load, :func:`signed_state` gives the newest *verifying* state statement of a version, which the
 enforcement decision compares with the state row (a row edited in the database disagrees) and,
 behind a protected alias, requires to say ``known-good`` signed by a key with the right role.
+:func:`signed_changes` gives the verifying statements of a family of subjects (the API clients of
+``assay serve``, ``serve-client:NAME``), from which the server's credential table is evaluated.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ __all__ = [
     "actor_label",
     "policy_action",
     "sign_change",
+    "signed_changes",
     "signed_state",
 ]
 
@@ -160,6 +163,19 @@ def signed_state(
         if best is None or change.at > best.at:
             best = change
     return best
+
+
+def signed_changes(
+    envelopes: Iterable[str], trust: TrustList, *, subject_prefix: str
+) -> list[SignedChange]:
+    """The verifying change statements whose subject starts with ``subject_prefix``, oldest
+    first (what ``assay serve``'s client table is evaluated from)."""
+    changes = []
+    for text in envelopes:
+        change = _verified(text, trust)
+        if change is not None and change.subject.startswith(subject_prefix):
+            changes.append(change)
+    return sorted(changes, key=lambda c: c.at)
 
 
 def role_holds(change: SignedChange, trust: TrustList, policy: Policy, action: str) -> bool:
