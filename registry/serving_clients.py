@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -194,6 +195,12 @@ class _Signed:
     reason: str | None = None
 
 
+#: The last trust list the client statements were verified against and the results (by
+#: envelope SHA-256): one slot, replaced when the trust list changes; as large as the statements.
+_MEMO: list[Any] = [None, {}]
+_MEMO_LOCK = threading.Lock()
+
+
 def _signed_clients(registry: Registry, session: Any) -> dict[str, _Signed]:
     """name -> what its signed ``serve.client-*`` statements say (one query for them all).
 
@@ -213,8 +220,12 @@ def _signed_clients(registry: Registry, session: Any) -> dict[str, _Signed]:
             Signature.subject.startswith(CHANGE_PREFIX + SUBJECT_PREFIX, autoescape=True)
         )
     )
+    with _MEMO_LOCK:  # the server refreshes every few seconds: verify each statement once
+        if _MEMO[0] is not trust:
+            _MEMO[:] = [trust, {}]
+        changes = signed_changes(envelopes, trust, subject_prefix=SUBJECT_PREFIX, memo=_MEMO[1])
     out: dict[str, _Signed] = {}
-    for change in signed_changes(envelopes, trust, subject_prefix=SUBJECT_PREFIX):
+    for change in changes:
         name, payload = change.subject.removeprefix(SUBJECT_PREFIX), change.payload
         reason = payload.get("reason") if isinstance(payload.get("reason"), str) else None
         if change.action == "serve.client-add":

@@ -166,15 +166,31 @@ def signed_state(
 
 
 def signed_changes(
-    envelopes: Iterable[str], trust: TrustList, *, subject_prefix: str
+    envelopes: Iterable[str],
+    trust: TrustList,
+    *,
+    subject_prefix: str,
+    memo: dict[bytes, SignedChange | None] | None = None,
 ) -> list[SignedChange]:
     """The verifying change statements whose subject starts with ``subject_prefix``, oldest
-    first (what ``assay serve``'s client table is evaluated from)."""
-    changes = []
+    first (what ``assay serve``'s client table is evaluated from).
+
+    ``memo``: verification results by SHA-256 of the envelope, valid for this ``trust`` only
+    (the result depends on the envelope and the trust list alone); it is pruned to the
+    envelopes seen in this call, so it stays as large as the statements are.
+    """
+    import hashlib
+
+    changes, seen = [], {}
     for text in envelopes:
-        change = _verified(text, trust)
+        key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+        change = memo[key] if memo is not None and key in memo else _verified(text, trust)
+        seen[key] = change
         if change is not None and change.subject.startswith(subject_prefix):
             changes.append(change)
+    if memo is not None:
+        memo.clear()
+        memo.update(seen)
     return sorted(changes, key=lambda c: c.at)
 
 
