@@ -127,7 +127,7 @@ def _clients_table(clients):
     def render(console):
         table = new_table(console, "client", "status", "created", "throttle", "reason")
         for c in clients:
-            status = "revoked" if c.revoked_at else "blocked" if c.blocked_at else "active"
+            status = c.status  # tampered / legacy: a row no signed statement vouches for
             throttle = (
                 f"{c.throttle['rate_per_second']:g}/s burst {c.throttle['burst']}"
                 if c.throttle
@@ -145,7 +145,11 @@ def _clients_table(clients):
 @json_option
 @click.pass_obj
 def key_list(app: AppContext, as_json: bool) -> None:
-    """List the server's API clients."""
+    """List the server's API clients.
+
+    Each is checked against its signed changes: status ``tampered`` is a row no signed
+    statement vouches for (written into the database), ``legacy`` a client added before the
+    statements named its secret hash; the server refuses both (revoke and add a new client)."""
     from assay.registry.serving_clients import list_clients
 
     clients = list_clients(open_registry(app))

@@ -21,6 +21,9 @@ state they set.
 The signing-time rule for a revoked key (``--compromised-since``) is checked at the latest of
 the statement's own ``at``, the time the store recorded it and the version's registration: a
 statement cannot predate the version it is about, whatever ``at`` it claims.
+
+:func:`signed_changes` gives the verifying statements of a family of subjects (the API clients of
+``assay serve``, ``serve-client:NAME``), from which the server's credential table is evaluated.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ __all__ = [
     "audit_disagreement",
     "policy_action",
     "sign_change",
+    "signed_changes",
     "signed_state",
 ]
 
@@ -243,6 +247,40 @@ def audit_disagreement(change: SignedChange | None, event: StateEvent | None) ->
             f"newest state event is {event.seq}"
         )
     return None
+
+
+def signed_changes(
+    envelopes: Iterable[tuple[str, datetime | None]],
+    trust: TrustList,
+    *,
+    subject_prefix: str,
+    memo: dict[bytes, SignedChange | None] | None = None,
+) -> list[SignedChange]:
+    """The verifying change statements whose subject starts with ``subject_prefix``, oldest
+    first (what ``assay serve``'s client table is evaluated from). ``envelopes``: (statement,
+    the time the store recorded it), so a revoked key's cutoff is not judged by ``at`` alone.
+
+    ``memo``: verification results by SHA-256 of the envelope, valid for this ``trust`` only
+    (the result depends on the envelope and the trust list alone); it is pruned to the
+    envelopes seen in this call, so it stays as large as the statements are.
+    """
+    import hashlib
+
+    changes, seen = [], {}
+    for text, recorded_at in envelopes:
+        stamp = recorded_at.isoformat() if recorded_at else ""
+        key = hashlib.sha256(f"{stamp}|{text}".encode("utf-8", "surrogatepass")).digest()
+        if memo is not None and key in memo:
+            change = memo[key]
+        else:
+            change = _verified(text, trust, recorded_at, None)
+        seen[key] = change
+        if change is not None and change.subject.startswith(subject_prefix):
+            changes.append(change)
+    if memo is not None:
+        memo.clear()
+        memo.update(seen)
+    return sorted(changes, key=lambda c: c.at)
 
 
 def role_holds(change: SignedChange, trust: TrustList, policy: Policy, action: str) -> bool:

@@ -163,6 +163,90 @@ def test_unknown_missing_and_revoked_keys(
     assert request(port, "POST", "/invocations", body, key=keys["bob"])[0] == 401
 
 
+def test_database_writes_cannot_mint_unrevoke_or_unblock_keys(
+    world: dict[str, Any], basic: tuple[int, Any, dict[str, str]]
+) -> None:
+    """Review F7: a serve_clients row grants nothing a signed serve.client-* statement does not
+    vouch for, and a revoke / block / throttle holds if either the row or a statement says so."""
+    from click.testing import CliRunner
+    from sqlalchemy import update
+
+    from assay.cli import cli
+    from assay.registry.serving_clients import (
+        add_client,
+        block_client,
+        hash_secret,
+        list_clients,
+        revoke_client,
+        throttle_client,
+    )
+    from assay.store.models import ServeClient
+
+    port, service, _ = basic
+    registry = world["registry"]
+    body = {"inputs": iris(1).tolist()}
+    keys = {n: add_client(registry, n) for n in ("dora", "erin", "finn", "gail")}
+    service.check_once()
+    assert all(request(port, "POST", "/invocations", body, key=k)[0] == 200 for k in keys.values())
+    revoke_client(registry, "dora", "left")
+    block_client(registry, "erin", "extraction")
+    throttle_client(registry, "finn", 0.001, 2, "noisy")
+    forged, swapped = "asy_mallory-chose-this-secret", "asy_swapped-into-gails-row"
+    with registry.store.session() as s:  # what a database writer can do
+        s.execute(
+            update(ServeClient)
+            .where(ServeClient.name.in_(["dora", "erin", "finn"]))
+            .values(revoked_at=None, blocked_at=None, throttle=None, reason=None)
+        )
+        s.execute(
+            update(ServeClient)
+            .where(ServeClient.name == "gail")
+            .values(secret_hash=hash_secret(swapped))
+        )
+        s.add(ServeClient(name="mallory-row", secret_hash=hash_secret(forged)))
+    service.check_once()
+    assert request(port, "POST", "/invocations", body, key=keys["dora"])[0] == 401  # un-revoked
+    assert request(port, "POST", "/invocations", body, key=forged)[0] == 401  # inserted
+    assert request(port, "POST", "/invocations", body, key=swapped)[0] == 401  # hash swapped
+    assert request(port, "POST", "/invocations", body, key=keys["gail"])[0] == 401
+    assert request(port, "POST", "/invocations", body, key=keys["erin"])[0] == 403  # unblocked
+    statuses = [request(port, "POST", "/invocations", body, key=keys["finn"])[0] for _ in range(3)]
+    assert statuses == [200, 200, 429]  # the signed throttle (burst 2) still holds
+    clients = {c.name: c for c in list_clients(registry)}
+    assert clients["dora"].status == "revoked" and not clients["dora"].active
+    assert clients["erin"].status == "blocked" and clients["erin"].blocked_at is not None
+    assert clients["finn"].throttle == {"rate_per_second": 0.001, "burst": 2}
+    assert clients["mallory-row"].status == "tampered" and not clients["mallory-row"].active
+    assert clients["gail"].status == "tampered"
+    assert clients["alice"].status == "active" and clients["alice"].active
+    listed = CliRunner().invoke(cli, ["serve", "key", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    status = {c["name"]: c["status"] for c in json.loads(listed.output)}
+    assert status["mallory-row"] == "tampered" and status["gail"] == "tampered"
+    assert status["dora"] == "revoked" and status["erin"] == "blocked"
+    table = CliRunner().invoke(cli, ["serve", "key", "list"])
+    assert table.exit_code == 0 and "tampered" in table.output
+
+
+def test_a_client_whose_statement_names_no_hash_is_legacy_and_refused(
+    world: dict[str, Any], basic: tuple[int, Any, dict[str, str]]
+) -> None:
+    """Clients added before the add statement named the secret hash: fail closed."""
+    from assay.registry.serving_clients import client_table, hash_secret, list_clients
+    from assay.store.models import ServeClient
+
+    port, service, _ = basic
+    registry = world["registry"]
+    secret = "asy_added-by-an-older-assay"
+    with registry.store.session() as s:  # what add_client wrote before the hash was signed
+        s.add(ServeClient(name="old-client", secret_hash=hash_secret(secret)))
+        registry.record(s, "serve.client-add", "serve-client:old-client", {})
+    assert next(c for c in list_clients(registry) if c.name == "old-client").status == "legacy"
+    assert hash_secret(secret) not in client_table(registry)
+    service.check_once()
+    assert request(port, "POST", "/invocations", {"inputs": iris(1).tolist()}, key=secret)[0] == 401
+
+
 def test_token_bucket_answers_429(basic: tuple[int, Any, dict[str, str]]) -> None:
     port, _, keys = basic
     body = {"inputs": iris(1).tolist()}
