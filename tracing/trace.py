@@ -673,7 +673,14 @@ def _aligned(
     from assay.watermark.detect import detect
 
     reference, record = _reference(registry, v)
-    tensors = {  # non-finite values carry no evidence (and must not poison the alignment)
-        n: np.nan_to_num(np.asarray(a), nan=0.0, posinf=0.0, neginf=0.0) for n, a in suspect.items()
-    }
+
+    def finite(a: np.ndarray) -> np.ndarray:
+        """Non-finite values carry no evidence (and must not poison the alignment); a tensor
+        without any is passed as it is, not copied (this path holds whole models already)."""
+        a = np.asarray(a)
+        if np.isfinite(a).all():
+            return a
+        return np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+
+    tensors = {n: finite(a) for n, a in suspect.items()}
     return detect(tensors, secret, reference=reference, record=record, candidates=hypotheses)
