@@ -7,6 +7,15 @@ still match, so any write, truncation, replacement or ``touch`` re-hashes the fi
 within :data:`RACY_WINDOW_NS` of being hashed are not cached (a later write in the same timestamp
 tick would be invisible), nor are files whose stamps changed while they were hashed.
 
+Signing also keeps a fingerprint of each entry's bytes (XXH3-128 seeded with this cache's own
+random :attr:`DigestCache.seed`, computed in the same read as the digest). When a file changed,
+:meth:`DigestCache.stale` hands back its entries of the same size, and signing re-reads only the
+fingerprints: a shard whose fingerprint is unchanged keeps its digest, so a 1 KB write into a
+large sharded file re-hashes one shard. The fingerprint is not cryptographic, so it is never used
+to *verify*: at worst a crafted collision makes signing record the previous bytes' digest, and the
+bundle then fails verification against the new bytes (it fails, never passes). Verification that
+trusts the cache (``trust_cache``) reuses only entries whose stamps are unchanged.
+
 The cache is one JSON file under ``$ASSAY_HOME/cache/``, written atomically (temporary file +
 ``os.replace``); a corrupt or unreadable file is ignored and rebuilt. Signing may use the cache;
 verification re-hashes unless told to trust it.
@@ -17,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -27,7 +37,8 @@ __all__ = ["DigestCache", "RACY_WINDOW_NS", "default_cache_path"]
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+#: 2: entries carry a fingerprint and the file a seed (format 1 files are rebuilt).
+CACHE_FORMAT = 2
 MAX_ENTRIES = 50_000
 #: Files modified this recently are hashed but not cached (coarse filesystem timestamps).
 RACY_WINDOW_NS = 100_000_000
@@ -51,9 +62,13 @@ class DigestCache:
         self._lock = threading.Lock()
         self._entries: dict[str, dict] = {}
         self._dirty = False
+        self.seed = 0
         self.hits = 0
         self.misses = 0
+        self.confirmed = 0  # stale entries reused because their fingerprint was unchanged
         self._load()
+        if not self.seed:  # saved with the first entry (an empty cache is never written)
+            self.seed = secrets.randbits(64) or 1
 
     @classmethod
     def for_home(cls, home: str | os.PathLike[str]) -> DigestCache:
@@ -73,11 +88,16 @@ class DigestCache:
             return
         try:
             data = json.loads(raw)
+            if isinstance(data, dict) and data.get("format") in range(1, CACHE_FORMAT):
+                log.info("digest cache %s has an older format; rebuilding it", self.path)
+                return
             if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
                 raise ValueError("unknown format")
-            entries = data["entries"]
+            entries, seed = data["entries"], data["seed"]
             if not isinstance(entries, dict):
                 raise ValueError("entries is not an object")
+            if not isinstance(seed, int) or not 0 < seed < 2**64:
+                raise ValueError("seed is not a 64-bit integer")
             clean: dict[str, dict] = {}
             for key, value in entries.items():
                 if (
@@ -86,9 +106,10 @@ class DigestCache:
                     and isinstance(value.get("stat"), list)
                     and len(value["stat"]) == 5
                     and all(isinstance(x, int) for x in value["stat"])
+                    and isinstance(value.get("fp", ""), str)
                 ):
                     clean[key] = value
-            self._entries = clean
+            self._entries, self.seed = clean, seed
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("digest cache %s is corrupt (%s); rebuilding it", self.path, exc)
             self._entries = {}
@@ -115,6 +136,23 @@ class DigestCache:
             self.misses += 1
             return None
 
+    def stale(
+        self,
+        path: str | os.PathLike[str],
+        st: os.stat_result,
+        *,
+        algorithm: str | None = None,
+        part: str = "",
+    ) -> tuple[str, str] | None:
+        """``(digest, fingerprint)`` of an entry whose stamps no longer match ``st`` but whose
+        file has the same size: the bytes may be unchanged, which only their fingerprint can
+        tell. None when there is no such entry or it has no fingerprint."""
+        with self._lock:
+            entry = self._entries.get(self._key(path, algorithm, part))
+        if entry is None or not entry.get("fp") or entry["stat"][2] != st.st_size:
+            return None
+        return entry["digest"], entry["fp"]
+
     def store(
         self,
         path: str | os.PathLike[str],
@@ -123,8 +161,10 @@ class DigestCache:
         *,
         algorithm: str | None = None,
         part: str = "",
+        fingerprint: str | None = None,
     ) -> bool:
-        """Remember ``digest`` for ``path`` hashed when its stat was ``st``.
+        """Remember ``digest`` (and the ``fingerprint`` of the same bytes) for ``path`` hashed
+        when its stat was ``st``.
 
         Re-stats the file: nothing is stored if it changed meanwhile or was modified too
         recently to be trusted. Returns whether the entry was stored.
@@ -141,7 +181,10 @@ class DigestCache:
                     self._dirty = True
                 return False
             self._entries.pop(key, None)  # re-insert at the end: newest last
-            self._entries[key] = {"digest": digest, "stat": _stamp(st)}
+            entry = {"digest": digest, "stat": _stamp(st)}
+            if fingerprint:
+                entry["fp"] = fingerprint
+            self._entries[key] = entry
             self._dirty = True
             return True
 
@@ -159,7 +202,8 @@ class DigestCache:
                 for key in list(self._entries)[: len(self._entries) - MAX_ENTRIES]:
                     del self._entries[key]
             payload = json.dumps(
-                {"format": CACHE_FORMAT, "entries": self._entries}, separators=(",", ":")
+                {"format": CACHE_FORMAT, "seed": self.seed, "entries": self._entries},
+                separators=(",", ":"),
             )
             try:
                 atomic_write(self.path, payload.encode("utf-8"), mode=0o600)

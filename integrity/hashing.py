@@ -11,6 +11,11 @@ process with SIGBUS: it fails, never passes.)
 A unit of work is a :class:`Span`: a file, or the byte range ``[start, end)`` of one (an OMS
 shard). A range that runs past the end of its file fails naming the file and the range.
 
+With ``fingerprint_seed`` every span is also fingerprinted (XXH3-128 with that seed, the
+``xxhash`` package) in the same read: the digest cache uses fingerprints to tell whether the
+shards of a changed file are really unchanged (:mod:`assay.integrity.digest_cache`).
+:data:`FINGERPRINT` is an internal algorithm name, never one a bundle may name.
+
 ``progress`` callbacks receive the running total of bytes hashed across all files (monotonic; the
 callback is called under a lock, so it needs no locking of its own).
 """
@@ -32,6 +37,7 @@ from assay.core.errors import AssayError, IntegrityError, NotFoundError
 
 __all__ = [
     "BUFFER_SIZE",
+    "FINGERPRINT",
     "FileDigest",
     "ProgressCallback",
     "HASH_TYPES",
@@ -54,6 +60,11 @@ HASH_TYPES: dict[str, int] = {"sha256": 64, "blake2b": 128, "blake3": 64}
 SUPPORTED_HASHES = frozenset(HASH_TYPES)
 #: BLAKE3 maps this much of a file at a time (bounded RSS; large enough for its threads).
 MMAP_WINDOW = 16 << 20
+#: Fast, seeded, non-cryptographic: tells an unchanged shard from a changed one (see above).
+FINGERPRINT = "xxh3-128"
+#: Hashed from memory-mapped windows (no copy, few GIL hand-overs): BLAKE3, and fingerprints,
+#: which only signing computes alone (its own files; see the SIGBUS note above).
+_MAPPED = frozenset({"blake3", FINGERPRINT})
 #: Spans at least this long are hashed by BLAKE3 on every core, one after another.
 BLAKE3_PARALLEL_MIN = 8 << 20
 
@@ -67,6 +78,7 @@ class FileDigest:
     path: Path
     digest: str  # lowercase hex
     size: int
+    fingerprint: str | None = None  # with ``fingerprint_seed``: XXH3-128 of the same bytes
 
 
 class _Progress:
@@ -104,7 +116,24 @@ def digest_hex_length(algorithm: str) -> int:
     return HASH_TYPES[algorithm]
 
 
-def _new_hasher(algorithm: str, threads: int = 1):
+class _Both:
+    """Feeds one read to the digest and to the fingerprint."""
+
+    __slots__ = ("digest", "fingerprint")
+
+    def __init__(self, digest, fingerprint) -> None:
+        self.digest, self.fingerprint = digest, fingerprint
+
+    def update(self, data) -> None:
+        self.digest.update(data)
+        self.fingerprint.update(data)
+
+
+def _new_hasher(algorithm: str, threads: int = 1, seed: int = 0):
+    if algorithm == FINGERPRINT:
+        import xxhash
+
+        return xxhash.xxh3_128(seed=seed)
     if algorithm not in SUPPORTED_HASHES:
         raise AssayError(
             f"unsupported hash type {algorithm!r} (assay supports {', '.join(HASH_TYPES)})"
@@ -193,7 +222,13 @@ def _hash_read(fd: int, span: Span, h, progress: _Progress) -> int:
     return done
 
 
-def _hash_span(span: Span, algorithm: str, progress: _Progress, threads: int = 1) -> FileDigest:
+def _hash_span(
+    span: Span,
+    algorithm: str,
+    progress: _Progress,
+    threads: int = 1,
+    seed: int | None = None,
+) -> FileDigest:
     path = span.path
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
@@ -206,12 +241,15 @@ def _hash_span(span: Span, algorithm: str, progress: _Progress, threads: int = 1
         if hasattr(os, "posix_fadvise"):
             with contextlib.suppress(OSError):  # not supported on some filesystems
                 os.posix_fadvise(fd, span.start, 0, os.POSIX_FADV_SEQUENTIAL)
-        h = _new_hasher(algorithm, threads)
-        if algorithm == "blake3" and size:
-            _hash_mmap(fd, span, size, h, progress)
+        h = _new_hasher(algorithm, threads, seed or 0)
+        alone = algorithm == FINGERPRINT  # the fingerprint is the digest
+        fp = _new_hasher(FINGERPRINT, seed=seed) if seed is not None and not alone else None
+        feed = h if fp is None else _Both(h, fp)
+        if algorithm in _MAPPED and size:
+            _hash_mmap(fd, span, size, feed, progress)
             done = (size if span.end is None else span.end) - span.start
         else:
-            done = _hash_read(fd, span, h, progress)
+            done = _hash_read(fd, span, feed, progress)
             if span.end is not None and done != span.end - span.start:
                 raise _truncated(span, span.start + done)
     except OSError as exc:
@@ -220,7 +258,8 @@ def _hash_span(span: Span, algorithm: str, progress: _Progress, threads: int = 1
         raise TruncatedError(f"{path} changed while it was hashed: {exc}") from exc
     finally:
         os.close(fd)
-    return FileDigest(path=path, digest=h.hexdigest(), size=done)
+    fingerprint = fp.hexdigest() if fp is not None else None
+    return FileDigest(path=path, digest=h.hexdigest(), size=done, fingerprint=fingerprint)
 
 
 def _hash_one(path: Path, algorithm: str, progress: _Progress) -> FileDigest:
@@ -265,15 +304,19 @@ def hash_spans(
     workers: int | None = None,
     progress: ProgressCallback | None = None,
     sizes: Sequence[int] | None = None,
+    fingerprint_seed: int | None = None,
 ) -> list[FileDigest]:
     """Hash files and byte ranges in parallel; results come back in the order of ``spans``.
 
     SHA-256 and BLAKE2b spans run on a pool of ``workers`` threads (largest first when ``sizes``
     is given). BLAKE3 spans of at least :data:`BLAKE3_PARALLEL_MIN` bytes are hashed one after
     another, each on every core; the smaller ones share the pool. The first error stops the work.
+    ``fingerprint_seed`` also fingerprints each span in the same read (``FileDigest.fingerprint``);
+    ``algorithm=FINGERPRINT`` (with a seed) computes fingerprints alone.
     """
     items = list(spans)
     _new_hasher(algorithm)  # fail fast on an unsupported algorithm
+    seed = fingerprint_seed
     tracker = _Progress(progress)
     results: list[FileDigest | None] = [None] * len(items)
     pooled = list(range(len(items)))
@@ -281,17 +324,19 @@ def hash_spans(
         big = [i for i in pooled if sizes[i] >= BLAKE3_PARALLEL_MIN]
         pooled = [i for i in pooled if sizes[i] < BLAKE3_PARALLEL_MIN]
         for i in big:
-            results[i] = _hash_span(items[i], algorithm, tracker, threads=0)
+            results[i] = _hash_span(items[i], algorithm, tracker, threads=0, seed=seed)
     n_workers = max(1, min(workers or default_workers(), len(pooled) or 1))
     if n_workers == 1 or len(pooled) <= 1:
         for i in pooled:
-            results[i] = _hash_span(items[i], algorithm, tracker)
+            results[i] = _hash_span(items[i], algorithm, tracker, seed=seed)
         return [r for r in results if r is not None]
 
     if sizes is not None:
         pooled.sort(key=lambda i: -sizes[i])
     with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="assay-hash") as pool:
-        futures = {i: pool.submit(_hash_span, items[i], algorithm, tracker) for i in pooled}
+        futures = {
+            i: pool.submit(_hash_span, items[i], algorithm, tracker, 1, seed) for i in pooled
+        }
         try:
             for i in pooled:
                 results[i] = futures[i].result()

@@ -32,7 +32,7 @@ from assay.integrity._shards import (
     shard_bounds,
     shard_sort_key,
 )
-from assay.integrity.hashing import HASH_TYPES, ProgressCallback, Span, hash_spans
+from assay.integrity.hashing import FINGERPRINT, HASH_TYPES, ProgressCallback, Span, hash_spans
 
 if TYPE_CHECKING:
     from assay.integrity.digest_cache import DigestCache
@@ -270,6 +270,7 @@ def build_manifest(
     hash_type: str = "sha256",
     shard_size: int | None = None,
     signed_sizes: dict[str, int] | None = None,
+    fingerprints: bool = False,
 ) -> Manifest:
     """Hash every file of the model at ``path`` (a directory or a single file).
 
@@ -277,7 +278,10 @@ def build_manifest(
     With ``default_ignores`` (the default) the OMS defaults (git files, ``model.sig``) are added;
     verification turns it off and passes the paths recorded in the signature instead.
     ``cache`` (a :class:`~assay.integrity.digest_cache.DigestCache`) reuses digests of unchanged
-    files (or shards); it is saved at the end. ``hash_type`` and ``shard_size`` choose the
+    files (or shards); it is saved at the end. With ``fingerprints`` (signing, never
+    verification) the cache also keeps a fingerprint of each digest's bytes, and the unchanged
+    shards of a changed file keep their digests after a re-read of their fingerprints alone.
+    ``hash_type`` and ``shard_size`` choose the
     serialization (see :meth:`Serialization.of`). ``signed_sizes`` (verification of shards) maps
     each signed file to its signed size: a file of another size, or not signed, is walked but not
     hashed, so the work is bounded by the bundle's own shard list.
@@ -330,16 +334,41 @@ def build_manifest(
     algorithm = serialization.resource_algorithm
     digests: dict[str, tuple[str, int]] = {}
     to_hash: list[tuple[str, Span, os.stat_result, str]] = []
+    to_confirm: list[tuple[str, Span, os.stat_result, str, tuple[str, str]]] = []
     for name, span, st, part, *_ in units:
         hit = (
             cache.lookup(span.path, st, algorithm=algorithm, part=part)
             if cache is not None
             else None
         )
+        stale = (
+            cache.stale(span.path, st, algorithm=algorithm, part=part)
+            if cache is not None and fingerprints and hit is None
+            else None
+        )
         if hit is not None:
             digests[name] = (hit, _span_size(span, st))
+        elif stale is not None:
+            to_confirm.append((name, span, st, part, stale))
         else:
             to_hash.append((name, span, st, part))
+    seed = cache.seed if cache is not None and fingerprints else None
+    if to_confirm:
+        assert cache is not None and seed is not None
+        reread = hash_spans(
+            [span for _, span, _, _, _ in to_confirm],
+            algorithm=FINGERPRINT,
+            workers=workers,
+            sizes=[_span_size(span, st) for _, span, st, _, _ in to_confirm],
+            fingerprint_seed=seed,
+        )
+        for (name, span, st, part, (digest, fp)), res in zip(to_confirm, reread, strict=True):
+            if res.digest == fp and res.size == _span_size(span, st):
+                digests[name] = (digest, res.size)
+                cache.confirmed += 1
+                cache.store(span.path, st, digest, algorithm=algorithm, part=part, fingerprint=fp)
+            else:
+                to_hash.append((name, span, st, part))
 
     results = hash_spans(
         [span for _, span, _, _ in to_hash],
@@ -347,11 +376,19 @@ def build_manifest(
         workers=workers,
         progress=progress,
         sizes=[_span_size(span, st) for _, span, st, _ in to_hash],
+        fingerprint_seed=seed,
     )
     for (name, span, st, part), res in zip(to_hash, results, strict=True):
         digests[name] = (res.digest, res.size)
         if cache is not None:
-            cache.store(span.path, st, res.digest, algorithm=algorithm, part=part)
+            cache.store(
+                span.path,
+                st,
+                res.digest,
+                algorithm=algorithm,
+                part=part,
+                fingerprint=res.fingerprint,
+            )
     if cache is not None:
         cache.save()
 

@@ -111,6 +111,7 @@ def start_manifest(
                 path,
                 ignore_paths=ignore_paths,
                 cache=cache,
+                fingerprints=cache is not None,
                 progress=advance,
                 hash_type=hash_type,
                 shard_size=shard_size,

@@ -119,6 +119,7 @@ def hash_and_sign(
             path,
             ignore_paths=list(ignores),
             cache=cache,
+            fingerprints=cache is not None,
             progress=progress,
             hash_type=mode[0],
             shard_size=mode[1],

@@ -210,12 +210,14 @@ def test_reuse_digests_same_root_and_rehashes_changes(
     invoke, home: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ):
     hashed: list[str] = []
+    printed: list[str] = []  # fingerprints re-read: a changed file's bytes may be unchanged
     real = hashing._hash_span
 
-    def counting(span, *args, **kwargs):
+    def counting(span, algorithm, *args, **kwargs):
         if model_dir in span.path.parents:  # not another test's leftover background hashing
-            hashed.append(span.path.name)
-        return real(span, *args, **kwargs)
+            seen = printed if algorithm == hashing.FINGERPRINT else hashed
+            seen.append(span.path.name)
+        return real(span, algorithm, *args, **kwargs)
 
     monkeypatch.setattr(hashing, "_hash_span", counting)
     time.sleep(RACY_WINDOW_NS / 1e9 + 0.05)  # files this fresh are never cached
@@ -235,11 +237,39 @@ def test_reuse_digests_same_root_and_rehashes_changes(
     data[100] ^= 0xFF  # same size, new content
     weights.write_bytes(bytes(data))
     changed = _sign(invoke, model_dir, "--reuse-digests")
-    assert hashed == ["weights.bin"]
+    assert hashed == ["weights.bin"] and printed == ["weights.bin"]
     assert changed["root_digest"] != full["root_digest"]
     hashed.clear()
     assert _sign(invoke, model_dir)["root_digest"] == changed["root_digest"]
     _verify_ok(invoke, model_dir)
+
+
+def test_resign_of_a_sharded_file_rehashes_only_the_changed_shard(
+    invoke, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    model = tmp_path / "sharded"
+    model.mkdir()
+    (model / "weights.bin").write_bytes(os.urandom(40_000))
+    spans: list[tuple[str, int]] = []
+    real = hashing._hash_span
+
+    def counting(span, algorithm, *args, **kwargs):
+        if model in span.path.parents and algorithm != hashing.FINGERPRINT:
+            spans.append((span.path.name, span.start))
+        return real(span, algorithm, *args, **kwargs)
+
+    monkeypatch.setattr(hashing, "_hash_span", counting)
+    time.sleep(RACY_WINDOW_NS / 1e9 + 0.05)
+    _sign(invoke, model, "--reuse-digests", "--shard-size", "4096")
+    assert len(spans) == 10
+    with open(model / "weights.bin", "r+b") as fh:  # 1 KB written inside shard 12288:16384
+        fh.seek(13_000)
+        fh.write(os.urandom(1024))
+    spans.clear()
+    changed = _sign(invoke, model, "--reuse-digests", "--shard-size", "4096")
+    assert spans == [("weights.bin", 12_288)]
+    assert changed["root_digest"] == _sign(invoke, model, "--shard-size", "4096")["root_digest"]
+    _verify_ok(invoke, model)
 
 
 def test_trust_cache_verify(invoke, home: Path, model_dir: Path, monkeypatch, expect_error):

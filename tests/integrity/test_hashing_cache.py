@@ -141,3 +141,147 @@ def test_parallel_spans_equal_serial_and_reference(tmp_path, monkeypatch, algori
     assert [r.digest for r in serial] == expected
     assert [r.digest for r in parallel] == expected
     assert [r.size for r in parallel] == sizes
+
+
+def _sharded(tmp_path: Path) -> Path:
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "a.bin").write_bytes(os.urandom(5000))
+    (model / "b.bin").write_bytes(os.urandom(3000))
+    return model
+
+
+def _hashed_bytes(model: Path, cache: DigestCache, **kw) -> tuple[object, int]:
+    """The manifest and the bytes its digests were computed from (fingerprint reads excluded)."""
+    seen = [0]
+    manifest = build_manifest(model, cache=cache, progress=lambda n: seen.__setitem__(0, n), **kw)
+    return manifest, seen[0]
+
+
+def test_signing_rehashes_only_the_changed_shard_of_a_changed_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(dc, "RACY_WINDOW_NS", 0)
+    model = _sharded(tmp_path)
+    build_manifest(
+        model, shard_size=1000, cache=DigestCache(tmp_path / "c.json"), fingerprints=True
+    )
+    with open(model / "a.bin", "r+b") as fh:
+        fh.seek(2500)
+        fh.write(b"changed")
+    cache = DigestCache(tmp_path / "c.json")
+    after, hashed = _hashed_bytes(model, cache, shard_size=1000, fingerprints=True)
+    assert (cache.hits, cache.confirmed) == (3, 4)  # b's 3 shards by stamps, 4 of a's by print
+    assert hashed == 1000  # only shard 2000:3000 of a.bin was hashed again
+    assert after == build_manifest(model, shard_size=1000)
+    # the confirmed shards were re-stamped: the next run reuses all 8 by their stamps
+    again = DigestCache(tmp_path / "c.json")
+    assert build_manifest(model, shard_size=1000, cache=again, fingerprints=True) == after
+    assert (again.hits, again.confirmed) == (8, 0)
+
+
+def test_a_touched_file_keeps_its_digest_by_fingerprint(tmp_path, monkeypatch):
+    monkeypatch.setattr(dc, "RACY_WINDOW_NS", 0)
+    model = _sharded(tmp_path)
+    first = build_manifest(model, cache=DigestCache(tmp_path / "c.json"), fingerprints=True)
+    st = os.stat(model / "a.bin")
+    os.utime(model / "a.bin", ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000))
+    cache = DigestCache(tmp_path / "c.json")
+    after, hashed = _hashed_bytes(model, cache, fingerprints=True)
+    assert after == first and hashed == 0 and cache.confirmed == 1
+
+
+def test_every_changed_shard_is_rehashed_to_the_right_digest(tmp_path, monkeypatch):
+    monkeypatch.setattr(dc, "RACY_WINDOW_NS", 0)
+    model = _sharded(tmp_path)
+    build_manifest(
+        model, shard_size=1000, cache=DigestCache(tmp_path / "c.json"), fingerprints=True
+    )
+    (model / "a.bin").write_bytes(os.urandom(5000))  # same size, every byte new
+    cache = DigestCache(tmp_path / "c.json")
+    after, hashed = _hashed_bytes(model, cache, shard_size=1000, fingerprints=True)
+    assert cache.confirmed == 0 and hashed == 5000
+    assert after == build_manifest(model, shard_size=1000)
+
+
+def test_verification_never_reuses_a_changed_file_by_fingerprint(tmp_path, monkeypatch):
+    """Fingerprints are not cryptographic: only signing may use them (a collision there signs
+    the previous bytes' digest, which then fails verification)."""
+    monkeypatch.setattr(dc, "RACY_WINDOW_NS", 0)
+    model = _sharded(tmp_path)
+    build_manifest(
+        model, shard_size=1000, cache=DigestCache(tmp_path / "c.json"), fingerprints=True
+    )
+    st = os.stat(model / "a.bin")
+    os.utime(model / "a.bin", ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000))
+    cache = DigestCache(tmp_path / "c.json")
+    _, hashed = _hashed_bytes(model, cache, shard_size=1000)  # fingerprints=False
+    assert cache.confirmed == 0 and hashed == 5000
+
+
+def test_a_wrong_fingerprint_in_the_cache_rehashes(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setattr(dc, "RACY_WINDOW_NS", 0)
+    model = _sharded(tmp_path)
+    build_manifest(
+        model, shard_size=1000, cache=DigestCache(tmp_path / "c.json"), fingerprints=True
+    )
+    data = json.loads((tmp_path / "c.json").read_text())
+    for entry in data["entries"].values():
+        entry["digest"], entry["fp"] = "00" * 32, "11" * 16  # a digest no shard has
+        entry["stat"][3] += 1  # and stamps that no longer match
+    (tmp_path / "c.json").write_text(json.dumps(data))
+    cache = DigestCache(tmp_path / "c.json")
+    after, hashed = _hashed_bytes(model, cache, shard_size=1000, fingerprints=True)
+    assert cache.confirmed == 0 and hashed == 8000
+    assert after == build_manifest(model, shard_size=1000)
+
+
+def test_a_stale_entry_of_another_size_is_not_a_candidate(cached):
+    path, cache = cached
+    cache.store(path, os.stat(path), "ab" * 32, part="1000:0", fingerprint="cd" * 16)
+    with open(path, "ab") as fh:
+        fh.write(b"x")
+    assert cache.stale(path, os.stat(path), part="1000:0") is None
+
+
+@pytest.mark.parametrize("content", ['{"format": 1, "entries": {}}', '{"format": 2}', "[]", "{"])
+def test_an_old_or_corrupt_cache_file_is_rebuilt_with_a_new_seed(tmp_path, monkeypatch, content):
+    monkeypatch.setattr(dc, "RACY_WINDOW_NS", 0)
+    (tmp_path / "c.json").write_text(content)
+    cache = DigestCache(tmp_path / "c.json")
+    assert len(cache) == 0 and 0 < cache.seed < 2**64
+    (tmp_path / "w").write_bytes(b"w")
+    assert cache.store(tmp_path / "w", os.stat(tmp_path / "w"), "ab" * 32, fingerprint="cd" * 16)
+    cache.save()
+    again = DigestCache(tmp_path / "c.json")
+    assert again.seed == cache.seed and len(again) == 1
+
+
+def test_a_second_cache_object_does_not_erase_the_first_ones_entries(tmp_path, monkeypatch):
+    """``assay sign`` opens the cache twice (pre-hash and signing): the one that stored nothing
+    must not write its empty cache (with another seed) over the other's."""
+    monkeypatch.setattr(dc, "RACY_WINDOW_NS", 0)
+    model = _sharded(tmp_path)
+    idle = DigestCache(tmp_path / "c.json")
+    build_manifest(
+        model, shard_size=1000, cache=DigestCache(tmp_path / "c.json"), fingerprints=True
+    )
+    idle.save()
+    assert len(DigestCache(tmp_path / "c.json")) == 8
+
+
+def test_fingerprints_are_seeded_xxh3_of_the_same_bytes(tmp_path):
+    import xxhash
+
+    blob = os.urandom(300_001)
+    (tmp_path / "f").write_bytes(blob)
+    spans = [Span(tmp_path / "f"), Span(tmp_path / "f", 1000, 200_000)]
+    for algorithm in ("sha256", "blake3"):
+        res = hash_spans(spans, algorithm=algorithm, sizes=[300_001, 199_000], fingerprint_seed=7)
+        assert [r.fingerprint for r in res] == [
+            xxhash.xxh3_128(blob, seed=7).hexdigest(),
+            xxhash.xxh3_128(blob[1000:200_000], seed=7).hexdigest(),
+        ]
+        assert res[0].digest == REFERENCE[algorithm](blob)
+    other = hash_spans(spans[:1], algorithm=hashing.FINGERPRINT, fingerprint_seed=8)
+    assert other[0].digest == xxhash.xxh3_128(blob, seed=8).hexdigest() != res[0].fingerprint
