@@ -32,7 +32,7 @@ def signing(d: dict) -> list[str]:
         ),
         f"| sign 2 GiB folder (4 x 512 MiB) | {dd['assay_sign_s']:.2f} s | {dd['model_signing_sign_s']:.2f} s | {dd['sign_speedup']:.2f}x |",
         f"| verify 2 GiB folder | {dd['assay_verify_s']:.2f} s | {dd['model_signing_verify_s']:.2f} s | {dd['verify_speedup']:.2f}x |",
-        f"| one 2 GiB file: files / shards of {one.get('shard_size', 0) // 2**20} MiB (one core of hashlib {one['hashlib_one_core_gbps']:.2f} GB/s, two cores on the folder {one.get('hashlib_two_cores_folder_gbps', float('nan')):.2f} GB/s, sha256sum {one['sha256sum_gbps']:.2f} GB/s) | {one['assay_sign_gbps']:.2f} / {one.get('assay_sign_shards_gbps', float('nan')):.2f} GB/s | | |",
+        f"| one 2 GiB file: files / shards of {one.get('shard_size', 0) // 2**20} MiB (one core of hashlib {one['hashlib_one_core_gbps']:.2f} GB/s, two cores on the folder {one.get('hashlib_two_cores_folder_gbps', float('nan')):.2f} GB/s, sha256sum {one['sha256sum_gbps']:.2f} GB/s; shards: whole `assay sign` process / hashing alone in process) | {one['assay_sign_gbps']:.2f} / {one.get('assay_sign_shards_gbps', float('nan')):.2f} / {one.get('library_shards_in_process_gbps', float('nan')):.2f} GB/s | | |",
         f"| peak RSS sign / verify | {rss['sign_a']:.0f} / {rss['verify_a']:.0f} MB | {rss['sign_m']:.0f} / {rss['verify_m']:.0f} MB | |",
         f"| `--help` | {st['assay_help_s']:.3f} s | {st['model_signing_help_s']:.3f} s | |",
         f"| `verify` of a 1 MB model | {st['assay_verify_1mb_s']:.3f} s | | |",
