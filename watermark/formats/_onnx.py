@@ -1,8 +1,10 @@
 """ONNX models: initializers and Constant-node tensors, with external data confined to the model's folder.
 
-The protobuf is parsed with ``onnx.load(..., load_external_data=False)``; external data is read here,
-after checking that every ``location`` is a relative path that stays inside the model's folder (no
-absolute paths, no ``..``, no symlink leaving it) and that offset and length fit the file.
+The protobuf is parsed with ``onnx.load(..., load_external_data=False)`` and checked by
+:func:`locate`, which reads no external data: every ``location`` must be a relative path that stays
+inside the model's folder (no absolute paths, no ``..``, no symlink leaving it) and offset and length
+must fit the file. :func:`load` then reads every tensor (the eager reader); ``_stream.open_weights``
+reads each external tensor from its file only when it is accessed.
 
 Writing back edits the tensors in a copy of the proto, keeping each one's dtype and storage field
 (``raw_data`` or the typed field). A model that used external data is written with external data
