@@ -171,6 +171,8 @@ def test_a_model_without_external_data_stays_eager(tmp_path: Path) -> None:
     src, eager = open_weights(path), load_weights(path)
     assert not src.streamed and src.weight_file is not None and list(src) == list(eager.tensors)
     assert all(np.array_equal(src[n], a) for n, a in eager.tensors.items())
+    with pytest.raises(FormatError, match="sample positions outside"):  # not an IndexError
+        src.sample("bias", np.array([3]))
 
 
 def test_writable_onnx_is_the_eager_reader(tmp_path: Path) -> None:

@@ -172,13 +172,14 @@ class TensorSource(Mapping[str, np.ndarray]):
 
     def sample(self, name: str, flat: np.ndarray) -> np.ndarray:
         """The values at flat (C-order) positions ``flat`` of tensor ``name``, as float64."""
+        flat = np.asarray(flat, dtype=np.int64)
+        count = math.prod(self.shapes[name])
+        if flat.size and (int(flat.min()) < 0 or int(flat.max()) >= count):
+            raise FormatError(f"sample positions outside tensor {brief(name)}")
         if self._eager is not None:
             return np.asarray(self._eager.tensors[name].reshape(-1)[flat], dtype=np.float64)
         loc = self._locs[name]
-        flat = np.asarray(flat, dtype=np.int64).reshape(-1)
-        count = math.prod(loc.shape)
-        if flat.size and (int(flat.min()) < 0 or int(flat.max()) >= count):
-            raise FormatError(f"sample positions outside tensor {brief(name)}")
+        flat = flat.reshape(-1)
         if loc.held is not None:
             return np.asarray(to_analysis(loc.held[flat], loc.dtype), dtype=np.float64)
         size = np.dtype(RAW_NUMPY[loc.dtype]).itemsize
