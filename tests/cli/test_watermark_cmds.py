@@ -132,6 +132,30 @@ def test_legacy_torch_copy_found_by_trace_and_detect(registered: Path, tmp_path:
     assert seen[zip_copy] == seen[legacy_copy]
 
 
+def test_onnx_copy_with_external_data_traced_streamed(registered: Path, tmp_path: Path) -> None:
+    """An ONNX copy whose weights live in external data (read on access) is traced as its inline
+    twin (read whole): the same method, p-value and tensors, by file and by folder."""
+    import onnx
+
+    from assay.watermark.formats._stream import open_weights
+
+    inline = T.export_onnx(T.load(T.read_safetensors(registered)), tmp_path / "in" / "model.onnx")
+    folder = tmp_path / "ext"
+    folder.mkdir()
+    external = folder / "model.onnx"
+    onnx.save(onnx.load(str(inline)), str(external), save_as_external_data=True,
+              location="model.onnx.data", size_threshold=256)  # fmt: skip
+    assert not open_weights(inline).streamed and open_weights(external).streamed
+    seen = {}
+    for path in (inline, external, folder):
+        res = _run("trace", str(path), "--json")
+        assert res.exit_code == 0, res.output
+        best = json.loads(res.stdout)["candidates"][0]
+        assert (best["ref"], best["method"], best["verdict"]) == ("mlp/1", "watermark", "match")
+        seen[path] = (best["log10_p_corrected"], best["tensors_matched"])
+    assert seen[inline] == seen[external] == seen[folder]
+
+
 class _Payload:
     def __init__(self, marker: Path) -> None:
         self.marker = marker

@@ -19,7 +19,7 @@ from pathlib import Path
 import hostile_samples as H
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from assay.core.errors import AssayError, FormatError
@@ -299,3 +299,141 @@ def test_streamed_torch_zip_equals_the_eager_reader(spec, seed: int) -> None:
         for name, arr in eager.tensors.items():
             got = src[name]
             assert got.dtype == arr.dtype and np.array_equal(got, arr, equal_nan=True)
+
+
+_LOCATIONS = [
+    "w.bin", "./w.bin", "sub/v.bin", "sub\\v.bin", "sub/../w.bin", "../outside.bin", "out.bin",
+    "/etc/hostname", "C:/w.bin", "missing.bin", "d", "", "w.bin\x00x", "model.onnx",
+]  # fmt: skip
+_NUMBER = st.one_of(
+    st.none(),
+    st.integers(-8, 120).map(str),
+    st.sampled_from(["x", "", " 4", "0x10", "1e3", "99999999999999999999", "-0"]),
+)
+
+
+_FITTING = ["w.bin", "./w.bin", "sub/v.bin", "sub\\v.bin", "sub/../w.bin"]
+
+
+@st.composite
+def _external_tensors(draw):
+    """1-3 tensors, initializers or Constant values, each inline (raw_data) or in external data.
+    Most fit (a location in the folder, the length the shape needs, inline bytes of the right
+    size), the rest get a random location, offset and length (any of them may be missing) or
+    random inline bytes."""
+    out = []
+    for _ in range(draw(st.integers(1, 3))):
+        fit = draw(st.integers(0, 3)) > 0
+        if draw(st.booleans()):
+            external = None
+        elif fit:
+            external = (draw(st.sampled_from(_FITTING)), str(draw(st.integers(0, 64))), "fit")
+        else:
+            external = (draw(st.sampled_from([*_LOCATIONS, None])), draw(_NUMBER), draw(_NUMBER))
+        out.append(
+            (
+                draw(st.sampled_from(["a", "b", "a#2"])),
+                draw(st.sampled_from([1, 1, 10, 16, 11, 7, 0, 99] if fit else [1, 10, 16, 2, 99])),
+                draw(st.lists(st.integers(0, 6 if fit else 9), max_size=3)),
+                draw(st.sampled_from(["initializer", "constant"])),
+                external,
+                draw(st.binary(max_size=64)),
+                fit,
+            )
+        )
+    return out
+
+
+def _external_model(folder: Path, spec) -> Path:
+    from onnx import TensorProto, helper
+
+    from assay.watermark.formats._common import RAW_NUMPY
+    from assay.watermark.formats._onnx import _DTYPES
+
+    inits, nodes = [], []
+    for i, (name, dtype, dims, kind, external, raw, fit) in enumerate(spec):
+        t = TensorProto(name=name, data_type=dtype, dims=dims)
+        size = int(np.prod(dims)) * np.dtype(RAW_NUMPY.get(_DTYPES.get(dtype, ""), "u1")).itemsize
+        if external is None:
+            t.raw_data = (raw * size)[:size].ljust(size, b"\1") if fit else raw
+        else:
+            t.data_location = TensorProto.EXTERNAL
+            location, offset, length = external
+            length = str(size) if length == "fit" else length
+            for key, value in (("location", location), ("offset", offset), ("length", length)):
+                if value is not None:
+                    e = t.external_data.add()
+                    e.key, e.value = key, value
+        if kind == "constant":
+            nodes.append(helper.make_node("Constant", [], [name], value=t, name=f"n{i}"))
+        else:
+            inits.append(t)
+    graph = helper.make_graph(nodes, "g", [], [], initializer=inits)
+    path = folder / "model.onnx"
+    path.write_bytes(helper.make_model(graph).SerializeToString())
+    return path
+
+
+@settings(deadline=None)
+@given(
+    _external_tensors(),
+    st.binary(min_size=16, max_size=96),
+    st.binary(min_size=16, max_size=96),
+    st.integers(0, 96),
+    st.integers(0, 96),
+)
+def test_streamed_onnx_external_data_equals_the_eager_reader(
+    spec, w_bytes: bytes, v_bytes: bytes, w_cut: int, v_cut: int
+) -> None:
+    """Whatever the external-data entries, ``open_weights`` refuses what ``load_weights`` refuses
+    (same error class, one line: FormatError, UnsafeInputError or NotFoundError), reads what it
+    reads otherwise, streams only ranges inside files inside the model's folder, and a file cut
+    short after opening gives FormatError on access, nothing else."""
+    pytest.importorskip("onnx")
+    from assay.core.errors import NotFoundError, UnsafeInputError
+    from assay.watermark.formats._stream import open_weights
+
+    allowed = (FormatError, UnsafeInputError, NotFoundError)
+    with _folder() as root:
+        (root / "outside.bin").write_bytes(b"\1" * 64)
+        folder = root / "m"
+        (folder / "sub").mkdir(parents=True)
+        (folder / "d").mkdir()
+        (folder / "w.bin").write_bytes(w_bytes)
+        (folder / "sub" / "v.bin").write_bytes(v_bytes)
+        (folder / "out.bin").symlink_to(root / "outside.bin")
+        path = _external_model(folder, spec)
+        outcome = []
+        for reader in (load_weights, open_weights):
+            try:
+                outcome.append(reader(path, limits=LIMITS))
+            except allowed as exc:
+                assert str(exc) and "\n" not in str(exc)
+                outcome.append(type(exc))
+        eager, src = outcome
+        if isinstance(eager, type):
+            assert src is eager  # the same refusal
+            event(f"refused: {eager.__name__}")
+            return
+        assert not isinstance(src, type), src
+        event(f"read, streamed={src.streamed}")
+        assert list(src) == list(eager.tensors) and src.dtypes == eager.dtypes
+        assert src.other == eager.other
+        for name, arr in eager.tensors.items():
+            got = src[name]
+            assert got.dtype == arr.dtype and np.array_equal(got, arr, equal_nan=True)
+            blocks = list(src.blocks(name, 3)) or [np.empty(0, arr.dtype)]
+            assert np.array_equal(np.concatenate(blocks), arr.reshape(-1), equal_nan=True)
+        base = folder.resolve()
+        for loc in src._locs.values():  # every streamed range: a file in the folder, in bounds
+            if loc.held is None:
+                assert loc.file.resolve().is_relative_to(base) and loc.file.resolve().is_file()
+                assert 0 <= loc.begin <= loc.end <= loc.file.stat().st_size
+        (folder / "w.bin").write_bytes(w_bytes[:w_cut])
+        (folder / "sub" / "v.bin").write_bytes(v_bytes[:v_cut])
+        for name in src:
+            for read in (lambda n: src[n], lambda n: src.sample(n, np.zeros(1, np.int64))):
+                try:
+                    read(name)
+                except FormatError as exc:
+                    assert str(exc) and "\n" not in str(exc)

@@ -1,8 +1,10 @@
 """ONNX models: initializers and Constant-node tensors, with external data confined to the model's folder.
 
-The protobuf is parsed with ``onnx.load(..., load_external_data=False)``; external data is read here,
-after checking that every ``location`` is a relative path that stays inside the model's folder (no
-absolute paths, no ``..``, no symlink leaving it) and that offset and length fit the file.
+The protobuf is parsed with ``onnx.load(..., load_external_data=False)`` and checked by
+:func:`locate`, which reads no external data: every ``location`` must be a relative path that stays
+inside the model's folder (no absolute paths, no ``..``, no symlink leaving it) and offset and length
+must fit the file. :func:`load` then reads every tensor (the eager reader); ``_stream.open_weights``
+reads each external tensor from its file only when it is accessed.
 
 Writing back edits the tensors in a copy of the proto, keeping each one's dtype and storage field
 (``raw_data`` or the typed field). A model that used external data is written with external data
@@ -16,7 +18,7 @@ import contextlib
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -273,7 +275,38 @@ def _load_model(path: Path, limits: Limits):
     return model
 
 
-def load(path: Path, limits: Limits) -> WeightFile:
+@dataclass(frozen=True)
+class Located:
+    """Where one floating-point tensor's values are: ``offset`` in the external file ``file``
+    (``nbytes`` long), or ``raw`` (little-endian storage values, uint16 bits for bf16, flat) for a
+    tensor kept in the protobuf."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+    file: Path | None = None
+    offset: int = 0
+    raw: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Found:
+    """An ONNX model checked by :func:`locate`: its float tensors in graph order, the others."""
+
+    path: Path
+    model: Any  # onnx.ModelProto as loaded (never mutated)
+    stamp: tuple[int, int]
+    external: bool  # some tensor (any dtype) keeps its data outside the protobuf
+    tensors: list[Located]
+    other: dict[str, TensorInfo]
+
+
+def locate(path: Path, limits: Limits) -> Found:
+    """Parse and check an ONNX model, reading no external data: every tensor against the limits,
+    every external reference confined to the model's folder and within its file, the allocation
+    budget charged for every float tensor as if it were read (``load`` reads them; the streamed
+    source of ``_stream.open_weights`` reads them on access)."""
     stamp = file_stamp(path)
     model = _load_model(path, limits)
     external = False
@@ -295,8 +328,7 @@ def load(path: Path, limits: Limits) -> WeightFile:
                 real_bytes.setdefault(target, target.stat().st_size)
     budget = Budget(limits, sum(real_bytes.values()), path)
 
-    tensors: dict[str, np.ndarray] = {}
-    dtypes: dict[str, str] = {}
+    tensors: list[Located] = []
     other: dict[str, TensorInfo] = {}
     for name, tp in _named_tensors(model):
         dtype = _DTYPES.get(tp.data_type)
@@ -312,24 +344,40 @@ def load(path: Path, limits: Limits) -> WeightFile:
         budget.take(nbytes + extra, "tensor", name)
         if tp.data_location == _EXTERNAL:
             target, offset = _external_span(tp, path, nbytes)
-            raw = np.frombuffer(_read_span(target, offset, nbytes), dtype=RAW_NUMPY[dtype])
+            tensors.append(Located(name, dtype, shape, nbytes, target, offset))
         else:
-            raw = _raw_values(tp, dtype, count, path)
-            if dtype == "float16":
-                raw = raw.view(np.float16)
-        tensors[name] = to_analysis(raw.reshape(shape), dtype)
-        dtypes[name] = dtype
+            raw = _raw_values(tp, dtype, count, path).astype(RAW_NUMPY[dtype], copy=False)
+            tensors.append(Located(name, dtype, shape, nbytes, raw=raw.reshape(-1)))
+    return Found(path, model, stamp, external, tensors, other)
+
+
+def load(path: Path, limits: Limits) -> WeightFile:
+    return weight_file(locate(path, limits))
+
+
+def weight_file(found: Found) -> WeightFile:
+    """The eager reader's record of a located model: every float tensor read into memory."""
+    tensors: dict[str, np.ndarray] = {}
+    dtypes: dict[str, str] = {}
+    for t in found.tensors:
+        if t.file is not None:
+            raw = np.frombuffer(_read_span(t.file, t.offset, t.nbytes), dtype=RAW_NUMPY[t.dtype])
+        else:
+            raw = t.raw
+        tensors[t.name] = to_analysis(raw.reshape(t.shape), t.dtype)
+        dtypes[t.name] = t.dtype
+    model = found.model
     metadata = {p.key: p.value for p in model.metadata_props}
     metadata.setdefault("producer_name", model.producer_name)
     metadata.setdefault("producer_version", model.producer_version)
     return WeightFile(
-        path=path,
+        path=found.path,
         format="onnx",
         tensors=tensors,
         dtypes=dtypes,
-        other=other,
+        other=found.other,
         metadata=metadata,
-        _handle=_Handle(model, stamp, external),
+        _handle=_Handle(model, found.stamp, found.external),
     )
 
 

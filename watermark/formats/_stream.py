@@ -12,8 +12,15 @@ tensor is never held whole in float32), :meth:`TensorSource.sample` reads a few 
 torch zip archives and TorchScript (read-only) are streamed the same way from their stored,
 uncompressed records, after every check of the eager reader (``_torch.locate``: the pickles through
 the allow-list, each tensor against its storage record), when every weight is a contiguous run of
-a stored record. Other files (a compressed or strided torch archive, legacy torch, ONNX) are read
-by the eager readers and wrapped in the same interface: correct, but not streamed.
+a stored record. ONNX models with external data are streamed read-only after every check of the
+eager reader (``_onnx.locate``: the graph bounded, every location confined to the model's folder,
+every offset and length within its file): a tensor in external data is read from its file on
+access, the few kept inside the protobuf are held in memory (as their stored values, converted per
+block like the rest). A file that shrinks or goes away after the source was opened gives a one-line
+FormatError on access (short read), and ``write`` checks each file's size and mtime first. Others (a
+compressed or strided torch archive, legacy torch, an ONNX model without external data, which is
+all in the protobuf anyway) are read by the eager readers and wrapped in the same interface:
+correct, but not streamed.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,11 +51,15 @@ _STEP = 1 << 20  # elements converted per write
 
 @dataclass(frozen=True)
 class _Loc:
+    """Where a tensor's stored bytes are: ``file[begin:end]``, or, with ``held``, in memory (its
+    little-endian storage values, flat: an inline ONNX tensor; ``file`` is then the model file)."""
+
     file: Path
     dtype: str
     shape: tuple[int, ...]
     begin: int
     end: int
+    held: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 class TensorSource(Mapping[str, np.ndarray]):
@@ -80,7 +91,7 @@ class TensorSource(Mapping[str, np.ndarray]):
 
     @property
     def streamed(self) -> bool:
-        """Whether tensors are read one at a time (safetensors) rather than held (other formats)."""
+        """Whether tensors are read on access (rather than all held by an eager reader)."""
         return self._eager is None
 
     @property
@@ -90,6 +101,7 @@ class TensorSource(Mapping[str, np.ndarray]):
 
     @property
     def files(self) -> list[Path]:
+        """The files tensors are read from (for ONNX, the model file only if it holds some)."""
         return sorted({loc.file for loc in self._locs.values()}) if self.streamed else [self.path]
 
     @property
@@ -118,8 +130,10 @@ class TensorSource(Mapping[str, np.ndarray]):
         loc = self._locs[name]
         count = math.prod(loc.shape)
         if loc.dtype in ("float32", "float64"):  # stored as analysed: read straight into it
+            if loc.held is not None:
+                return loc.held.copy().reshape(loc.shape)
             raw = np.empty(count, dtype=RAW_NUMPY[loc.dtype])  # filled by the read, not zeroed
-            with open(loc.file, "rb", buffering=0) as fh:
+            with _open(loc.file, "rb", buffering=0) as fh:
                 _read_into(fh, loc.begin, raw, name, loc.file)
             return to_analysis(raw, loc.dtype).reshape(loc.shape)
         # half precision: converted a block at a time into the float32 result, so the whole
@@ -145,8 +159,12 @@ class TensorSource(Mapping[str, np.ndarray]):
         self, loc: _Loc, name: str, start: int, stop: int, step: int
     ) -> Iterator[tuple[int, np.ndarray]]:
         """``(offset, raw block)`` over elements ``start:stop`` of ``loc``, each a new array."""
+        if loc.held is not None:
+            for at in range(start, stop, step):
+                yield at - start, loc.held[at : min(at + step, stop)].copy()
+            return
         dtype = np.dtype(RAW_NUMPY[loc.dtype])
-        with open(loc.file, "rb", buffering=0) as fh:
+        with _open(loc.file, "rb", buffering=0) as fh:
             for at in range(start, stop, step):
                 block = np.empty(min(step, stop - at), dtype=dtype)  # filled by the read
                 _read_into(fh, loc.begin + at * dtype.itemsize, block, name, loc.file)
@@ -154,18 +172,20 @@ class TensorSource(Mapping[str, np.ndarray]):
 
     def sample(self, name: str, flat: np.ndarray) -> np.ndarray:
         """The values at flat (C-order) positions ``flat`` of tensor ``name``, as float64."""
+        flat = np.asarray(flat, dtype=np.int64)
+        count = math.prod(self.shapes[name])
+        if flat.size and (int(flat.min()) < 0 or int(flat.max()) >= count):
+            raise FormatError(f"sample positions outside tensor {brief(name)}")
         if self._eager is not None:
             return np.asarray(self._eager.tensors[name].reshape(-1)[flat], dtype=np.float64)
         loc = self._locs[name]
-        flat = np.asarray(flat, dtype=np.int64).reshape(-1)
-        count = math.prod(loc.shape)
-        if flat.size and (int(flat.min()) < 0 or int(flat.max()) >= count):
-            raise FormatError(f"sample positions outside tensor {brief(name)}")
+        flat = flat.reshape(-1)
+        if loc.held is not None:
+            return np.asarray(to_analysis(loc.held[flat], loc.dtype), dtype=np.float64)
         size = np.dtype(RAW_NUMPY[loc.dtype]).itemsize
         buf = bytearray(flat.size * size)
-        with open(
-            loc.file, "rb"
-        ) as fh:  # one pread per element: no mapping a file can shrink under
+        # one pread per element: no mapping a file can shrink under
+        with _open(loc.file, "rb") as fh:
             fd = fh.fileno()
             for j, i in enumerate(flat.tolist()):
                 piece = os.pread(fd, size, loc.begin + i * size)
@@ -177,9 +197,9 @@ class TensorSource(Mapping[str, np.ndarray]):
 
     def write(self, name: str, values: np.ndarray) -> None:
         """Overwrite tensor ``name`` in its file with ``values`` (cast back to its stored dtype)."""
-        if not self.writable or self._eager is not None:
+        loc = self._locs.get(name)
+        if not self.writable or loc is None or loc.held is not None:
             raise FormatError(f"{self.path} was not opened for in-place writing")
-        loc = self._locs[name]
         values = np.asarray(values)
         if tuple(values.shape) != loc.shape:
             raise FormatError(
@@ -198,6 +218,14 @@ class TensorSource(Mapping[str, np.ndarray]):
         if written != loc.end - loc.begin:
             raise FormatError(f"internal size mismatch writing {brief(name)}")
         self._stamps[loc.file] = file_stamp(loc.file)
+
+
+def _open(file: Path, mode: str, buffering: int = -1):
+    """``open``, with a file gone or unreadable since the source was opened as a FormatError."""
+    try:
+        return open(file, mode, buffering=buffering)  # noqa: SIM115 - the caller's with closes it
+    except OSError as exc:
+        raise FormatError(f"cannot read {file}: {exc.strerror or exc}") from exc
 
 
 def _read_into(fh, offset: int, out: np.ndarray, name: str, file: Path) -> None:
@@ -285,13 +313,34 @@ def _torch_source(path: Path, limits: Limits) -> TensorSource | None:
     return TensorSource(path, fmt, locs, None, _torch.other_tensors(found))
 
 
+def _onnx_source(path: Path, limits: Limits) -> TensorSource:
+    """An ONNX model after every check of the eager reader (``_onnx.locate``): tensors in external
+    data streamed from their files, the ones inside the protobuf held (read-only: ``save_weights``
+    writes a new model). A model without external float data is all in the protobuf anyway: it is
+    read eagerly."""
+    from assay.watermark.formats import _onnx
+
+    found = _onnx.locate(path, limits)
+    if not found.tensors:
+        raise FormatError(f"no floating-point weights in {path}")
+    if all(t.file is None for t in found.tensors):
+        return TensorSource(path, "onnx", None, _onnx.weight_file(found))
+    locs = {}
+    for t in found.tensors:
+        if t.file is None:
+            locs[t.name] = _Loc(path, t.dtype, t.shape, 0, t.nbytes, t.raw)
+        else:
+            locs[t.name] = _Loc(t.file, t.dtype, t.shape, t.offset, t.offset + t.nbytes)
+    return TensorSource(path, "onnx", locs, None, found.other)
+
+
 def open_weights(
     path: str | os.PathLike[str], *, limits: Limits | None = None, writable: bool = False
 ) -> TensorSource:
     """Open the model file, or the model folder (one weight file, or a shard index), at ``path``.
 
     ``writable`` allows :meth:`TensorSource.write` (safetensors only: other formats are written
-    with ``save_weights``).
+    with ``save_weights``, so a writable ONNX or torch source is the eager reader's).
     """
     from assay.watermark.formats._api import load_weights
     from assay.watermark.formats._detect import detect_format, find_weight_files
@@ -324,5 +373,7 @@ def open_weights(
         streamed = _torch_source(p, limits)
         if streamed is not None:
             return streamed
+    if fmt == "onnx" and not writable:
+        return _onnx_source(p, limits)
     wf = load_weights(p, limits=limits)
     return TensorSource(p, wf.format, None, wf)
