@@ -2,7 +2,8 @@
 
 The model has GPT-2's tensor names and shapes (``GPT2LMHeadModel(GPT2Config())``: 12 layers,
 124 M parameters, Conv1D ``(in, out)`` layout, tied head not stored) with N(0, 0.02) weights drawn
-by numpy; ``BENCH_TRACE_LAYERS=6`` makes the 6-layer variant. Variants: fp32 single file, fp32
+by numpy; ``--only six`` (or the whole run) measures the 6-layer variant too, kept under
+``six_layers``. Variants: fp32 single file, fp32
 sharded (4 shards + ``model.safetensors.index.json``), bf16 sharded.
 
 Measured, each in its own process (wall time and that process's peak RSS):
@@ -466,8 +467,9 @@ def _terminated(signum, frame) -> None:  # noqa: ARG001
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["gpt2", "large"],
-                        help="run one section, merged into the existing results")  # fmt: skip
+    parser.add_argument("--only", choices=["gpt2", "six", "large"],
+                        help="run one section, merged into the existing results "
+                             "(six: the GPT-2 section with 6 layers, kept under six_layers)")  # fmt: skip
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminated)
     previous = Path(__file__).parent / "results" / "tracing.json"
@@ -477,8 +479,16 @@ def main(argv: list[str] | None = None) -> None:
         gpt2 = gpt2_section()
         if gpt2 is None:  # BENCH_TRACE_KEEP
             return
-        keep = {**gpt2, "large": keep.get("large")} if keep.get("large") else gpt2
+        kept = {k: keep[k] for k in ("large", "six_layers") if keep.get(k)}
+        keep = {**gpt2, **kept}
         keep["machine_detail"] = machine()
+    if args.only in (None, "six"):
+        global LAYERS
+        LAYERS = 6
+        six = gpt2_section()
+        if six is None:
+            return
+        keep["six_layers"] = six
     if args.only in (None, "large"):
         keep["large"] = large_section()
     path = write_result("tracing", keep)

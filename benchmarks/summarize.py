@@ -283,6 +283,14 @@ def serve(d: dict) -> list[str]:
 
 
 def tracing(d: dict) -> list[str]:
+    lines = _gpt2_tables(d)
+    six = d.get("six_layers")
+    if six:
+        lines += ["", *_gpt2_tables(six)]
+    return lines + _large_tables(d)
+
+
+def _gpt2_tables(d: dict) -> list[str]:
     m, t = d["model"], d["trace"]
     lines = [
         f"GPT-2-shaped random model, {d['layers']} layers, {m['parameters'] / 1e6:.1f} M parameters, "
@@ -322,6 +330,11 @@ def tracing(d: dict) -> list[str]:
         lines += ["", "| target | measured | wanted |", "|---|---|---|"]
         for name, tt in d["targets"].items():
             lines.append(f"| {name.replace('_', ' ')} | {tt['value']:.2f} | {tt['want']} |")
+    return lines
+
+
+def _large_tables(d: dict) -> list[str]:
+    lines: list[str] = []
     big = d.get("large")
     if big:
         tr, e, reg = big["trace"], big["embed"], big["register"]

@@ -22,7 +22,8 @@ from assay.cli.progress import byte_progress
 @click.option(
     "--reuse-digests",
     is_flag=True,
-    help="Reuse cached digests of files whose inode, size and times are unchanged.",
+    help="Reuse cached digests of files whose inode, size and times are unchanged; in a "
+    "changed file, of the shards whose bytes are unchanged (told by a fingerprint re-read).",
 )
 @ignore_path_option
 @click.option(
