@@ -132,9 +132,13 @@ def test_legacy_torch_copy_found_by_trace_and_detect(registered: Path, tmp_path:
     assert seen[zip_copy] == seen[legacy_copy]
 
 
-def test_onnx_copy_with_external_data_traced_streamed(registered: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("location", ["model.onnx.data", "weights.bin"])
+def test_onnx_copy_with_external_data_traced_streamed(
+    registered: Path, tmp_path: Path, location: str
+) -> None:
     """An ONNX copy whose weights live in external data (read on access) is traced as its inline
-    twin (read whole): the same method, p-value and tensors, by file and by folder."""
+    twin (read whole): the same method, p-value and tensors, by file and by folder (whose
+    ``weights.bin`` is the model's data, not a second weight file)."""
     import onnx
 
     from assay.watermark.formats._stream import open_weights
@@ -144,7 +148,7 @@ def test_onnx_copy_with_external_data_traced_streamed(registered: Path, tmp_path
     folder.mkdir()
     external = folder / "model.onnx"
     onnx.save(onnx.load(str(inline)), str(external), save_as_external_data=True,
-              location="model.onnx.data", size_threshold=256)  # fmt: skip
+              location=location, size_threshold=256)  # fmt: skip
     assert not open_weights(inline).streamed and open_weights(external).streamed
     seen = {}
     for path in (inline, external, folder):

@@ -445,6 +445,41 @@ def test_detect_by_content_not_extension(tmp_path: Path) -> None:
     assert load_weights(tmp_path / "weights.bin").tensors["w"].tolist() == [1.0, 1.0]
 
 
+def test_find_weight_files_leaves_out_an_onnx_models_external_data(tmp_path: Path) -> None:
+    """``weights.bin`` beside ``model.onnx`` is that model's external data, not a torch file; a
+    real torch checkpoint beside an ONNX model stays, and so does anything beside a model that
+    does not parse (reading it then says why)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((64, 64), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 64])],
+        initializer=[w],
+    )
+    ext = tmp_path / "ext"
+    ext.mkdir()
+    onnx.save(helper.make_model(graph), str(ext / "model.onnx"), save_as_external_data=True,
+              location="weights.bin", size_threshold=0)  # fmt: skip
+    assert find_weight_files(ext) == [ext / "model.onnx"]
+    assert load_weights(ext).format == "onnx"
+
+    both = tmp_path / "both"
+    both.mkdir()
+    onnx.save(helper.make_model(graph), str(both / "model.onnx"))  # inline
+    torch.save(_model().state_dict(), both / "pytorch_model.bin")
+    assert find_weight_files(both) == [both / "model.onnx", both / "pytorch_model.bin"]
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "model.onnx").write_bytes(b"not a protobuf")
+    torch.save(_model().state_dict(), bad / "pytorch_model.bin")
+    assert find_weight_files(bad) == [bad / "model.onnx", bad / "pytorch_model.bin"]
+
+
 def test_find_weight_files_hf_and_mlflow(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 

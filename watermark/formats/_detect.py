@@ -126,7 +126,8 @@ def find_weight_files(folder: str | os.PathLike[str]) -> list[Path]:
 
     Within one directory, a ``.bin``/``.pt``/``.pth`` file is dropped when a ``.safetensors`` file
     holds the same model (``pytorch_model.bin`` beside ``model.safetensors``, shards included).
-    Symlinks are not followed; trainer state (``optimizer.pt``, ``training_args.bin``...) is skipped.
+    Symlinks are not followed; trainer state (``optimizer.pt``, ``training_args.bin``...) is skipped,
+    and so are the external data files of an ONNX model beside them (``weights.bin``).
     """
     root = Path(folder)
     if not root.is_dir():
@@ -150,6 +151,7 @@ def find_weight_files(folder: str | os.PathLike[str]) -> list[Path]:
             and not (here / n).is_symlink()
             and (here / n).is_file()
         ]
+        names = _without_onnx_external_data(here, names)
         safe_keys = {_stem_key(n) for n in names if n.endswith(".safetensors")}
         if safe_keys:
             names = [
@@ -162,6 +164,22 @@ def find_weight_files(folder: str | os.PathLike[str]) -> list[Path]:
     if not found:
         raise NotFoundError(f"no weight files in {root}")
     return found
+
+
+def _without_onnx_external_data(folder: Path, names: list[str]) -> list[str]:
+    """``names`` less the files an ONNX model among them keeps its external data in (a
+    ``weights.bin`` beside ``model.onnx`` is that model's data, not a torch checkpoint). The ONNX
+    files are parsed only when the folder also holds other weight-named files."""
+    onnx_names = [n for n in names if n.lower().endswith(".onnx")]
+    if not onnx_names or len(onnx_names) == len(names):
+        return names
+    from assay.watermark.formats._common import Limits
+    from assay.watermark.formats._onnx import external_files
+
+    data: set[Path] = set()
+    for n in onnx_names:
+        data |= external_files(folder / n, Limits())
+    return [n for n in names if (folder / n).resolve() not in data]
 
 
 def _is_hf_bin_index_twin(folder: Path, name: str) -> bool:

@@ -478,3 +478,20 @@ def _write_external(model, src: Path, data_tmp: Path, location: str) -> None:
             ):
                 entry = tp.external_data.add()
                 entry.key, entry.value = key, value
+
+
+def external_files(path: Path, limits: Limits) -> set[Path]:
+    """The files (resolved, inside the model's folder) that ``path``'s tensors keep external data
+    in, whatever their dtype; empty for a model that does not parse (reading it says why)."""
+    try:
+        model = _load_model(path, limits)
+        found: set[Path] = set()
+        for count, tp in enumerate(_all_protos(model, limits.max_graph_nodes, path), 1):
+            if count > limits.max_tensors:
+                break
+            if tp.data_location == _EXTERNAL:
+                location = _external_entries(tp, path)["location"]
+                found.add(resolve_location(location, path.parent, path, tp.name))
+        return found
+    except (FormatError, UnsafeInputError):
+        return set()
