@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,14 +58,33 @@ def active_secret(registry: Registry, *, create: bool = True) -> bytes:
         return _read(max(existing, key=lambda p: p.stat().st_mtime_ns))
     if not create:
         raise ConfigError("no watermark secret: register a model with a watermark first")
-    secret = secrets.token_bytes(32)
-    fp = _fingerprint(secret)
-    keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = keys_dir / f"{_PREFIX}{fp[:16]}{_SUFFIX}"
-    write_new_file(path, (secret.hex() + "\n").encode("ascii"), 0o600, what="a secret")
-    with registry.store.session() as session:
-        registry.record(session, "watermark.secret", f"watermark:{fp}", {"fingerprint": fp})
+    secret, keep = pending_secret(registry)
+    if keep is not None:
+        keep()
     return secret
+
+
+def pending_secret(registry: Registry) -> tuple[bytes, Callable[[], None] | None]:
+    """The active secret, or a new one that exists only in memory until its ``keep()`` writes it
+    (0600 file) and records its fingerprint in the audit log. Registration marks its staged copy
+    first and keeps the secret only once every weight file was marked, so a registration that
+    fails on a broken weight file leaves no secret and no audit event; it keeps it before any
+    marked byte leaves the process (the MLflow upload)."""
+    env = os.environ.get(ENV)
+    if env or _files(registry.settings.keys_dir):
+        return active_secret(registry, create=False), None
+    secret = secrets.token_bytes(32)
+
+    def keep() -> None:
+        fp = _fingerprint(secret)
+        keys_dir = registry.settings.keys_dir
+        keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = keys_dir / f"{_PREFIX}{fp[:16]}{_SUFFIX}"
+        write_new_file(path, (secret.hex() + "\n").encode("ascii"), 0o600, what="a secret")
+        with registry.store.session() as session:
+            registry.record(session, "watermark.secret", f"watermark:{fp}", {"fingerprint": fp})
+
+    return secret, keep
 
 
 def all_secrets(registry: Registry) -> dict[str, bytes]:

@@ -132,14 +132,18 @@ def embed_into_folder(
     """
     if not watermark_available():
         return None
-    from assay.registry.watermark_secrets import active_secret
+    from assay.registry.watermark_secrets import pending_secret
     from assay.watermark.scheme import DEFAULT_STRENGTH
 
     files = weight_files(folder)
     if not files:
         return None
     used = strength if strength is not None else DEFAULT_STRENGTH
-    return embed_files(folder, files, active_secret(registry), used)
+    secret, keep = pending_secret(registry)
+    outcome = embed_files(folder, files, secret, used)
+    if keep is not None:  # a new secret is kept only once every file is marked
+        keep()
+    return outcome
 
 
 def embed_files(

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from assay.core.errors import (
+    AssayError,
     FormatError,
     IntegrityError,
     NotFoundError,
@@ -32,6 +33,7 @@ from assay.registry.datasets import register_dataset
 from assay.registry.facade import Registry
 from assay.registry.registration import PENDING_TAG, register_model
 from assay.registry.uri_verify import verify_uri, verify_version
+from assay.registry.watermark_secrets import all_secrets
 
 ASSAY = str(Path(sys.executable).with_name("assay"))
 CLEARED = (
@@ -282,6 +284,64 @@ def test_broken_or_hostile_weight_file_fails_the_registration(
         register_model(registry, name, str(source))
     assert registry.audit.tree_size() == size
     assert name not in registry.backend.list_models()
+
+
+@pytest.fixture
+def fresh_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Registry:
+    """An initialised embedded registry of this test alone (no watermark secret yet)."""
+    for var in CLEARED:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv("ASSAY_WATERMARK_SECRET", raising=False)
+    monkeypatch.setenv("ASSAY_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ASSAY_ACTOR", "test@assay")
+    Registry.initialise(Settings.from_env())
+    return Registry.open(Settings.from_env())
+
+
+def _marked_source(root: Path) -> Path:
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    import numpy as np
+
+    source = sklearn_like(root)
+    weights = {"w": np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)}
+    safetensors_numpy.save_file(weights, str(source / "model.safetensors"))
+    return source
+
+
+def test_a_first_registration_that_fails_on_its_weights_keeps_no_secret(
+    fresh_registry: Registry, tmp_path: Path
+) -> None:
+    """The registry's first watermark secret is made in memory and kept (file and audit event)
+    only once the staged weights are marked: a broken file leaves neither."""
+    source = _marked_source(tmp_path / "m")
+    (source / "extra.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{broken")
+    size = fresh_registry.audit.tree_size()
+    with pytest.raises(FormatError):
+        register_model(fresh_registry, "first", str(source))
+    assert fresh_registry.audit.tree_size() == size
+    assert all_secrets(fresh_registry) == {}
+    (source / "extra.safetensors").unlink()
+    result = register_model(fresh_registry, "first", str(source))
+    assert result.watermark is not None
+    assert list(all_secrets(fresh_registry)) == [result.watermark["secret_fingerprint"]]
+
+
+def test_the_new_secret_is_kept_before_the_upload(
+    fresh_registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Marked bytes never leave the process under a secret that is not kept: an upload that
+    fails after marking still leaves the secret and its audit event."""
+    source = _marked_source(tmp_path / "m")
+
+    def unreachable(*args, **kwargs):
+        raise AssayError("MLflow is unreachable (test)")
+
+    monkeypatch.setattr(fresh_registry.backend, "log_model_dir", unreachable)
+    size = fresh_registry.audit.tree_size()
+    with pytest.raises(AssayError, match="unreachable"):
+        register_model(fresh_registry, "first", str(source))
+    assert len(all_secrets(fresh_registry)) == 1
+    assert fresh_registry.audit.tree_size() == size + 1  # watermark.secret
 
 
 # -- re-runs and interruption ------------------------------------------------------------------
