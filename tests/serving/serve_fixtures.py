@@ -8,7 +8,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,53 @@ serving:
   clients:
     tiny: {rate_per_second: 0.001, burst: 3}
 """
+
+
+@contextmanager
+def serve_world(
+    root: Path, backend: str, policy: str, models: dict[Any, Path], clients: Iterable[str]
+) -> Iterator[dict[str, Any]]:
+    """An initialised registry under ``root`` on ``backend`` ("sqlite" or "postgresql": a fresh
+    database, dropped after) with the serving ``policy`` set and a key for each client: the
+    ``world`` the serving tests share per module."""
+    import pytest
+    from store_backends import drop_database, fresh_database
+
+    from assay.core.settings import Settings
+    from assay.registry.facade import Registry
+    from assay.registry.serving_clients import add_client
+    from assay.trust.policy import parse_policy_text
+    from assay.trust.policy_service import set_policy
+
+    with pytest.MonkeyPatch.context() as mp:
+        for var in CLEARED:
+            mp.delenv(var, raising=False)
+        mp.setenv("ASSAY_HOME", str(root / "home"))
+        mp.setenv("ASSAY_ACTOR", "test@assay")
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        db = fresh_database() if backend == "postgresql" else None
+        if db:
+            mp.setenv("ASSAY_DB_URL", db)
+        Registry.initialise(Settings.from_env())
+        registry = Registry.open(Settings.from_env())
+        set_policy(registry, parse_policy_text(policy))
+        keys = {n: add_client(registry, n) for n in clients}
+        try:
+            yield {"registry": registry, "root": root, "models": models, "keys": keys}
+        finally:
+            registry.store.dispose()
+            if db:
+                drop_database(db)
+
+
+def service_for(world: dict[str, Any], uri: str, interval: float = 0.3) -> Any:
+    """A service on its own Registry object (the tests may break its store)."""
+    from assay.core.settings import Settings
+    from assay.registry.facade import Registry
+    from assay.serving._follower import start_service
+
+    registry = Registry.open(Settings.from_env())
+    return start_service(registry, uri, interval=interval, workdir=world["root"] / "work")
 
 
 def save_iris_model(folder: Path, c: float) -> Path:

@@ -17,15 +17,16 @@ from typing import Any
 
 import pytest
 from serve_fixtures import (
-    CLEARED,
     POLICY,
     register_known_good,
     request,
     running,
     save_iris_model,
+    serve_world,
+    service_for,
     wait_for,
 )
-from store_backends import STORE_BACKENDS, drop_database, fresh_database
+from store_backends import STORE_BACKENDS
 
 pytestmark = pytest.mark.slow
 
@@ -34,41 +35,10 @@ pytestmark = pytest.mark.slow
 def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
-    from assay.core.settings import Settings
-    from assay.registry.facade import Registry
-    from assay.registry.serving_clients import add_client
-    from assay.trust.policy import parse_policy_text
-    from assay.trust.policy_service import set_policy
-
     root = tmp_path_factory.mktemp("serve")
-    with pytest.MonkeyPatch.context() as mp:
-        for var in CLEARED:
-            mp.delenv(var, raising=False)
-        mp.setenv("ASSAY_HOME", str(root / "home"))
-        mp.setenv("ASSAY_ACTOR", "test@assay")
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        db = fresh_database() if request.param == "postgresql" else None
-        if db:
-            mp.setenv("ASSAY_DB_URL", db)
-        Registry.initialise(Settings.from_env())
-        registry = Registry.open(Settings.from_env())
-        set_policy(registry, parse_policy_text(POLICY))
-        models = {c: save_iris_model(root / f"m{c}", c) for c in (0.05, 1.0, 20.0)}
-        keys = {n: add_client(registry, n) for n in ("alice", "bob", "tiny")}
-        yield {"registry": registry, "root": root, "models": models, "keys": keys}
-        registry.store.dispose()
-        if db:
-            drop_database(db)
-
-
-def service_for(world: dict[str, Any], uri: str, interval: float = 0.3) -> Any:
-    """A service on its own Registry object (the tests may break its store)."""
-    from assay.core.settings import Settings
-    from assay.registry.facade import Registry
-    from assay.serving._follower import start_service
-
-    registry = Registry.open(Settings.from_env())
-    return start_service(registry, uri, interval=interval, workdir=world["root"] / "work")
+    models = {c: save_iris_model(root / f"m{c}", c) for c in (0.05, 1.0, 20.0)}
+    with serve_world(root, request.param, POLICY, models, ("alice", "bob", "tiny")) as world:
+        yield world
 
 
 def iris(n: int = 5) -> Any:

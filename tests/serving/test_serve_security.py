@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serve_fixtures import CLEARED, register_known_good, request, running, wait_for
-from store_backends import STORE_BACKENDS, drop_database, fresh_database
+from serve_fixtures import register_known_good, request, running, serve_world, service_for, wait_for
+from store_backends import STORE_BACKENDS
 
 from assay.serving._answer_marks import AnswerMarker
 from assay.serving._features import quantise, request_rows, row_key
@@ -108,12 +108,6 @@ def world(
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
 
-    from assay.core.settings import Settings
-    from assay.registry.facade import Registry
-    from assay.registry.serving_clients import add_client
-    from assay.trust.policy import parse_policy_text
-    from assay.trust.policy_service import set_policy
-
     root = tmp_path_factory.mktemp("serve-sec")
     x, y = load_iris(return_X_y=True)
     frame = pd.DataFrame(x, columns=COLUMNS)
@@ -128,32 +122,8 @@ def world(
             signature=infer_signature(frame, model.predict(frame)),
         )
         models[c] = folder
-    with pytest.MonkeyPatch.context() as mp:
-        for var in CLEARED:
-            mp.delenv(var, raising=False)
-        mp.setenv("ASSAY_HOME", str(root / "home"))
-        mp.setenv("ASSAY_ACTOR", "test@assay")
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        db = fresh_database() if request.param == "postgresql" else None
-        if db:
-            mp.setenv("ASSAY_DB_URL", db)
-        Registry.initialise(Settings.from_env())
-        registry = Registry.open(Settings.from_env())
-        set_policy(registry, parse_policy_text(POLICY))
-        keys = {n: add_client(registry, n) for n in ("alice", "bob", "carol")}
-        yield {"registry": registry, "root": root, "models": models, "keys": keys}
-        registry.store.dispose()
-        if db:
-            drop_database(db)
-
-
-def _service(world: dict[str, Any], uri: str) -> Any:
-    from assay.core.settings import Settings
-    from assay.registry.facade import Registry
-    from assay.serving._follower import start_service
-
-    registry = Registry.open(Settings.from_env())
-    return start_service(registry, uri, interval=0.3, workdir=world["root"] / "work")
+    with serve_world(root, request.param, POLICY, models, ("alice", "bob", "carol")) as world:
+        yield world
 
 
 def _ask(port: int, key: str, body: dict[str, Any]) -> np.ndarray:
@@ -171,7 +141,7 @@ def test_marks_and_detector_are_not_bypassed_by_the_request_form(world: dict[str
 
     registry = world["registry"]
     register_known_good(registry, "iris-form", world["models"][1.0], alias="production")
-    service = _service(world, "models:/iris-form@production")
+    service = service_for(world, "models:/iris-form@production")
     rng = np.random.default_rng(1)
     x = rng.normal(size=(300, 4)) * 2 + 4
     with running(service) as port:
@@ -238,7 +208,7 @@ def test_a_serving_version_marked_bad_stops_answering(world: dict[str, Any], sta
     registry = world["registry"]
     name = f"iris-{state}"
     register_known_good(registry, name, world["models"][1.0], alias="production")
-    service = _service(world, f"models:/{name}@production")
+    service = service_for(world, f"models:/{name}@production")
     key = world["keys"]["carol"]
     with running(service) as port:
         assert not _withheld(port, key)
@@ -292,7 +262,7 @@ def test_a_serving_version_whose_signer_is_revoked_stops_answering(
         ci_registry.store.dispose()
     mark(registry, name, version, "known-good", reason="evaluated")
     promote(registry, name, version, alias="production")
-    service = _service(world, f"models:/{name}@production")
+    service = service_for(world, f"models:/{name}@production")
     key = world["keys"]["carol"]
     with running(service) as port:
         assert not _withheld(port, key)
@@ -312,7 +282,7 @@ def test_store_unreachable_during_a_recheck_keeps_serving(world: dict[str, Any])
 
     registry = world["registry"]
     register_known_good(registry, "iris-away", world["models"][1.0], alias="production")
-    service = _service(world, "models:/iris-away@production")
+    service = service_for(world, "models:/iris-away@production")
     with running(service) as port:
         with service._swap_lock:
             good = service.registry.store
