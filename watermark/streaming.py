@@ -382,6 +382,7 @@ def embed_source(
         if sketch is not None:
             sketches[name] = sketch(name, marked)
         del marked
+    source.finish()
     record = WatermarkRecord(
         SCHEME, float(strength), fingerprint(secret), tuple(marks[n] for n in names)
     )

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,10 +74,15 @@ class TensorSource(Mapping[str, np.ndarray]):
         other: dict[str, TensorInfo] | None = None,
         *,
         writable: bool = False,
+        finisher: Callable[[set[str]], None] | None = None,
+        stamps: dict[Path, tuple[int, int]] | None = None,
     ) -> None:
         self.path = path
         self.format = fmt
         self.writable = writable
+        self._finisher = finisher
+        self.probe = False  # set by open_weights(probe=True): in_place is told, write refused
+        self._written: set[str] = set()
         self._locs = locs or {}
         self._eager = eager
         self.other = other or (eager.other if eager is not None else {})
@@ -88,11 +93,17 @@ class TensorSource(Mapping[str, np.ndarray]):
             self.shapes = {n: loc.shape for n, loc in self._locs.items()}
             self.dtypes = {n: loc.dtype for n, loc in self._locs.items()}
         self._stamps = {loc.file: file_stamp(loc.file) for loc in self._locs.values()}
+        self._stamps.update(stamps or {})
 
     @property
     def streamed(self) -> bool:
         """Whether tensors are read on access (rather than all held by an eager reader)."""
         return self._eager is None
+
+    @property
+    def in_place(self) -> bool:
+        """Whether :meth:`write` patches the file(s) in place (streamed and opened writable)."""
+        return self.streamed and self.writable
 
     @property
     def fresh(self) -> bool:
@@ -198,7 +209,7 @@ class TensorSource(Mapping[str, np.ndarray]):
     def write(self, name: str, values: np.ndarray) -> None:
         """Overwrite tensor ``name`` in its file with ``values`` (cast back to its stored dtype)."""
         loc = self._locs.get(name)
-        if not self.writable or loc is None or loc.held is not None:
+        if not self.writable or self.probe or loc is None or loc.held is not None:
             raise FormatError(f"{self.path} was not opened for in-place writing")
         values = np.asarray(values)
         if tuple(values.shape) != loc.shape:
@@ -218,6 +229,21 @@ class TensorSource(Mapping[str, np.ndarray]):
         if written != loc.end - loc.begin:
             raise FormatError(f"internal size mismatch writing {brief(name)}")
         self._stamps[loc.file] = file_stamp(loc.file)
+        self._written.add(name)
+
+    def finish(self) -> None:
+        """Complete the writes (call once, after the last :meth:`write`): what a format keeps
+        about its tensors' bytes is brought up to date (a torch archive's CRC-32s); nothing for
+        safetensors. The file-changed check comes first, as for each write."""
+        if self._finisher is None or not self._written:
+            return
+        for file, stamp in self._stamps.items():
+            if file_stamp(file) != stamp:
+                raise FormatError(f"{file} changed since it was opened; open it again")
+        self._finisher(set(self._written))
+        self._written.clear()
+        for file in self._stamps:
+            self._stamps[file] = file_stamp(file)
 
 
 def _open(file: Path, mode: str, buffering: int = -1):
@@ -293,11 +319,14 @@ def _sharded(index_path: Path, limits: Limits, writable: bool) -> TensorSource:
                         writable=writable)  # fmt: skip
 
 
-def _torch_source(path: Path, limits: Limits) -> TensorSource | None:
-    """A torch zip archive streamed from its stored records (read-only: a patched record would
-    need its CRC fixed, which ``save_weights`` does); None when some weight is compressed or not
-    contiguous (then the eager reader holds the weights)."""
+def _torch_source(path: Path, limits: Limits, writable: bool = False) -> TensorSource | None:
+    """A torch zip archive streamed from its stored records; None when some weight is compressed
+    or not contiguous, or, for ``writable``, when two weights share bytes (tied weights: see
+    ``_torch.overlapping``): then the eager reader holds the weights and ``save_weights`` writes
+    them. Written in place, each patched record gets its CRC-32 recomputed by ``finish`` (in the
+    local header or data descriptor and in the central directory: ``torch.load`` checks it)."""
     from assay.watermark.formats import _torch
+    from assay.watermark.formats._zip import refresh_crc
 
     found = _torch.locate(path, limits)
     ranges = _torch.streamable(found)
@@ -305,12 +334,22 @@ def _torch_source(path: Path, limits: Limits) -> TensorSource | None:
         return None
     if not ranges:
         raise FormatError(f"no floating-point weights in {path}")
+    if writable and _torch.overlapping(ranges) is not None:
+        return None
     locs = {}
     for name, (begin, end) in ranges.items():
         ref = found.slots[name].ref
         locs[name] = _Loc(path, ref.dtype, tuple(ref.shape), begin, end)
     fmt = "torchscript" if found.script else "torch"
-    return TensorSource(path, fmt, locs, None, _torch.other_tensors(found))
+
+    def fix_crcs(names: set[str]) -> None:
+        records = sorted({found.slots[n].record for n in names})
+        with open(path, "r+b") as fh:
+            for record in records:
+                refresh_crc(fh, found.index.records[record])
+
+    return TensorSource(path, fmt, locs, None, _torch.other_tensors(found), writable=writable,
+                        finisher=fix_crcs, stamps={path: found.stamp})  # fmt: skip
 
 
 def _onnx_source(path: Path, limits: Limits) -> TensorSource:
@@ -335,13 +374,27 @@ def _onnx_source(path: Path, limits: Limits) -> TensorSource:
 
 
 def open_weights(
-    path: str | os.PathLike[str], *, limits: Limits | None = None, writable: bool = False
+    path: str | os.PathLike[str],
+    *,
+    limits: Limits | None = None,
+    writable: bool = False,
+    probe: bool = False,
 ) -> TensorSource:
     """Open the model file, or the model folder (one weight file, or a shard index), at ``path``.
 
-    ``writable`` allows :meth:`TensorSource.write` (safetensors only: other formats are written
-    with ``save_weights``, so a writable ONNX or torch source is the eager reader's).
+    ``writable`` asks for :meth:`TensorSource.write`: the source is ``in_place`` when the format
+    can be patched in place (safetensors; a torch or TorchScript archive whose weights are
+    contiguous runs of stored records, no two sharing bytes; an ONNX model with external data),
+    else it is the eager reader's, for ``save_weights``. ``probe`` (with ``writable``) makes the
+    same checks and tells ``in_place`` but refuses every write: for a file that must not change
+    (the user's source, before it is copied).
     """
+    source = _open_path(path, limits, writable)
+    source.probe = probe
+    return source
+
+
+def _open_path(path: str | os.PathLike[str], limits: Limits | None, writable: bool) -> TensorSource:
     from assay.watermark.formats._api import load_weights
     from assay.watermark.formats._detect import detect_format, find_weight_files
     from assay.watermark.formats._index import find_index
@@ -369,8 +422,8 @@ def open_weights(
         if not locs:
             raise FormatError(f"no floating-point weights in {p}")
         return TensorSource(p, "safetensors", locs, None, other, writable=writable)
-    if fmt in ("torch", "torchscript") and not writable:
-        streamed = _torch_source(p, limits)
+    if fmt in ("torch", "torchscript"):
+        streamed = _torch_source(p, limits, writable)
         if streamed is not None:
             return streamed
     if fmt == "onnx" and not writable:
