@@ -441,6 +441,53 @@ def save(wf: WeightFile, updated, out_path) -> Path:
     return out
 
 
+def in_place_blocker(found: Found) -> str | None:
+    """Why ``found`` cannot be marked in place (its external data patched in its file(s), the
+    protobuf rewritten only for the inline tensors marked), or None when it can: it must keep
+    some float tensor in external data, no external span may be the model file itself, and no
+    two float tensors may share external bytes (``save`` would mark each from its stored values
+    and write them apart; in place the second would be read already marked)."""
+    spans = sorted((t.file, t.offset, t.offset + t.nbytes, t.name) for t in found.tensors if t.file)
+    if not spans:
+        return "no external data"
+    if any(file == found.path.resolve() or file == found.path for file, *_ in spans):
+        return "external data inside the model file"
+    for (fa, _, a_end, a), (fb, b_start, _, b) in zip(spans, spans[1:], strict=False):
+        if fa == fb and b_start < a_end:
+            return f"tensors {brief(a)} and {brief(b)} share external bytes"
+    return None
+
+
+def rewrite_inline(found: Found, updates: dict[str, np.ndarray]) -> None:
+    """Replace ``found.path`` atomically with its protobuf, the inline tensors in ``updates``
+    (name -> stored values, flat) set in their own storage field, every other tensor and every
+    external reference unchanged (the external data, patched in place, is not touched here)."""
+    import onnx
+
+    from assay.core.atomic import publish_replace
+
+    if not updates:
+        return
+    model = onnx.ModelProto()
+    model.CopyFrom(found.model)
+    targets = dict(_named_tensors(model))
+    dtypes = {t.name: t.dtype for t in found.tensors}
+    for name, raw in updates.items():
+        tp = targets[name]
+        if tp.data_location == _EXTERNAL:
+            raise FormatError(f"internal error: {brief(name)} is not inline")
+        _set_inline(tp, raw, dtypes[name])
+    try:
+        blob = model.SerializeToString()
+    except Exception as exc:  # noqa: BLE001 - protobuf size limit and friends
+        raise FormatError(f"cannot serialise {found.path.name}: {exc}") from exc
+    if len(blob) > _PROTOBUF_LIMIT:
+        raise FormatError(f"{found.path.name} would exceed the 2 GiB protobuf limit")
+    with temp_sibling(found.path) as tmp:
+        tmp.write_bytes(blob)
+        publish_replace(tmp, found.path)
+
+
 def _write_external(model, src: Path, data_tmp: Path, location: str) -> None:
     with open(data_tmp, "wb") as fh:
         for tp in _all_protos(model):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +74,7 @@ class TensorSource(Mapping[str, np.ndarray]):
         other: dict[str, TensorInfo] | None = None,
         *,
         writable: bool = False,
-        finisher: Callable[[set[str]], None] | None = None,
+        finisher: Callable[[dict[str, _Loc]], None] | None = None,
         stamps: dict[Path, tuple[int, int]] | None = None,
     ) -> None:
         self.path = path
@@ -209,7 +209,7 @@ class TensorSource(Mapping[str, np.ndarray]):
     def write(self, name: str, values: np.ndarray) -> None:
         """Overwrite tensor ``name`` in its file with ``values`` (cast back to its stored dtype)."""
         loc = self._locs.get(name)
-        if not self.writable or self.probe or loc is None or loc.held is not None:
+        if not self.writable or self.probe or loc is None:
             raise FormatError(f"{self.path} was not opened for in-place writing")
         values = np.asarray(values)
         if tuple(values.shape) != loc.shape:
@@ -219,6 +219,11 @@ class TensorSource(Mapping[str, np.ndarray]):
             )
         if file_stamp(loc.file) != self._stamps[loc.file]:
             raise FormatError(f"{loc.file} changed since it was opened; open it again")
+        if loc.held is not None:  # kept in the protobuf: held until finish rewrites it
+            raw = np.ascontiguousarray(from_analysis(values.reshape(-1), loc.dtype))
+            self._locs[name] = replace(loc, held=raw.astype(loc.held.dtype, copy=False))
+            self._written.add(name)
+            return
         flat = np.ascontiguousarray(values).reshape(-1)
         written = 0
         with open(loc.file, "r+b") as fh:  # converted a step at a time: no second full copy
@@ -240,7 +245,7 @@ class TensorSource(Mapping[str, np.ndarray]):
         for file, stamp in self._stamps.items():
             if file_stamp(file) != stamp:
                 raise FormatError(f"{file} changed since it was opened; open it again")
-        self._finisher(set(self._written))
+        self._finisher({n: self._locs[n] for n in self._written})
         self._written.clear()
         for file in self._stamps:
             self._stamps[file] = file_stamp(file)
@@ -342,7 +347,7 @@ def _torch_source(path: Path, limits: Limits, writable: bool = False) -> TensorS
         locs[name] = _Loc(path, ref.dtype, tuple(ref.shape), begin, end)
     fmt = "torchscript" if found.script else "torch"
 
-    def fix_crcs(names: set[str]) -> None:
+    def fix_crcs(names: dict[str, _Loc]) -> None:
         records = sorted({found.slots[n].record for n in names})
         with open(path, "r+b") as fh:
             for record in records:
@@ -352,17 +357,23 @@ def _torch_source(path: Path, limits: Limits, writable: bool = False) -> TensorS
                         finisher=fix_crcs, stamps={path: found.stamp})  # fmt: skip
 
 
-def _onnx_source(path: Path, limits: Limits) -> TensorSource:
+def _onnx_source(path: Path, limits: Limits, writable: bool = False) -> TensorSource:
     """An ONNX model after every check of the eager reader (``_onnx.locate``): tensors in external
-    data streamed from their files, the ones inside the protobuf held (read-only: ``save_weights``
-    writes a new model). A model without external float data is all in the protobuf anyway: it is
-    read eagerly."""
+    data streamed from their files, the ones inside the protobuf held. A model without external
+    float data is all in the protobuf anyway: it is read eagerly.
+
+    ``writable`` (when ``_onnx.in_place_blocker`` finds nothing against it, else the eager
+    reader's source, for ``save_weights``): an external tensor is patched in its file; a held one
+    is replaced in memory, and ``finish`` rewrites the protobuf atomically with those values,
+    every external reference unchanged."""
     from assay.watermark.formats import _onnx
 
     found = _onnx.locate(path, limits)
     if not found.tensors:
         raise FormatError(f"no floating-point weights in {path}")
-    if all(t.file is None for t in found.tensors):
+    if all(t.file is None for t in found.tensors) or (
+        writable and _onnx.in_place_blocker(found) is not None
+    ):
         return TensorSource(path, "onnx", None, _onnx.weight_file(found))
     locs = {}
     for t in found.tensors:
@@ -370,7 +381,14 @@ def _onnx_source(path: Path, limits: Limits) -> TensorSource:
             locs[t.name] = _Loc(path, t.dtype, t.shape, 0, t.nbytes, t.raw)
         else:
             locs[t.name] = _Loc(t.file, t.dtype, t.shape, t.offset, t.offset + t.nbytes)
-    return TensorSource(path, "onnx", locs, None, found.other)
+
+    def rewrite(written: dict[str, _Loc]) -> None:
+        held = {n: loc.held for n, loc in written.items() if loc.held is not None}
+        _onnx.rewrite_inline(found, held)
+
+    stamps = {path: found.stamp}
+    return TensorSource(path, "onnx", locs, None, found.other, writable=writable,
+                        finisher=rewrite, stamps=stamps)  # fmt: skip
 
 
 def open_weights(
@@ -426,7 +444,7 @@ def _open_path(path: str | os.PathLike[str], limits: Limits | None, writable: bo
         streamed = _torch_source(p, limits, writable)
         if streamed is not None:
             return streamed
-    if fmt == "onnx" and not writable:
-        return _onnx_source(p, limits)
+    if fmt == "onnx":
+        return _onnx_source(p, limits, writable)
     wf = load_weights(p, limits=limits)
     return TensorSource(p, wf.format, None, wf)
