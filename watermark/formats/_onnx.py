@@ -9,7 +9,10 @@ reads each external tensor from its file only when it is accessed.
 Writing back edits the tensors in a copy of the proto, keeping each one's dtype and storage field
 (``raw_data`` or the typed field). A model that used external data is written with external data
 again: every external tensor goes, in order, into one new file ``<out name>.data`` beside the output
-(untouched tensors byte-identical); an inline model stays inline.
+(untouched tensors byte-identical); an inline model stays inline. Marking in place
+(``_stream.open_weights(..., writable=True)`` on a private copy, when :func:`in_place_blocker`
+allows it) instead patches external tensors in their files and, through :func:`rewrite_inline`,
+rewrites only the protobuf's inline tensors, every external reference as it was.
 """
 
 from __future__ import annotations

@@ -9,18 +9,29 @@ float32 by itself, and nothing is cached, so callers hold only the tensors they 
 tensor is never held whole in float32), :meth:`TensorSource.sample` reads a few elements (one
 ``pread`` each), and :meth:`TensorSource.write` patches one tensor's bytes in place.
 
-torch zip archives and TorchScript (read-only) are streamed the same way from their stored,
-uncompressed records, after every check of the eager reader (``_torch.locate``: the pickles through
-the allow-list, each tensor against its storage record), when every weight is a contiguous run of
-a stored record. ONNX models with external data are streamed read-only after every check of the
-eager reader (``_onnx.locate``: the graph bounded, every location confined to the model's folder,
-every offset and length within its file): a tensor in external data is read from its file on
-access, the few kept inside the protobuf are held in memory (as their stored values, converted per
-block like the rest). A file that shrinks or goes away after the source was opened gives a one-line
-FormatError on access (short read), and ``write`` checks each file's size and mtime first. Others (a
-compressed or strided torch archive, legacy torch, an ONNX model without external data, which is
-all in the protobuf anyway) are read by the eager readers and wrapped in the same interface:
-correct, but not streamed.
+torch zip archives and TorchScript are streamed the same way from their stored, uncompressed
+records, after every check of the eager reader (``_torch.locate``: the pickles through the
+allow-list, each tensor against its storage record), when every weight is a contiguous run of a
+stored record. ONNX models with external data are streamed after every check of the eager reader
+(``_onnx.locate``: the graph bounded, every location confined to the model's folder, every offset
+and length within its file): a tensor in external data is read from its file on access, the few
+kept inside the protobuf are held in memory (as their stored values, converted per block like the
+rest). A file that shrinks or goes away after the source was opened gives a one-line FormatError on
+access (short read), and ``write`` and ``finish`` check each file's size and mtime first.
+
+Opened ``writable``, a source is :attr:`TensorSource.in_place` when its format can be patched in
+place, and :meth:`TensorSource.finish` (called once after the last write, by
+``streaming.embed_source``) completes it: nothing for safetensors; for a torch archive the CRC-32 of
+every patched record, recomputed a block at a time, in its local header (or data descriptor) and
+central directory entry; for ONNX an atomic rewrite of the protobuf when a held (inline) tensor was
+written, every external reference unchanged. A torch archive whose weights share bytes (tied
+weights, overlapping views) or an ONNX model whose tensors share external bytes (or keep them in
+the model file itself) is not written in place: marking tensor by tensor would read the second
+name already marked, so ``save_weights`` (which marks every name from the stored values and
+requires tied updates to agree) writes it. Only ever open a private copy writable; ``probe=True``
+makes the writable checks on a file that must not change. Others (a compressed or strided torch
+archive, legacy torch, an ONNX model without external data, which is all in the protobuf anyway)
+are read by the eager readers and wrapped in the same interface: correct, but not streamed.
 """
 
 from __future__ import annotations
