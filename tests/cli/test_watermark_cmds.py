@@ -382,3 +382,29 @@ def test_register_a_torch_pytorch_model_bin(registered: Path, tmp_path: Path) ->
     assert res.exit_code == 0, res.output
     best = json.loads(res.stdout)["candidates"][0]
     assert (best["ref"], best["verdict"]) == ("tmlp/1", "match"), best
+
+
+def test_a_copy_changed_in_the_middle_of_an_in_place_embed_leaves_nothing(
+    registered: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from assay.watermark.formats._stream import TensorSource
+
+    src = tmp_path / "model.pt"
+    torch.save(_torch_state(9), src)
+    original = TensorSource.write
+    calls = []
+
+    def write(self, name, values):  # the file grows under the writer after its first tensor
+        calls.append(name)
+        if len(calls) == 2:
+            with open(self.path, "ab") as fh:
+                fh.write(b"\0")
+        return original(self, name, values)
+
+    monkeypatch.setattr(TensorSource, "write", write)
+    res = _run("watermark", "embed", str(src), str(tmp_path / "out.pt"))
+    assert res.exit_code == 1 and len(res.stderr.strip().splitlines()) == 1, res.output
+    assert "changed since it was opened" in res.stderr and len(calls) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]

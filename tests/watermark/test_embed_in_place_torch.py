@@ -181,6 +181,49 @@ def test_in_place_peak_memory_is_a_fraction_of_the_eager_one(tmp_path: Path) -> 
     eager = peak(lambda: _eager(path, tmp_path / "eager.pt"))
     in_place = peak(lambda: embed_source(open_weights(tmp_path / "copy.pt", writable=True), SECRET))
     assert eager > 4 << 20  # the whole model (and its marked copy) in memory
-    print(f"peak eager {eager} in place {in_place}")
     assert in_place < eager / 3, (in_place, eager)
     assert (tmp_path / "copy.pt").read_bytes() == (tmp_path / "eager.pt").read_bytes()
+
+
+def _overlapping_records(path: Path) -> Path:
+    """A real archive whose central directory sends ``archive/byteorder`` to the local header
+    of the weight's record: two zip entries over the same bytes."""
+    import struct
+
+    torch.save({"w": torch.randn(64, 32) * 0.02}, path)
+    buf = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        infos = {i.filename.split("/", 1)[1]: i for i in zf.infolist()}
+    at = buf.rfind(b"PK\x01\x02", 0)
+    while at >= 0:  # find each central entry by name, point byteorder at data/0's header
+        n = struct.unpack_from("<H", buf, at + 28)[0]
+        name = bytes(buf[at + 46 : at + 46 + n]).decode()
+        if name.endswith("/byteorder"):
+            struct.pack_into("<I", buf, at + 42, infos["data/0"].header_offset)
+        at = buf.rfind(b"PK\x01\x02", 0, at)
+    path.write_bytes(buf)
+    return path
+
+
+def _lying_storage(path: Path) -> Path:
+    """A weight whose pickle claims 2048 elements of a 16-byte record."""
+    import hostile_samples as H
+
+    entry = H.tensor_entry("w", "0", numel=2048, shape=(64, 32))
+    return H.torch_zip(path, H.state_dict_pickle([entry]), {"0": b"\0" * 16})
+
+
+@pytest.mark.parametrize("make", [_overlapping_records, _lying_storage])
+def test_hostile_archives_are_refused_in_one_line_and_nothing_is_written(
+    tmp_path: Path, make
+) -> None:
+    path = make(tmp_path / "m.pt")
+    before = path.read_bytes()
+    for attempt in (
+        lambda: open_weights(path, writable=True),
+        lambda: _embed_file(path, SECRET, DEFAULT_STRENGTH),
+    ):
+        with pytest.raises(FormatError) as info:
+            attempt()
+        assert "\n" not in str(info.value)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["m.pt"]
