@@ -151,3 +151,23 @@ def test_a_file_changed_between_open_and_write_is_refused(tmp_path: Path, change
         embed_source(src, SECRET)
     assert "\n" not in str(info.value)
     assert path.read_bytes() == proto  # the protobuf was not rewritten
+
+
+def test_external_data_inside_the_model_file_falls_back_to_eager(tmp_path: Path) -> None:
+    """A reference into the protobuf's own bytes: patching it in place would corrupt the model
+    (and the rewrite would undo it), so the model is marked eagerly."""
+    model = _model()
+    w1 = next(t for t in model.graph.initializer if t.name == "W1")
+    w1.ClearField("raw_data")
+    w1.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "model.onnx"), ("offset", "0"), ("length", "8192")):
+        entry = w1.external_data.add()
+        entry.key, entry.value = key, value
+    model.graph.initializer.append(
+        numpy_helper.from_array(np.zeros((64, 64), np.float32), "pad")  # the file > 8 KiB
+    )
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    assert open_weights(path).streamed
+    src = open_weights(path, writable=True)
+    assert not src.in_place and src.weight_file is not None
