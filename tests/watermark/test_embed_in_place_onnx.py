@@ -171,3 +171,17 @@ def test_external_data_inside_the_model_file_falls_back_to_eager(tmp_path: Path)
     assert open_weights(path).streamed
     src = open_weights(path, writable=True)
     assert not src.in_place and src.weight_file is not None
+
+
+def test_an_integer_tensor_over_float_external_bytes_falls_back_to_eager(tmp_path: Path) -> None:
+    path = _save(tmp_path / "m")
+    model = onnx.load(str(path), load_external_data=False)
+    w1 = next(t for t in model.graph.initializer if t.name == "W1")
+    ints = model.graph.initializer.add()
+    ints.CopyFrom(w1)
+    ints.name, ints.data_type = "ids", TensorProto.INT64
+    del ints.dims[:]
+    ints.dims.extend([64, 16])  # the same 8 KiB read as int64
+    path.write_bytes(model.SerializeToString())
+    assert open_weights(path).streamed and "ids" in open_weights(path).other
+    assert not open_weights(path, writable=True).in_place

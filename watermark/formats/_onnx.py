@@ -448,11 +448,20 @@ def in_place_blocker(found: Found) -> str | None:
     """Why ``found`` cannot be marked in place (its external data patched in its file(s), the
     protobuf rewritten only for the inline tensors marked), or None when it can: it must keep
     some float tensor in external data, no external span may be the model file itself, and no
-    two float tensors may share external bytes (``save`` would mark each from its stored values
-    and write them apart; in place the second would be read already marked)."""
-    spans = sorted((t.file, t.offset, t.offset + t.nbytes, t.name) for t in found.tensors if t.file)
-    if not spans:
+    two external tensors (of any known dtype) may share bytes (``save`` would mark each float
+    tensor from its stored values and write every tensor apart; in place the second name would
+    be read already marked, or an integer tensor changed with it)."""
+    if not any(t.file for t in found.tensors):
         return "no external data"
+    spans = []
+    for tp in _all_protos(found.model):  # every external tensor, floats or not (bounded by locate)
+        dtype = _DTYPES.get(tp.data_type)
+        if tp.data_location != _EXTERNAL or dtype is None:
+            continue
+        nbytes = int(np.prod(tuple(tp.dims), dtype=np.int64)) * np.dtype(RAW_NUMPY[dtype]).itemsize
+        file, offset = _external_span(tp, found.path, nbytes)
+        spans.append((file, offset, offset + nbytes, tp.name))
+    spans.sort()
     if any(file == found.path.resolve() or file == found.path for file, *_ in spans):
         return "external data inside the model file"
     for (fa, _, a_end, a), (fb, b_start, _, b) in zip(spans, spans[1:], strict=False):
