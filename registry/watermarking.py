@@ -67,28 +67,30 @@ def _sketch_one(name: str, marked: Any) -> dict[str, Any]:
 
 
 def _embed_file(path: Path, secret: bytes, strength: float) -> tuple[Any, dict[str, Any]]:
-    """Mark one staged weight file in place: safetensors tensor by tensor (one in memory at a
-    time), other formats through ``load_weights``/``save_weights`` and an atomic replace.
+    """Mark one staged weight file in place: tensor by tensor (one in memory at a time) when
+    ``open_weights(path, writable=True)`` gives an in-place source (safetensors, a torch archive
+    of stored records with no tied weights, an ONNX model with external data), else through
+    ``save_weights`` of the eager reader's weights and an atomic replace.
 
     A file that does not parse raises its own error; a marking failure is named with the file.
     """
-    from assay.watermark.formats import detect_format, load_weights, save_weights
+    from assay.watermark.formats import save_weights
+    from assay.watermark.formats._stream import open_weights
     from assay.watermark.scheme import embed
+    from assay.watermark.streaming import embed_source
 
     def failed(exc: AssayError) -> AssayError:
         return AssayError(f"cannot watermark {path.name}: {exc} (use --no-watermark to skip)")
 
-    if detect_format(path) == "safetensors":
-        from assay.watermark.formats._stream import open_weights
+    source = open_weights(path, writable=True)
+    if source.in_place:
         from assay.watermark.scheme import WatermarkError
-        from assay.watermark.streaming import embed_source
 
-        source = open_weights(path, writable=True)
         try:
             return embed_source(source, secret, strength=strength, sketch=_sketch_one)
         except WatermarkError as exc:
             raise failed(exc) from exc
-    weights = load_weights(path)
+    weights = source.weight_file
     try:
         result = embed(weights.tensors, secret, strength=strength)
     except AssayError as exc:

@@ -65,7 +65,7 @@ def embed_file(
     secret, write the output, and only then record the audit event; if recording fails the output
     is removed. A failure at any step leaves no output, and an unwritable output no secret.
     """
-    from assay.watermark.formats import detect_format, load_weights, save_weights
+    from assay.watermark.formats import load_weights, save_weights
     from assay.watermark.scheme import DEFAULT_STRENGTH, embed
 
     if output.exists():
@@ -73,11 +73,12 @@ def embed_file(
     used = strength if strength is not None else DEFAULT_STRENGTH
     if source.is_dir():
         return _embed_folder(registry, source, output, key, used)
-    if source.is_file() and detect_format(source) == "safetensors":
+    probe = _in_place_probe(source)
+    if probe is not None and probe.in_place:
         written, record = _embed_streamed(registry, source, output, key, used)
         weights = None
     else:
-        weights = load_weights(source)
+        weights = probe.weight_file if probe is not None else load_weights(source)
         _check_writable(output)
         result = embed(weights.tensors, _secret(registry, key), strength=used)
         written = save_weights(weights, result.tensors, output)
@@ -113,11 +114,26 @@ def embed_file(
     )
 
 
+def _in_place_probe(source: Path):
+    """How a single weight file ``source`` would be written, without opening it for writing:
+    a ``TensorSource`` whose ``in_place`` says whether a copy of it can be marked in place (the
+    checks of ``open_weights(..., writable=True)``, done read-only on the user's file); None for
+    an ONNX model (its external data lives beside it, not in a lone copy: always eager here, and
+    written with ``<output>.data``)."""
+    from assay.watermark.formats import detect_format
+    from assay.watermark.formats._stream import open_weights
+
+    if not source.is_file() or detect_format(source) == "onnx":
+        return None
+    return open_weights(source, writable=True, probe=True)
+
+
 def _embed_streamed(
     registry: Registry, source: Path, output: Path, key: str | None, strength: float
 ) -> tuple[Path, Any]:
-    """safetensors: copy ``source`` beside ``output``, mark the copy tensor by tensor in place
-    (one tensor in memory at a time), then publish it; nothing is left behind on failure."""
+    """A file ``open_weights`` writes in place (safetensors, a torch archive of stored records):
+    copy ``source`` beside ``output``, mark the copy tensor by tensor in place (one tensor in
+    memory at a time), then publish it; nothing is left behind on failure."""
     import shutil
 
     from assay.core.atomic import publish_new, temp_sibling
@@ -125,7 +141,6 @@ def _embed_streamed(
     from assay.watermark.formats._stream import open_weights
     from assay.watermark.streaming import embed_source
 
-    open_weights(source)  # headers checked before any secret or output exists
     out = check_out_path(output)
     _check_writable(output)
     secret = _secret(registry, key)
@@ -134,7 +149,10 @@ def _embed_streamed(
             shutil.copyfile(source, tmp)
         except OSError as exc:
             raise FormatError(f"cannot write {output}: {exc.strerror or exc}") from exc
-        record, _ = embed_source(open_weights(tmp, writable=True), secret, strength=strength)
+        copy = open_weights(tmp, writable=True)
+        if not copy.in_place:  # the copy differs from the source checked above
+            raise FormatError(f"{source} changed while it was copied; try again")
+        record, _ = embed_source(copy, secret, strength=strength)
         publish_new(tmp, out, error=FormatError)
     return out, record
 

@@ -358,7 +358,9 @@ def embed_source(
     min_size: int = DEFAULT_MIN_SIZE,
     sketch=None,
 ) -> tuple[WatermarkRecord, dict]:
-    """Mark every eligible tensor of a writable ``TensorSource`` in place, one tensor at a time.
+    """Mark every eligible tensor of an ``in_place`` ``TensorSource`` (opened writable on a
+    private copy), one tensor at a time, then ``source.finish()`` (a torch archive's CRCs, an ONNX
+    model's inline tensors).
 
     Returns the record (as ``scheme.embed`` makes it) and, when ``sketch(name, marked)`` is given,
     its per-tensor results (registration keeps a few marked values per tensor).
@@ -382,6 +384,7 @@ def embed_source(
         if sketch is not None:
             sketches[name] = sketch(name, marked)
         del marked
+    source.finish()
     record = WatermarkRecord(
         SCHEME, float(strength), fingerprint(secret), tuple(marks[n] for n in names)
     )

@@ -281,3 +281,130 @@ def test_embed_of_a_folder_with_a_failing_shard_leaves_nothing(
     res = _run("watermark", "embed", str(src), str(out))
     assert res.exit_code == 1 and "does not hold it" in res.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+# ------------------------------------------------------------------------------------------
+# embed in place: torch archives and ONNX external data marked on a private copy
+
+
+def _torch_state(seed: int) -> dict:
+    import torch
+
+    return {k: torch.from_numpy(v.copy()) for k, v in T.state(T.train(seed=seed, epochs=2)).items()}
+
+
+def test_embed_a_torch_file_in_place(registered: Path, tmp_path: Path) -> None:
+    import zipfile
+
+    import torch
+
+    from assay.tracing.watermark_ops import _in_place_probe
+
+    src = tmp_path / "model.pt"
+    torch.save(_torch_state(6), src)
+    before = src.read_bytes()
+    assert _in_place_probe(src).in_place  # the copy is marked in place, not load + save
+    out = tmp_path / "marked.pt"
+    res = _run("watermark", "embed", str(src), str(out), "--strength", "0.02", "--json")
+    assert res.exit_code == 0, res.output
+    assert src.read_bytes() == before  # the user's file is never written
+    with zipfile.ZipFile(out) as zf:
+        assert zf.testzip() is None
+    marked = torch.load(out, weights_only=True)
+    assert set(marked) == set(torch.load(src, weights_only=True))
+    res = _run("watermark", "detect", str(out), "--reference", str(src), "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout)["results"][0]["verdict"] == "detected"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["marked.pt", "model.pt"]
+
+
+def test_embed_of_a_torch_file_whose_views_disagree_leaves_nothing(
+    registered: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    base = torch.randn(80, 64, generator=torch.Generator().manual_seed(3))
+    src = tmp_path / "views.pt"
+    torch.save({"a": base[:60], "b": base[20:]}, src)  # overlapping views: eager, refused
+    res = _run("watermark", "embed", str(src), str(tmp_path / "out.pt"))
+    assert res.exit_code == 1 and len(res.stderr.strip().splitlines()) == 1, res.output
+    assert "disagree" in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["views.pt"]
+
+
+def test_embed_a_folder_with_an_onnx_model_and_external_data(
+    registered: Path, tmp_path: Path
+) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    inline = T.export_onnx(T.train(seed=7, epochs=2), tmp_path / "in" / "model.onnx")
+    folder = tmp_path / "src"
+    folder.mkdir()
+    onnx.save(onnx.load(str(inline)), str(folder / "model.onnx"), save_as_external_data=True,
+              location="weights.bin", size_threshold=256)  # fmt: skip
+    refs = [
+        [(e.key, e.value) for e in t.external_data]
+        for t in onnx.load(str(folder / "model.onnx"), load_external_data=False).graph.initializer
+    ]
+    out = tmp_path / "out"
+    res = _run("watermark", "embed", str(folder), str(out), "--strength", "0.02", "--json")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "weights.bin"]
+    marked = onnx.load(str(out / "model.onnx"), load_external_data=False)
+    assert [[(e.key, e.value) for e in t.external_data] for t in marked.graph.initializer] == refs
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    feed = {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], np.float32)
+            for i in sess.get_inputs()}  # fmt: skip
+    assert sess.run(None, feed)[0].shape[0] == 1
+    res = _run("watermark", "detect", str(out / "model.onnx"), "--reference",
+               str(folder / "model.onnx"), "--json")  # fmt: skip
+    assert res.exit_code == 0 and json.loads(res.stdout)["results"][0]["verdict"] == "detected"
+
+
+def test_register_a_torch_pytorch_model_bin(registered: Path, tmp_path: Path) -> None:
+    import torch
+
+    registry = Registry.open(Settings.from_env())
+    folder = tmp_path / "tmlp"
+    folder.mkdir()
+    state = _torch_state(8)
+    torch.save(state, folder / "pytorch_model.bin")
+    before = (folder / "pytorch_model.bin").read_bytes()
+    result = register_model(registry, "tmlp", str(folder))
+    assert result.watermark is not None and result.watermark["files"] == ["pytorch_model.bin"]
+    assert (folder / "pytorch_model.bin").read_bytes() == before  # only the staged copy marked
+    with registry.store.session(readonly=True) as session:
+        uri = require_artifact(session, "model", "tmlp", "1").uri
+    stored = local_path_of(uri or "") / "pytorch_model.bin"
+    marked = torch.load(stored, weights_only=True)
+    assert set(marked) == set(state) and any(not torch.equal(marked[k], state[k]) for k in state)
+    res = _run("trace", str(stored), "--json")
+    assert res.exit_code == 0, res.output
+    best = json.loads(res.stdout)["candidates"][0]
+    assert (best["ref"], best["verdict"]) == ("tmlp/1", "match"), best
+
+
+def test_a_copy_changed_in_the_middle_of_an_in_place_embed_leaves_nothing(
+    registered: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from assay.watermark.formats._stream import TensorSource
+
+    src = tmp_path / "model.pt"
+    torch.save(_torch_state(9), src)
+    original = TensorSource.write
+    calls = []
+
+    def write(self, name, values):  # the file grows under the writer after its first tensor
+        calls.append(name)
+        if len(calls) == 2:
+            with open(self.path, "ab") as fh:
+                fh.write(b"\0")
+        return original(self, name, values)
+
+    monkeypatch.setattr(TensorSource, "write", write)
+    res = _run("watermark", "embed", str(src), str(tmp_path / "out.pt"))
+    assert res.exit_code == 1 and len(res.stderr.strip().splitlines()) == 1, res.output
+    assert "changed since it was opened" in res.stderr and len(calls) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]

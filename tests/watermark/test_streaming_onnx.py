@@ -175,9 +175,13 @@ def test_a_model_without_external_data_stays_eager(tmp_path: Path) -> None:
         src.sample("bias", np.array([3]))
 
 
-def test_writable_onnx_is_the_eager_reader(tmp_path: Path) -> None:
+def test_writable_onnx_with_external_data_is_in_place(tmp_path: Path) -> None:
     src = open_weights(_save(tmp_path / "m"), writable=True)
-    assert not src.streamed and src.weight_file is not None and src.weight_file.format == "onnx"
+    assert src.in_place and src.weight_file is None and src.format == "onnx"
+    inline = tmp_path / "inline.onnx"
+    onnx.save(_graph(), str(inline))
+    src = open_weights(inline, writable=True)
+    assert not src.in_place and src.weight_file is not None and src.weight_file.format == "onnx"
 
 
 # ------------------------------------------------------------------------------------------

@@ -9,7 +9,10 @@ reads each external tensor from its file only when it is accessed.
 Writing back edits the tensors in a copy of the proto, keeping each one's dtype and storage field
 (``raw_data`` or the typed field). A model that used external data is written with external data
 again: every external tensor goes, in order, into one new file ``<out name>.data`` beside the output
-(untouched tensors byte-identical); an inline model stays inline.
+(untouched tensors byte-identical); an inline model stays inline. Marking in place
+(``_stream.open_weights(..., writable=True)`` on a private copy, when :func:`in_place_blocker`
+allows it) instead patches external tensors in their files and, through :func:`rewrite_inline`,
+rewrites only the protobuf's inline tensors, every external reference as it was.
 """
 
 from __future__ import annotations
@@ -439,6 +442,62 @@ def save(wf: WeightFile, updated, out_path) -> Path:
                     os.unlink(data_out)
             raise
     return out
+
+
+def in_place_blocker(found: Found) -> str | None:
+    """Why ``found`` cannot be marked in place (its external data patched in its file(s), the
+    protobuf rewritten only for the inline tensors marked), or None when it can: it must keep
+    some float tensor in external data, no external span may be the model file itself, and no
+    two external tensors (of any known dtype) may share bytes (``save`` would mark each float
+    tensor from its stored values and write every tensor apart; in place the second name would
+    be read already marked, or an integer tensor changed with it)."""
+    if not any(t.file for t in found.tensors):
+        return "no external data"
+    spans = []
+    for tp in _all_protos(found.model):  # every external tensor, floats or not (bounded by locate)
+        dtype = _DTYPES.get(tp.data_type)
+        if tp.data_location != _EXTERNAL or dtype is None:
+            continue
+        nbytes = int(np.prod(tuple(tp.dims), dtype=np.int64)) * np.dtype(RAW_NUMPY[dtype]).itemsize
+        file, offset = _external_span(tp, found.path, nbytes)
+        spans.append((file, offset, offset + nbytes, tp.name))
+    spans.sort()
+    if any(file == found.path.resolve() or file == found.path for file, *_ in spans):
+        return "external data inside the model file"
+    for (fa, _, a_end, a), (fb, b_start, _, b) in zip(spans, spans[1:], strict=False):
+        if fa == fb and b_start < a_end:
+            return f"tensors {brief(a)} and {brief(b)} share external bytes"
+    return None
+
+
+def rewrite_inline(found: Found, updates: dict[str, np.ndarray]) -> None:
+    """Replace ``found.path`` atomically with its protobuf, the inline tensors in ``updates``
+    (name -> stored values, flat) set in their own storage field, every other tensor and every
+    external reference unchanged (the external data, patched in place, is not touched here)."""
+    import onnx
+
+    from assay.core.atomic import publish_replace
+
+    if not updates:
+        return
+    model = onnx.ModelProto()
+    model.CopyFrom(found.model)
+    targets = dict(_named_tensors(model))
+    dtypes = {t.name: t.dtype for t in found.tensors}
+    for name, raw in updates.items():
+        tp = targets[name]
+        if tp.data_location == _EXTERNAL:
+            raise FormatError(f"internal error: {brief(name)} is not inline")
+        _set_inline(tp, raw, dtypes[name])
+    try:
+        blob = model.SerializeToString()
+    except Exception as exc:  # noqa: BLE001 - protobuf size limit and friends
+        raise FormatError(f"cannot serialise {found.path.name}: {exc}") from exc
+    if len(blob) > _PROTOBUF_LIMIT:
+        raise FormatError(f"{found.path.name} would exceed the 2 GiB protobuf limit")
+    with temp_sibling(found.path) as tmp:
+        tmp.write_bytes(blob)
+        publish_replace(tmp, found.path)
 
 
 def _write_external(model, src: Path, data_tmp: Path, location: str) -> None:

@@ -9,26 +9,37 @@ float32 by itself, and nothing is cached, so callers hold only the tensors they 
 tensor is never held whole in float32), :meth:`TensorSource.sample` reads a few elements (one
 ``pread`` each), and :meth:`TensorSource.write` patches one tensor's bytes in place.
 
-torch zip archives and TorchScript (read-only) are streamed the same way from their stored,
-uncompressed records, after every check of the eager reader (``_torch.locate``: the pickles through
-the allow-list, each tensor against its storage record), when every weight is a contiguous run of
-a stored record. ONNX models with external data are streamed read-only after every check of the
-eager reader (``_onnx.locate``: the graph bounded, every location confined to the model's folder,
-every offset and length within its file): a tensor in external data is read from its file on
-access, the few kept inside the protobuf are held in memory (as their stored values, converted per
-block like the rest). A file that shrinks or goes away after the source was opened gives a one-line
-FormatError on access (short read), and ``write`` checks each file's size and mtime first. Others (a
-compressed or strided torch archive, legacy torch, an ONNX model without external data, which is
-all in the protobuf anyway) are read by the eager readers and wrapped in the same interface:
-correct, but not streamed.
+torch zip archives and TorchScript are streamed the same way from their stored, uncompressed
+records, after every check of the eager reader (``_torch.locate``: the pickles through the
+allow-list, each tensor against its storage record), when every weight is a contiguous run of a
+stored record. ONNX models with external data are streamed after every check of the eager reader
+(``_onnx.locate``: the graph bounded, every location confined to the model's folder, every offset
+and length within its file): a tensor in external data is read from its file on access, the few
+kept inside the protobuf are held in memory (as their stored values, converted per block like the
+rest). A file that shrinks or goes away after the source was opened gives a one-line FormatError on
+access (short read), and ``write`` and ``finish`` check each file's size and mtime first.
+
+Opened ``writable``, a source is :attr:`TensorSource.in_place` when its format can be patched in
+place, and :meth:`TensorSource.finish` (called once after the last write, by
+``streaming.embed_source``) completes it: nothing for safetensors; for a torch archive the CRC-32 of
+every patched record, recomputed a block at a time, in its local header (or data descriptor) and
+central directory entry; for ONNX an atomic rewrite of the protobuf when a held (inline) tensor was
+written, every external reference unchanged. A torch archive whose weights share bytes (tied
+weights, overlapping views) or an ONNX model whose tensors share external bytes (or keep them in
+the model file itself) is not written in place: marking tensor by tensor would read the second
+name already marked, so ``save_weights`` (which marks every name from the stored values and
+requires tied updates to agree) writes it. Only ever open a private copy writable; ``probe=True``
+makes the writable checks on a file that must not change. Others (a compressed or strided torch
+archive, legacy torch, an ONNX model without external data, which is all in the protobuf anyway)
+are read by the eager readers and wrapped in the same interface: correct, but not streamed.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -74,10 +85,15 @@ class TensorSource(Mapping[str, np.ndarray]):
         other: dict[str, TensorInfo] | None = None,
         *,
         writable: bool = False,
+        finisher: Callable[[dict[str, _Loc]], None] | None = None,
+        stamps: dict[Path, tuple[int, int]] | None = None,
     ) -> None:
         self.path = path
         self.format = fmt
         self.writable = writable
+        self._finisher = finisher
+        self.probe = False  # set by open_weights(probe=True): in_place is told, write refused
+        self._written: set[str] = set()
         self._locs = locs or {}
         self._eager = eager
         self.other = other or (eager.other if eager is not None else {})
@@ -88,11 +104,17 @@ class TensorSource(Mapping[str, np.ndarray]):
             self.shapes = {n: loc.shape for n, loc in self._locs.items()}
             self.dtypes = {n: loc.dtype for n, loc in self._locs.items()}
         self._stamps = {loc.file: file_stamp(loc.file) for loc in self._locs.values()}
+        self._stamps.update(stamps or {})
 
     @property
     def streamed(self) -> bool:
         """Whether tensors are read on access (rather than all held by an eager reader)."""
         return self._eager is None
+
+    @property
+    def in_place(self) -> bool:
+        """Whether :meth:`write` patches the file(s) in place (streamed and opened writable)."""
+        return self.streamed and self.writable
 
     @property
     def fresh(self) -> bool:
@@ -198,7 +220,7 @@ class TensorSource(Mapping[str, np.ndarray]):
     def write(self, name: str, values: np.ndarray) -> None:
         """Overwrite tensor ``name`` in its file with ``values`` (cast back to its stored dtype)."""
         loc = self._locs.get(name)
-        if not self.writable or loc is None or loc.held is not None:
+        if not self.writable or self.probe or loc is None:
             raise FormatError(f"{self.path} was not opened for in-place writing")
         values = np.asarray(values)
         if tuple(values.shape) != loc.shape:
@@ -208,6 +230,11 @@ class TensorSource(Mapping[str, np.ndarray]):
             )
         if file_stamp(loc.file) != self._stamps[loc.file]:
             raise FormatError(f"{loc.file} changed since it was opened; open it again")
+        if loc.held is not None:  # kept in the protobuf: held until finish rewrites it
+            raw = np.ascontiguousarray(from_analysis(values.reshape(-1), loc.dtype))
+            self._locs[name] = replace(loc, held=raw.astype(loc.held.dtype, copy=False))
+            self._written.add(name)
+            return
         flat = np.ascontiguousarray(values).reshape(-1)
         written = 0
         with open(loc.file, "r+b") as fh:  # converted a step at a time: no second full copy
@@ -218,6 +245,21 @@ class TensorSource(Mapping[str, np.ndarray]):
         if written != loc.end - loc.begin:
             raise FormatError(f"internal size mismatch writing {brief(name)}")
         self._stamps[loc.file] = file_stamp(loc.file)
+        self._written.add(name)
+
+    def finish(self) -> None:
+        """Complete the writes (call once, after the last :meth:`write`): what a format keeps
+        about its tensors' bytes is brought up to date (a torch archive's CRC-32s); nothing for
+        safetensors. The file-changed check comes first, as for each write."""
+        if self._finisher is None or not self._written:
+            return
+        for file, stamp in self._stamps.items():
+            if file_stamp(file) != stamp:
+                raise FormatError(f"{file} changed since it was opened; open it again")
+        self._finisher({n: self._locs[n] for n in self._written})
+        self._written.clear()
+        for file in self._stamps:
+            self._stamps[file] = file_stamp(file)
 
 
 def _open(file: Path, mode: str, buffering: int = -1):
@@ -293,11 +335,14 @@ def _sharded(index_path: Path, limits: Limits, writable: bool) -> TensorSource:
                         writable=writable)  # fmt: skip
 
 
-def _torch_source(path: Path, limits: Limits) -> TensorSource | None:
-    """A torch zip archive streamed from its stored records (read-only: a patched record would
-    need its CRC fixed, which ``save_weights`` does); None when some weight is compressed or not
-    contiguous (then the eager reader holds the weights)."""
+def _torch_source(path: Path, limits: Limits, writable: bool = False) -> TensorSource | None:
+    """A torch zip archive streamed from its stored records; None when some weight is compressed
+    or not contiguous, or, for ``writable``, when two weights share bytes (tied weights: see
+    ``_torch.overlapping``): then the eager reader holds the weights and ``save_weights`` writes
+    them. Written in place, each patched record gets its CRC-32 recomputed by ``finish`` (in the
+    local header or data descriptor and in the central directory: ``torch.load`` checks it)."""
     from assay.watermark.formats import _torch
+    from assay.watermark.formats._zip import refresh_crc
 
     found = _torch.locate(path, limits)
     ranges = _torch.streamable(found)
@@ -305,25 +350,41 @@ def _torch_source(path: Path, limits: Limits) -> TensorSource | None:
         return None
     if not ranges:
         raise FormatError(f"no floating-point weights in {path}")
+    if writable and _torch.overlapping(ranges) is not None:
+        return None
     locs = {}
     for name, (begin, end) in ranges.items():
         ref = found.slots[name].ref
         locs[name] = _Loc(path, ref.dtype, tuple(ref.shape), begin, end)
     fmt = "torchscript" if found.script else "torch"
-    return TensorSource(path, fmt, locs, None, _torch.other_tensors(found))
+
+    def fix_crcs(names: dict[str, _Loc]) -> None:
+        records = sorted({found.slots[n].record for n in names})
+        with open(path, "r+b") as fh:
+            for record in records:
+                refresh_crc(fh, found.index.records[record])
+
+    return TensorSource(path, fmt, locs, None, _torch.other_tensors(found), writable=writable,
+                        finisher=fix_crcs, stamps={path: found.stamp})  # fmt: skip
 
 
-def _onnx_source(path: Path, limits: Limits) -> TensorSource:
+def _onnx_source(path: Path, limits: Limits, writable: bool = False) -> TensorSource:
     """An ONNX model after every check of the eager reader (``_onnx.locate``): tensors in external
-    data streamed from their files, the ones inside the protobuf held (read-only: ``save_weights``
-    writes a new model). A model without external float data is all in the protobuf anyway: it is
-    read eagerly."""
+    data streamed from their files, the ones inside the protobuf held. A model without external
+    float data is all in the protobuf anyway: it is read eagerly.
+
+    ``writable`` (when ``_onnx.in_place_blocker`` finds nothing against it, else the eager
+    reader's source, for ``save_weights``): an external tensor is patched in its file; a held one
+    is replaced in memory, and ``finish`` rewrites the protobuf atomically with those values,
+    every external reference unchanged."""
     from assay.watermark.formats import _onnx
 
     found = _onnx.locate(path, limits)
     if not found.tensors:
         raise FormatError(f"no floating-point weights in {path}")
-    if all(t.file is None for t in found.tensors):
+    if all(t.file is None for t in found.tensors) or (
+        writable and _onnx.in_place_blocker(found) is not None
+    ):
         return TensorSource(path, "onnx", None, _onnx.weight_file(found))
     locs = {}
     for t in found.tensors:
@@ -331,17 +392,38 @@ def _onnx_source(path: Path, limits: Limits) -> TensorSource:
             locs[t.name] = _Loc(path, t.dtype, t.shape, 0, t.nbytes, t.raw)
         else:
             locs[t.name] = _Loc(t.file, t.dtype, t.shape, t.offset, t.offset + t.nbytes)
-    return TensorSource(path, "onnx", locs, None, found.other)
+
+    def rewrite(written: dict[str, _Loc]) -> None:
+        held = {n: loc.held for n, loc in written.items() if loc.held is not None}
+        _onnx.rewrite_inline(found, held)
+
+    stamps = {path: found.stamp}
+    return TensorSource(path, "onnx", locs, None, found.other, writable=writable,
+                        finisher=rewrite, stamps=stamps)  # fmt: skip
 
 
 def open_weights(
-    path: str | os.PathLike[str], *, limits: Limits | None = None, writable: bool = False
+    path: str | os.PathLike[str],
+    *,
+    limits: Limits | None = None,
+    writable: bool = False,
+    probe: bool = False,
 ) -> TensorSource:
     """Open the model file, or the model folder (one weight file, or a shard index), at ``path``.
 
-    ``writable`` allows :meth:`TensorSource.write` (safetensors only: other formats are written
-    with ``save_weights``, so a writable ONNX or torch source is the eager reader's).
+    ``writable`` asks for :meth:`TensorSource.write`: the source is ``in_place`` when the format
+    can be patched in place (safetensors; a torch or TorchScript archive whose weights are
+    contiguous runs of stored records, no two sharing bytes; an ONNX model with external data),
+    else it is the eager reader's, for ``save_weights``. ``probe`` (with ``writable``) makes the
+    same checks and tells ``in_place`` but refuses every write: for a file that must not change
+    (the user's source, before it is copied).
     """
+    source = _open_path(path, limits, writable)
+    source.probe = probe
+    return source
+
+
+def _open_path(path: str | os.PathLike[str], limits: Limits | None, writable: bool) -> TensorSource:
     from assay.watermark.formats._api import load_weights
     from assay.watermark.formats._detect import detect_format, find_weight_files
     from assay.watermark.formats._index import find_index
@@ -369,11 +451,11 @@ def open_weights(
         if not locs:
             raise FormatError(f"no floating-point weights in {p}")
         return TensorSource(p, "safetensors", locs, None, other, writable=writable)
-    if fmt in ("torch", "torchscript") and not writable:
-        streamed = _torch_source(p, limits)
+    if fmt in ("torch", "torchscript"):
+        streamed = _torch_source(p, limits, writable)
         if streamed is not None:
             return streamed
-    if fmt == "onnx" and not writable:
-        return _onnx_source(p, limits)
+    if fmt == "onnx":
+        return _onnx_source(p, limits, writable)
     wf = load_weights(p, limits=limits)
     return TensorSource(p, wf.format, None, wf)

@@ -354,6 +354,20 @@ def streamable(found: Located) -> dict[str, tuple[int, int]] | None:
     return ranges
 
 
+def overlapping(ranges: dict[str, tuple[int, int]]) -> tuple[str, str] | None:
+    """Two weights whose byte ranges overlap (tied weights, views of one storage), or None.
+
+    In-place writing marks tensor by tensor, so the second of two such weights would be read
+    already marked; ``save`` instead marks both from the stored values and requires the updates
+    to agree. Such an archive is therefore written eagerly (``save``), never in place.
+    """
+    spans = sorted((b, e, n) for n, (b, e) in ranges.items() if e > b)
+    for (_, a_end, a), (b_start, _, b) in zip(spans, spans[1:], strict=False):
+        if b_start < a_end:
+            return a, b
+    return None
+
+
 def other_tensors(found: Located) -> dict[str, TensorInfo]:
     """The tensors :func:`read_tensors` does not return as weights (integers, optimizer state)."""
     other: dict[str, TensorInfo] = {}

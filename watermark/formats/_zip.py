@@ -185,11 +185,33 @@ def patch_record(fh, rec: Record, data: bytes) -> None:
         raise FormatError(f"internal size mismatch patching {rec.name!r}")
     fh.seek(rec.data_offset)
     fh.write(data)
-    crc = struct.pack("<I", zlib.crc32(data) & 0xFFFFFFFF)
+    _write_crc(fh, rec, zlib.crc32(data))
+
+
+def refresh_crc(fh, rec: Record) -> None:
+    """Recompute the CRC-32 of stored record ``rec`` (patched in place in the open file ``fh``)
+    a block at a time and write it wherever the archive keeps it: the local header (or the data
+    descriptor) and the central directory entry. Sizes and offsets are unchanged, so no zip64
+    extra field needs touching (zip64 extras hold sizes and offsets, never the CRC)."""
+    if rec.compressed:
+        raise FormatError(f"zip record {rec.name!r} is compressed; cannot update it in place")
+    crc, left = 0, rec.size
+    fh.seek(rec.data_offset)
+    while left:
+        block = fh.read(min(_CHUNK, left))
+        if not block:
+            raise FormatError(f"zip record {brief(rec.name)} is truncated")
+        crc = zlib.crc32(block, crc)
+        left -= len(block)
+    _write_crc(fh, rec, crc)
+
+
+def _write_crc(fh, rec: Record, crc: int) -> None:
+    packed = struct.pack("<I", crc & 0xFFFFFFFF)
     for at in (rec.local_crc_at, rec.descriptor_crc_at, rec.central_crc_at):
         if at is not None:
             fh.seek(at)
-            fh.write(crc)
+            fh.write(packed)
 
 
 def _find_central_directory(fh, size: int, path: Path) -> tuple[int, int]:
