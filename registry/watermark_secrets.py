@@ -46,38 +46,36 @@ def active_secret(registry: Registry, *, create: bool = True) -> bytes:
 
     With ``create``, the first call makes one and records its fingerprint in the audit log.
     """
-    env = os.environ.get(ENV)
-    if env:
-        try:
-            return bytes.fromhex(env.strip())
-        except ValueError as exc:
-            raise ConfigError(f"{ENV} must be hex") from exc
-    keys_dir = registry.settings.keys_dir
-    existing = _files(keys_dir)
-    if existing:
-        return _read(max(existing, key=lambda p: p.stat().st_mtime_ns))
-    if not create:
-        raise ConfigError("no watermark secret: register a model with a watermark first")
-    secret, keep = pending_secret(registry)
+    secret, keep = pending_secret(registry, create=create)
     if keep is not None:
         keep()
     return secret
 
 
-def pending_secret(registry: Registry) -> tuple[bytes, Callable[[], None] | None]:
-    """The active secret, or a new one that exists only in memory until its ``keep()`` writes it
-    (0600 file) and records its fingerprint in the audit log. Registration marks its staged copy
-    first and keeps the secret only once every weight file was marked, so a registration that
-    fails on a broken weight file leaves no secret and no audit event; it keeps it before any
-    marked byte leaves the process (the MLflow upload)."""
+def pending_secret(
+    registry: Registry, *, create: bool = True
+) -> tuple[bytes, Callable[[], None] | None]:
+    """:func:`active_secret`, but a new secret exists only in memory until its ``keep()`` writes
+    it (0600 file) and records its fingerprint in the audit log (``keep`` is None for an existing
+    secret). Registration marks its staged copy first and keeps the secret only once every weight
+    file was marked, so a registration that fails on a broken weight file leaves no secret and no
+    audit event; it keeps it before any marked byte leaves the process (the MLflow upload)."""
     env = os.environ.get(ENV)
-    if env or _files(registry.settings.keys_dir):
-        return active_secret(registry, create=False), None
+    if env:
+        try:
+            return bytes.fromhex(env.strip()), None
+        except ValueError as exc:
+            raise ConfigError(f"{ENV} must be hex") from exc
+    keys_dir = registry.settings.keys_dir
+    existing = _files(keys_dir)
+    if existing:
+        return _read(max(existing, key=lambda p: p.stat().st_mtime_ns)), None
+    if not create:
+        raise ConfigError("no watermark secret: register a model with a watermark first")
     secret = secrets.token_bytes(32)
 
     def keep() -> None:
         fp = _fingerprint(secret)
-        keys_dir = registry.settings.keys_dir
         keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = keys_dir / f"{_PREFIX}{fp[:16]}{_SUFFIX}"
         write_new_file(path, (secret.hex() + "\n").encode("ascii"), 0o600, what="a secret")
