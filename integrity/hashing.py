@@ -316,7 +316,6 @@ def hash_spans(
     """
     items = list(spans)
     _new_hasher(algorithm)  # fail fast on an unsupported algorithm
-    seed = fingerprint_seed
     tracker = _Progress(progress)
     results: list[FileDigest | None] = [None] * len(items)
     pooled = list(range(len(items)))
@@ -324,18 +323,19 @@ def hash_spans(
         big = [i for i in pooled if sizes[i] >= BLAKE3_PARALLEL_MIN]
         pooled = [i for i in pooled if sizes[i] < BLAKE3_PARALLEL_MIN]
         for i in big:
-            results[i] = _hash_span(items[i], algorithm, tracker, threads=0, seed=seed)
+            results[i] = _hash_span(items[i], algorithm, tracker, threads=0, seed=fingerprint_seed)
     n_workers = max(1, min(workers or default_workers(), len(pooled) or 1))
     if n_workers == 1 or len(pooled) <= 1:
         for i in pooled:
-            results[i] = _hash_span(items[i], algorithm, tracker, seed=seed)
+            results[i] = _hash_span(items[i], algorithm, tracker, seed=fingerprint_seed)
         return [r for r in results if r is not None]
 
     if sizes is not None:
         pooled.sort(key=lambda i: -sizes[i])
     with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="assay-hash") as pool:
         futures = {
-            i: pool.submit(_hash_span, items[i], algorithm, tracker, 1, seed) for i in pooled
+            i: pool.submit(_hash_span, items[i], algorithm, tracker, 1, fingerprint_seed)
+            for i in pooled
         }
         try:
             for i in pooled:

@@ -399,6 +399,17 @@ def _set_inline(tp, raw: np.ndarray, dtype: str) -> None:
         tp.int32_data.extend(raw.ravel().view(np.uint16).astype(np.int64).tolist())
 
 
+def _serialise(model, name: str) -> bytes:
+    """The protobuf bytes of ``model``, to be written as ``name`` (within the 2 GiB limit)."""
+    try:
+        blob = model.SerializeToString()
+    except Exception as exc:  # noqa: BLE001 - protobuf size limit and friends
+        raise FormatError(f"cannot serialise {name}: {exc}") from exc
+    if len(blob) > _PROTOBUF_LIMIT:
+        raise FormatError(f"{name} would exceed the 2 GiB protobuf limit")
+    return blob
+
+
 def save(wf: WeightFile, updated, out_path) -> Path:
     import onnx
 
@@ -424,12 +435,7 @@ def save(wf: WeightFile, updated, out_path) -> Path:
         data_tmp = stack.enter_context(temp_sibling(out)) if data_out else None
         if data_out is not None and data_tmp is not None:
             _write_external(model, wf.path, data_tmp, data_out.name)
-        try:
-            blob = model.SerializeToString()
-        except Exception as exc:  # noqa: BLE001 - protobuf size limit and friends
-            raise FormatError(f"cannot serialise {out.name}: {exc}") from exc
-        if len(blob) > _PROTOBUF_LIMIT:
-            raise FormatError(f"{out.name} would exceed the 2 GiB protobuf limit")
+        blob = _serialise(model, out.name)
         tmp = stack.enter_context(temp_sibling(out))
         tmp.write_bytes(blob)
         if data_out is not None and data_tmp is not None:
@@ -489,12 +495,7 @@ def rewrite_inline(found: Found, updates: dict[str, np.ndarray]) -> None:
         if tp.data_location == _EXTERNAL:
             raise FormatError(f"internal error: {brief(name)} is not inline")
         _set_inline(tp, raw, dtypes[name])
-    try:
-        blob = model.SerializeToString()
-    except Exception as exc:  # noqa: BLE001 - protobuf size limit and friends
-        raise FormatError(f"cannot serialise {found.path.name}: {exc}") from exc
-    if len(blob) > _PROTOBUF_LIMIT:
-        raise FormatError(f"{found.path.name} would exceed the 2 GiB protobuf limit")
+    blob = _serialise(model, found.path.name)
     with temp_sibling(found.path) as tmp:
         tmp.write_bytes(blob)
         publish_replace(tmp, found.path)
