@@ -287,15 +287,14 @@ def test_broken_or_hostile_weight_file_fails_the_registration(
 
 
 @pytest.fixture
-def fresh_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Registry:
-    """An initialised embedded registry of this test alone (no watermark secret yet)."""
-    for var in CLEARED:
-        monkeypatch.delenv(var, raising=False)
+def fresh_registry(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Registry]:
+    """An initialised embedded registry of this test alone (no watermark secret yet), on each
+    store backend."""
     monkeypatch.delenv("ASSAY_WATERMARK_SECRET", raising=False)
-    monkeypatch.setenv("ASSAY_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("ASSAY_ACTOR", "test@assay")
-    Registry.initialise(Settings.from_env())
-    return Registry.open(Settings.from_env())
+    Registry.initialise(settings)
+    registry = Registry.open(settings)
+    yield registry
+    registry.store.dispose()
 
 
 def _marked_source(root: Path) -> Path:
